@@ -1,0 +1,327 @@
+"""Load a paper YAML, apply a profile, validate (unknown keys and wrong types are errors).
+
+A paper YAML has: identity fields, ``settings`` (the paper's own setting), ``profiles`` (overrides per
+profile: ``paper``, ``cpu``, ``smoke``), ``expected`` (the paper's numbers), ``claims`` and
+``deviations``. Overrides merge into ``settings`` key by key; in ``models`` and ``methods`` a ``null``
+value removes an entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .metrics.evaluation import MetricConfig
+from .train import TrainConfig
+
+PAPERS_DIR = Path(__file__).resolve().parent / "papers"
+PROFILES = ("paper", "cpu", "smoke")
+PROFILE_LABELS = {
+    "paper": "paper profile: the paper's own dataset, models and recipe",
+    "cpu": "cpu profile: Fashion-MNIST, narrow models, short recipe; NOT the paper's setting",
+    "smoke": "smoke profile: a few thousand images, tiny models, 1 epoch; a pipeline check, not a result",
+}
+
+
+class ConfigError(ValueError):
+    """A config or run parameter is invalid; the message names the field and what is valid."""
+
+
+# ----------------------------------------------------------------------------------------------
+# generic dataclass validation
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _check(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for a in args:
+            try:
+                return _check(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, "
+                          f"got {type(value).__name__} {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{where}: expected null, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        inner = args[0] if args else Any
+        out = [_check(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return {k: _check(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise :class:`ConfigError`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{where or cls.__name__}: unknown key(s) {', '.join(unknown)}; "
+                          f"valid keys: {', '.join(names)}")
+    required = [f.name for f in dataclasses.fields(cls) if f.init and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ConfigError(f"{where or cls.__name__}: missing key(s) {', '.join(missing)}")
+    kwargs = {k: _check(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def config_hash(*parts: Any) -> str:
+    blob = json.dumps([to_dict(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------
+# the paper schema
+
+
+@dataclass
+class ModelSpec:
+    width: int = 64  # channels of the first stage (64 = the papers' models)
+
+
+@dataclass
+class SplitConfig:
+    kind: str = "class"  # class-wise forgetting
+    forget: list[list[int]] = field(default_factory=lambda: [[0]])  # one scenario per entry
+
+
+@dataclass
+class Settings:
+    dataset: str
+    models: dict[str, ModelSpec]
+    train: TrainConfig
+    split: SplitConfig
+    seeds: list[int]
+    methods: dict[str, dict[str, Any]]
+    metrics: MetricConfig = field(default_factory=MetricConfig)
+    train_subset: int | None = None  # class-stratified subset of the training set (None: all)
+    test_subset: int | None = None
+    eval_batch_size: int = 1024
+    download: bool = True  # may fetch the dataset when no local copy exists
+
+
+@dataclass
+class Claim:
+    id: str
+    text: str
+    source: str
+    kind: str  # threshold | vs_method | vs_best
+    method: str
+    metric: str
+    op: str  # < <= > >=
+    threshold: float | None = None
+    reference: str | None = None  # vs_method: the method compared with
+    references: list[str] = field(default_factory=list)  # vs_best: the methods to beat
+    transform: str = "diff"  # vs_method: diff (method - reference) | drop (reference - method) | abs_diff
+    profiles: list[str] = field(default_factory=lambda: list(PROFILES))  # where the check is meaningful
+    note: str = ""
+
+
+@dataclass
+class ExpectedTable:
+    source: str
+    dataset: str
+    model: str
+    rows: dict[str, dict[str, list[float]]]  # method -> metric -> [mean] or [mean, std]
+
+
+@dataclass
+class Deviation:
+    what: str
+    upstream: str
+    ours: str
+    switch: str = ""  # the config field that selects the upstream behaviour
+
+
+@dataclass
+class PaperConfig:
+    id: str
+    title: str
+    authors: str
+    venue: str
+    arxiv: str
+    code: str
+    brief: str
+    availability: str
+    headline: str
+    settings: Settings
+    profiles: dict[str, dict[str, Any]]
+    expected: list[ExpectedTable] = field(default_factory=list)
+    claims: list[Claim] = field(default_factory=list)
+    deviations: list[Deviation] = field(default_factory=list)
+    pending: dict[str, str] = field(default_factory=dict)  # method -> why it is not run yet
+    profile: str = "paper"  # which profile `settings` was resolved for
+
+    @property
+    def profile_label(self) -> str:
+        return PROFILE_LABELS[self.profile]
+
+
+def available_papers() -> list[str]:
+    return sorted(p.stem for p in PAPERS_DIR.glob("*.yaml"))
+
+
+def _merge(base: dict, over: dict, where: str) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v, f"{where}.{k}")
+        elif v is None and where.split(".")[-1] in ("models", "methods") and k in out:
+            del out[k]
+        else:
+            out[k] = v
+    return out
+
+
+def resolve_profile(profile: str) -> str:
+    if profile == "auto":
+        import torch
+
+        return "paper" if torch.cuda.is_available() else "cpu"
+    return profile
+
+
+def load_paper(paper: str, profile: str = "paper") -> PaperConfig:
+    """The paper's config with ``profile`` applied (``auto``: ``paper`` with CUDA, else ``cpu``)."""
+    if not isinstance(paper, str):
+        raise ConfigError(f"paper: expected a string, got {type(paper).__name__} {paper!r}")
+    if not isinstance(profile, str):
+        raise ConfigError(f"profile: expected a string, got {type(profile).__name__} {profile!r}")
+    papers = available_papers()
+    if paper not in papers:
+        raise ConfigError(f"unknown paper {paper!r}; valid papers: {', '.join(papers)}")
+    profile = resolve_profile(profile)
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; valid profiles: auto, {', '.join(PROFILES)}")
+    path = PAPERS_DIR / f"{paper}.yaml"
+    raw = yaml.safe_load(path.read_text())
+    profiles = raw.get("profiles") or {}
+    if set(profiles) - set(PROFILES):
+        raise ConfigError(f"{path.name}: profiles {sorted(set(profiles) - set(PROFILES))} unknown; "
+                          f"valid: {', '.join(PROFILES)}")
+    raw = dict(raw)
+    raw["settings"] = _merge(raw.get("settings") or {}, profiles.get(profile) or {}, "settings")
+    raw["profile"] = profile
+    cfg = from_dict(PaperConfig, raw, paper)
+    if cfg.id != paper:
+        raise ConfigError(f"{path.name}: id {cfg.id!r} does not match the file name")
+    validate_settings(cfg)
+    return cfg
+
+
+def validate_settings(cfg: PaperConfig) -> None:
+    """Cross-checks against the registries, so a typo fails before any training starts."""
+    from .data import DATASETS
+    from .methods import METHODS
+    from .metrics import METRICS
+    from .models import MODELS
+
+    s, w = cfg.settings, f"{cfg.id}.settings"
+    try:
+        DATASETS.get(s.dataset)
+        for m in s.models:
+            MODELS.get(m)
+        for name, opts in s.methods.items():
+            method_config(name, opts, s.train, where=f"{w}.methods.{name}")
+        for m in s.metrics.metrics:
+            METRICS.get(m)
+        for c in cfg.claims:
+            for mth in [c.method, c.reference, *c.references]:
+                if mth and mth != "original" and mth not in METHODS:
+                    raise ConfigError(f"{cfg.id}.claims.{c.id}: unknown method {mth!r}")
+    except KeyError as e:
+        raise ConfigError(f"{w}: {e}") from None
+    if s.split.kind != "class":
+        raise ConfigError(f"{w}.split.kind: {s.split.kind!r} not supported yet; valid: class")
+    if not s.seeds:
+        raise ConfigError(f"{w}.seeds: at least one seed is needed")
+    for c in cfg.claims:
+        if c.kind not in ("threshold", "vs_method", "vs_best"):
+            raise ConfigError(f"{cfg.id}.claims.{c.id}.kind: {c.kind!r}; valid: threshold, vs_method, vs_best")
+        if c.op not in ("<", "<=", ">", ">="):
+            raise ConfigError(f"{cfg.id}.claims.{c.id}.op: {c.op!r}; valid: <, <=, >, >=")
+
+
+def method_config(name: str, opts: dict[str, Any] | None, train: TrainConfig, where: str = "") -> Any:
+    """The method's Config from YAML options; retrain inherits the paper's training recipe."""
+    from .methods import METHODS
+
+    spec = METHODS.get(name)
+    opts = dict(opts or {})
+    if spec.trains_from_scratch:
+        opts = {**to_dict(train), **opts}
+    return from_dict(spec.Config, opts, where or f"methods.{name}")
+
+
+def parse_seeds(seeds: Any, default: list[int]) -> list[int]:
+    """Seeds as a papermill parameter: None/"" (the profile's), an int, a list of ints, or "1,2,3"."""
+    if seeds is None or seeds == "":
+        return list(default)
+    if isinstance(seeds, bool):
+        raise ConfigError(f"seeds: expected an int, a list of ints or a string like '1,2', got bool {seeds!r}")
+    if isinstance(seeds, int):
+        return [seeds]
+    if isinstance(seeds, str):
+        try:
+            return [int(s) for s in seeds.replace(" ", "").split(",") if s]
+        except ValueError:
+            raise ConfigError(f"seeds: {seeds!r} is not a comma-separated list of integers") from None
+    if isinstance(seeds, (list, tuple)) and seeds and all(isinstance(s, int) and not isinstance(s, bool)
+                                                         for s in seeds):
+        return list(seeds)
+    raise ConfigError(f"seeds: expected an int, a list of ints or a string like '1,2', "
+                      f"got {type(seeds).__name__} {seeds!r}")

@@ -1,0 +1,56 @@
+"""Unlearning methods, registered by name.
+
+Every method has the same signature::
+
+    @register_method("name", Config)
+    def unlearn(model, *, retain: Loader, forget: Loader, cfg: Config, device) -> nn.Module
+
+- ``retain``/``forget`` are keyword-only so they can never be swapped silently;
+- ``Config`` is a dataclass whose defaults are the method's own paper's values;
+- a method does not seed, time, evaluate, write files or pick the device: the harness does;
+- loss-based methods hand a loss to :func:`unlearnlib.train.fit`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch.nn as nn
+
+from ..registry import Registry
+
+METHODS = Registry("method")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    fn: Callable[..., nn.Module]
+    Config: type
+    reads_retain: bool = True  # False: the method never touches its retain loader (checked by a contract test)
+    reads_forget: bool = True  # False: zero-glance methods never touch the forget loader
+    trains_from_scratch: bool = False  # retrain: cached like the original, timing reused from the cache
+    summary: str = ""
+
+    def __call__(self, model: nn.Module, *, retain, forget, cfg, device) -> nn.Module:
+        return self.fn(model, retain=retain, forget=forget, cfg=cfg, device=device)
+
+
+def register_method(name: str, config: type, **flags) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        doc = (fn.__doc__ or "").strip().splitlines()
+        METHODS.register(name, MethodSpec(name, fn, config, summary=doc[0] if doc else "", **flags))
+        return fn
+
+    return add
+
+
+def get_method(name: str) -> MethodSpec:
+    return METHODS.get(name)
+
+
+# importing the modules registers them
+from . import baselines, deep_unlearning  # noqa: E402,F401
+
+__all__ = ["METHODS", "MethodSpec", "register_method", "get_method"]

@@ -1,0 +1,173 @@
+r"""Deep Unlearning (Kodge, Saha, Roy; TMLR 2024): gradient-free class forgetting by SVD projection.
+
+For every conv and linear layer, the layer's *input* activations on a few retain samples and a few
+forget samples (one forward pass each, through the original weights, model in eval mode) form
+representation matrices :math:`R_r, R_f` (conv: im2col patches of one random :math:`3k\times 3k`
+window, at most ``max_patches`` rows). Their thin SVDs :math:`R = U S V^\top` give scaled projectors
+
+.. math::  M = U \operatorname{diag}(\lambda) U^\top,\quad
+           \lambda_i = \frac{\alpha s_i}{(\alpha-1)s_i+1},\quad s_i = \sigma_i^2/\textstyle\sum_j\sigma_j^2
+
+with :math:`\alpha_r` for the retain space and :math:`\alpha_f` for the forget space. The shared part
+is removed, :math:`P = I - (M_f - M_f M_r)`, and every layer's weight becomes
+:math:`W \leftarrow W P^\top` (conv kernels flattened to out x (C_in k k)). Biases, BatchNorm and all
+other parameters are untouched.
+
+Two numerically equivalent paths: ``exact`` forms the d x d matrices; ``lowrank`` applies
+:math:`W P^\top = W - (W - W M_r) M_f` with the factors :math:`U, \lambda`, never forming a d x d
+matrix (memory O(d k)).
+
+Source: official code sangamesh-kodge/class_forgetting (master e27aeb2): models/model_utils.py,
+models/vgg.py, models/resnet.py, main.py; defaults from scripts/our_cifar10.sh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import register_method
+
+
+@dataclass
+class Config:
+    n_samples: int = 900  # --our-samples, scripts/our_cifar10.sh (CIFAR-10: 900 -> 100 per retain class)
+    alpha_r: float = 100.0  # --our-alpha-r, scripts/our_cifar10.sh
+    alpha_f: float = 3.0  # --our-alpha-f, scripts/our_cifar10.sh
+    max_patches: int = 10000  # --our-max-patches default (main.py)
+    augment_samples: bool = True  # upstream default: SVD samples drawn through the training transform
+    #                               (legacy code: no augmentation). Which the paper used is UNCONFIRMED.
+    retain_selection: str = "first"  # "first" k per retain class in dataset order (upstream) | "random"
+    path: str = "lowrank"  # "exact" (d x d matrices, reference) | "lowrank" (never forms d x d)
+    project_classifier: bool = True  # upstream projects the final layer too (its flag has no effect)
+
+
+def importance(s: torch.Tensor, alpha: float) -> torch.Tensor:
+    """lambda_i = alpha * s_i / ((alpha - 1) * s_i + 1) for energy ratios s_i = sigma_i^2 / sum sigma^2."""
+    return alpha * s / ((alpha - 1.0) * s + 1.0)
+
+
+def conv_patches(x: torch.Tensor, conv: nn.Conv2d, max_patches: int) -> torch.Tensor:
+    """im2col rows (n x C_in*k*k) of one random 3k x 3k window (same place for all images), <= max_patches.
+
+    Upstream draws the row offset from the width and the column offset from the height; for square
+    inputs this makes no difference.
+    """
+    kh, kw = conv.kernel_size
+    if x.shape[-1] > 3 * kw:
+        i = int(torch.randint(0, x.shape[-2] - 3 * kh + 1, (1,)))
+        j = int(torch.randint(0, x.shape[-1] - 3 * kw + 1, (1,)))
+        x = x[:, :, i:i + 3 * kh, j:j + 3 * kw]
+    cols = F.unfold(x, conv.kernel_size, dilation=conv.dilation, padding=conv.padding, stride=conv.stride)
+    rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    keep = torch.randperm(rows.shape[0], device=rows.device)[:max_patches]
+    return rows[keep]
+
+
+def layer_input_matrix(x: torch.Tensor, layer: nn.Module, max_patches: int) -> torch.Tensor:
+    """R^T: one row per sample (linear) or per patch (conv); columns = the layer's input dimension d."""
+    if isinstance(layer, nn.Conv2d):
+        return conv_patches(x, layer, max_patches)
+    return x.reshape(x.shape[0], -1)
+
+
+def scaled_basis(rows: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(U, lambda) of the thin SVD of R = rows^T (d x n): M = U diag(lambda) U^T."""
+    u, s, _ = torch.linalg.svd(rows.T, full_matrices=False)
+    energy = s ** 2
+    ratio = energy / energy.sum().clamp_min(torch.finfo(energy.dtype).tiny)
+    return u, importance(ratio, alpha)
+
+
+def projected_layers(model: nn.Module, project_classifier: bool = True) -> dict[str, nn.Module]:
+    """Every conv and linear layer, in module order (the last linear is the classifier)."""
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    if not project_classifier:
+        last_linear = [n for n, m in layers.items() if isinstance(m, nn.Linear)][-1:]
+        for n in last_linear:
+            layers.pop(n)
+    return layers
+
+
+@torch.no_grad()
+def scaled_bases(model: nn.Module, x: torch.Tensor, alpha: float, layers: dict[str, nn.Module],
+                 max_patches: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """One forward pass of ``x``; for each layer, (U, lambda) of its input representation matrix."""
+    bases: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    hooks = []
+    for name, layer in layers.items():
+        def hook(mod, inputs, _out, name=name):
+            bases[name] = scaled_basis(layer_input_matrix(inputs[0].detach(), mod, max_patches), alpha)
+        hooks.append(layer.register_forward_hook(hook))
+    try:
+        model.eval()
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return bases
+
+
+def projector(u: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    return (u * lam) @ u.T
+
+
+def updated_weight_exact(w: torch.Tensor, ur, lr_, uf, lf) -> torch.Tensor:
+    """W P^T with P = I - (M_f - M_f M_r), forming the d x d matrices (reference path)."""
+    w2 = w.flatten(1)
+    mr, mf = projector(ur, lr_), projector(uf, lf)
+    p = torch.eye(w2.shape[1], dtype=w2.dtype, device=w2.device) - (mf - mf @ mr)
+    return (w2 @ p.T).view_as(w)
+
+
+def updated_weight_lowrank(w: torch.Tensor, ur, lr_, uf, lf) -> torch.Tensor:
+    """W P^T = W - (W - W M_r) M_f, using only the (d x k) factors."""
+    w2 = w.flatten(1)
+    a = w2 - ((w2 @ ur) * lr_) @ ur.T
+    return (w2 - ((a @ uf) * lf) @ uf.T).view_as(w)
+
+
+def select_samples(retain, forget, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """Upstream sample selection: first k (= n_samples // #retain classes) per retain class in dataset
+    order, and n_samples random forget samples (all when fewer)."""
+    labels = retain.labels.numpy()
+    classes = np.unique(labels)
+    k = cfg.n_samples // max(len(classes), 1)
+    if k < 1:
+        raise ValueError(f"deep_unlearning: n_samples={cfg.n_samples} gives 0 samples for each of "
+                         f"{len(classes)} retain classes")
+    if cfg.retain_selection == "first":
+        pos = np.concatenate([np.flatnonzero(labels == c)[:k] for c in classes])
+    elif cfg.retain_selection == "random":
+        pos = np.concatenate([np.flatnonzero(labels == c)[torch.randperm(int((labels == c).sum()))[:k].numpy()]
+                              for c in classes])
+    else:
+        raise ValueError(f"retain_selection {cfg.retain_selection!r}; valid: first, random")
+    xr, _ = retain.batch(np.sort(pos), augment=cfg.augment_samples)
+    fpos = torch.randperm(forget.num_samples)[:cfg.n_samples].numpy()
+    xf, _ = forget.batch(fpos, augment=cfg.augment_samples)
+    return xr, xf
+
+
+@register_method("deep_unlearning", Config)
+@torch.no_grad()
+def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
+    """Gradient-free class forgetting: project every layer away from the class-discriminatory subspace."""
+    if cfg.path not in ("exact", "lowrank"):
+        raise ValueError(f"deep_unlearning path {cfg.path!r}; valid: exact, lowrank")
+    model.eval()
+    xr, xf = select_samples(retain, forget, cfg)
+    layers = projected_layers(model, cfg.project_classifier)
+    # all bases from the ORIGINAL weights, before any projection
+    retain_bases = scaled_bases(model, xr, cfg.alpha_r, layers, cfg.max_patches)
+    forget_bases = scaled_bases(model, xf, cfg.alpha_f, layers, cfg.max_patches)
+    update = updated_weight_exact if cfg.path == "exact" else updated_weight_lowrank
+    for name, layer in layers.items():
+        ur, lr_ = retain_bases[name]
+        uf, lf = forget_bases[name]
+        layer.weight.copy_(update(layer.weight, ur, lr_, uf, lf))
+    return model

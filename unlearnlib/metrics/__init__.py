@@ -1,0 +1,22 @@
+"""Metrics: accuracies, membership-inference attacks, timing. One named metric per variant.
+
+Each registered metric is ``fn(ev: Evaluation, split: Split, cfg: MetricConfig) -> float`` and is
+computed from logits the harness gathered once per model state. Units: accuracies and MIA scores in
+percent, times in seconds.
+"""
+
+from __future__ import annotations
+
+from ..registry import Registry
+
+METRICS = Registry("metric")
+
+from .accuracy import class_accuracy, forget_retain_accuracy, true_class_probability  # noqa: E402
+from .evaluation import Evaluation, MetricConfig, compute_metrics  # noqa: E402
+from .mia import svc_mia_kodge  # noqa: E402
+from .timing import Timer, speedup  # noqa: E402
+
+__all__ = [
+    "METRICS", "Evaluation", "MetricConfig", "compute_metrics", "class_accuracy", "forget_retain_accuracy",
+    "true_class_probability", "svc_mia_kodge", "Timer", "speedup",
+]

@@ -1,0 +1,38 @@
+"""Membership-inference attacks, each exactly as its source defines it."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.svm import SVC
+
+
+def svc_mia_kodge(p_retain_train: np.ndarray, p_forget_train: np.ndarray, p_forget_test: np.ndarray, *,
+                  max_train: int | None = None, seed: int = 0) -> float:
+    """Deep Unlearning's SVC MIA (sangamesh-kodge/class_forgetting, utils.SVC_MIA as called in main.py).
+
+    Feature: the probability of the true label. An RBF SVC (C=3, gamma='auto') is trained with
+    retain-class *train* samples as label 1 and forget-class *train* samples as label 0; the score is
+    100 * (1 - mean prediction) on the forget-class *test* samples, i.e. the share of forget test
+    images the attacker groups with the forget-train samples. Higher is better; retrain ~100, the
+    original ~0. It is computed on the model it is given: the harness always passes the unlearned model
+    (upstream scores ``model`` instead of ``unlearn_model``; see the paper YAML's deviations).
+
+    ``max_train`` caps each training group with a seeded subsample (None = all, as upstream) because
+    the RBF fit is quadratic in the number of points.
+    """
+    rng = np.random.default_rng(seed)
+
+    def cap(a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a, dtype=np.float64)
+        if max_train is not None and len(a) > max_train:
+            a = a[rng.choice(len(a), max_train, replace=False)]
+        return a
+
+    r, f, t = cap(p_retain_train), cap(p_forget_train), np.asarray(p_forget_test, dtype=np.float64)
+    if len(r) == 0 or len(f) == 0 or len(t) == 0:
+        raise ValueError("svc_mia_kodge needs non-empty retain-train, forget-train and forget-test groups")
+    x = np.concatenate([r, f]).reshape(-1, 1)
+    y = np.concatenate([np.ones(len(r)), np.zeros(len(f))])
+    clf = SVC(C=3, gamma="auto", kernel="rbf")
+    clf.fit(x, y)
+    return float(100.0 * (1.0 - clf.predict(t.reshape(-1, 1)).mean()))

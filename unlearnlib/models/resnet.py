@@ -1,0 +1,51 @@
+"""CIFAR-style ResNet-18 (3x3 stem, stride 1, no max-pool), as in Kodge et al.'s models/resnet.py."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64) -> None:
+        super().__init__()
+        w = int(width)
+        self.conv1 = nn.Conv2d(in_channels, w, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
+        layers, in_planes = [], w
+        for i, stride in enumerate((1, 2, 2, 2)):
+            planes = w * 2 ** i
+            layers.append(nn.Sequential(BasicBlock(in_planes, planes, stride), BasicBlock(planes, planes, 1)))
+            in_planes = planes
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.pool = nn.AdaptiveAvgPool2d(1)  # avg_pool(4) on 32x32 inputs; also valid for 28x28
+        self.fc = nn.Linear(in_planes, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        return torch.flatten(self.pool(out), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))

@@ -1,0 +1,274 @@
+"""Tidy results: load a run, paper-vs-ours tables, claim verdicts, figures for the book."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .config import PROFILE_LABELS, Claim, PaperConfig, from_dict, load_paper
+from .paths import results_root
+
+METRIC_LABELS = {
+    "test_retain_acc": "ACC_r test (%)",
+    "test_forget_acc": "ACC_f test (%)",
+    "train_retain_acc": "ACC_r train (%)",
+    "train_forget_acc": "ACC_f train (%)",
+    "mia_svc": "SVC MIA (%)",
+    "mia_svc_augmented": "SVC MIA, augmented train features (%)",
+    "unlearn_time_s": "time (s)",
+    "speedup_vs_retrain": "speed-up vs retrain (x)",
+}
+HOLDS, FAILS, NOT_COMPARABLE = "holds", "fails", "not comparable on this profile"
+
+
+@dataclass
+class Run:
+    """One stored run: ``results/<paper>/<profile>/``."""
+
+    path: Path
+    config: PaperConfig
+    metrics: pd.DataFrame
+    timings: pd.DataFrame
+    env: dict
+
+    @classmethod
+    def load(cls, path: Path) -> "Run":
+        path = Path(path)
+        if not (path / "metrics.csv").exists():
+            raise FileNotFoundError(f"no results in {path}; run `make reproduce PAPER=...` first")
+        raw = yaml.safe_load((path / "config.resolved.yaml").read_text())
+        raw.pop("resolved_methods", None)
+        cfg = from_dict(PaperConfig, raw, raw.get("id", "run"))
+        return cls(path, cfg, pd.read_csv(path / "metrics.csv"), pd.read_csv(path / "timings.csv"),
+                   json.loads((path / "env.json").read_text()))
+
+    @property
+    def profile(self) -> str:
+        return self.config.profile
+
+    @property
+    def stamp(self) -> str:
+        """Short label stamped on every table and figure."""
+        s = self.config.settings
+        models = ", ".join(f"{m} (width {v.width})" for m, v in s.models.items())
+        return f"{self.profile} profile: {s.dataset}, {models}"
+
+    def data_summary(self) -> pd.DataFrame:
+        d = dict(self.env.get("data", {}))
+        s = self.config.settings
+        d["forget scenarios"] = ", ".join(f"classes {c}" for c in s.split.forget)
+        d["seeds"] = ", ".join(str(x) for x in self.env.get("seeds", []))
+        d["device"] = f"{self.env.get('device')} ({self.env.get('device_name')})"
+        return pd.DataFrame({"value": [str(v) for v in d.values()]}, index=list(d.keys()))
+
+    def mean(self, method: str, metric: str, model: str | None = None) -> float:
+        """Mean over scenarios and seeds (the paper's protocol averages over forget classes)."""
+        m = self.metrics
+        sel = (m.method == method) & (m.metric == metric)
+        if model is not None:
+            sel &= m.model == model
+        v = m.loc[sel, "value"].dropna()
+        return float(v.mean()) if len(v) else float("nan")
+
+    def summary(self, metrics: list[str] | None = None) -> pd.DataFrame:
+        """mean and std over scenarios x seeds, per model and method."""
+        m = self.metrics
+        if metrics is not None:
+            m = m[m.metric.isin(metrics)]
+        g = m.groupby(["model", "method", "metric"], sort=False)["value"]
+        return pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()}).reset_index()
+
+
+def load_run(paper: str, profile: str) -> Run:
+    return Run.load(results_root() / paper / profile)
+
+
+def latest_runs(paper: str) -> list[Run]:
+    out = []
+    for prof in ("paper", "cpu", "smoke"):
+        p = results_root() / paper / prof
+        if (p / "metrics.csv").exists():
+            try:
+                out.append(Run.load(p))
+            except Exception:  # an old, incompatible run must not break the book
+                continue
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# claims
+
+_OPS = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
+
+
+def evaluate_claim(run: Run, claim: Claim, model: str) -> dict:
+    """Verdict of one claim for one model, from the run's numbers."""
+    out = {"claim": claim.text, "model": model, "source": claim.source, "ours": float("nan"),
+           "target": "", "verdict": NOT_COMPARABLE}
+    if run.profile not in claim.profiles:
+        out["target"] = f"checked on: {', '.join(claim.profiles)}"
+        return out
+    value = run.mean(claim.method, claim.metric, model)
+    if claim.kind == "threshold":
+        target = claim.threshold
+        desc = f"{claim.op} {target:g}"
+    elif claim.kind == "vs_method":
+        ref = run.mean(claim.reference, claim.metric, model)
+        value = {"diff": value - ref, "drop": ref - value, "abs_diff": abs(value - ref)}[claim.transform]
+        target = claim.threshold
+        word = {"diff": f"{claim.method} - {claim.reference}", "drop": f"{claim.reference} - {claim.method}",
+                "abs_diff": f"|{claim.method} - {claim.reference}|"}[claim.transform]
+        desc = f"{word} {claim.op} {target:g}"
+    else:  # vs_best
+        refs = {r: run.mean(r, claim.metric, model) for r in claim.references}
+        refs = {r: v for r, v in refs.items() if not math.isnan(v)}
+        if not refs:
+            out["target"] = "no baseline in this run"
+            return out
+        best = min(refs, key=refs.get) if claim.op in ("<", "<=") else max(refs, key=refs.get)
+        target = refs[best]
+        desc = f"{claim.op} best baseline ({best}: {target:.3g})"
+    out["ours"], out["target"] = value, desc
+    if math.isnan(value) or target is None or math.isnan(target):
+        out["verdict"] = NOT_COMPARABLE
+        out["target"] = desc + " (missing in this run)"
+    else:
+        out["verdict"] = HOLDS if bool(_OPS[claim.op](value, target)) else FAILS
+    return out
+
+
+def claims_frame(run: Run) -> pd.DataFrame:
+    rows = [evaluate_claim(run, c, model) | {"id": c.id, "metric": c.metric}
+            for c in run.config.claims for model in run.config.settings.models]
+    return pd.DataFrame(rows, columns=["id", "claim", "model", "metric", "ours", "target", "verdict", "source"])
+
+
+def _verdict_style(v: str) -> str:
+    return {HOLDS: "background-color:#d4edda", FAILS: "background-color:#f8d7da"}.get(v, "color:#6c757d")
+
+
+def claims_table(run: Run):
+    """The claims table: our value, the check, the verdict — computed from the run's numbers."""
+    df = claims_frame(run).drop(columns=["id"])
+    df["ours"] = [f"{v:.3g}" if not math.isnan(v) else "n/a" for v in df.ours]
+    return (df.style.map(_verdict_style, subset=["verdict"]).hide(axis="index")
+            .set_caption(f"Claims, verdicts from this run [{run.stamp}]"))
+
+
+def _fmt(mean: float, std: float | None = None) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def results_frame(run: Run, metrics: list[str] | None = None) -> pd.DataFrame:
+    """Ours (mean ± std over forget scenarios and seeds) next to the paper's numbers, per model/method."""
+    cfg = run.config
+    metrics = metrics or [m for m in ("test_retain_acc", "test_forget_acc", "mia_svc", "unlearn_time_s",
+                                       "speedup_vs_retrain") if m in set(run.metrics.metric)]
+    summ = run.summary(metrics)
+    rows = []
+    methods = ["original", *[m for m in cfg.settings.methods]]
+    for model in cfg.settings.models:
+        exp = next((e for e in cfg.expected if e.model == model), None)
+        for method in methods + [p for p in cfg.pending if exp is not None and p in exp.rows]:
+            row = {"model": model, "method": method}
+            for metric in metrics:
+                hit = summ[(summ.model == model) & (summ.method == method) & (summ.metric == metric)]
+                label = METRIC_LABELS.get(metric, metric)
+                row[f"ours: {label}"] = "pending" if method in cfg.pending else (
+                    _fmt(hit["mean"].iloc[0], hit["std"].iloc[0]) if len(hit) else "–")
+                if exp is not None and metric in (exp.rows.get(method) or {}):
+                    vals = exp.rows[method][metric]
+                    row[f"paper: {label}"] = _fmt(vals[0], vals[1] if len(vals) > 1 else None)
+                elif exp is not None and any(metric in r for r in exp.rows.values()):
+                    row[f"paper: {label}"] = "–"
+            rows.append(row)
+    return pd.DataFrame(rows).fillna("n/a (not in the paper's table)")
+
+
+def results_table(run: Run):
+    df = results_frame(run)
+    exp = [e for e in run.config.expected if e.model in run.config.settings.models]
+    src = "; ".join(f"paper columns: {e.dataset}/{e.model}, {e.source}" for e in exp)
+    return df.style.hide(axis="index").set_caption(f"Ours [{run.stamp}] vs the paper. {src}")
+
+
+def deviations_table(cfg: PaperConfig) -> pd.DataFrame:
+    return pd.DataFrame([{"what": d.what, "upstream code": d.upstream, "this suite (default)": d.ours,
+                          "switch": d.switch} for d in cfg.deviations])
+
+
+# ----------------------------------------------------------------------------------------------
+# figures
+
+
+def plot_forget_retain(run: Run, method: str | None = None):
+    """Test accuracy on the forget class(es) and the retain classes, before and after, per scenario."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    m = run.metrics
+    method = method or next(iter(run.config.settings.methods))
+    keep = m[m.method.isin(["original", method, "retrain"]) & m.metric.isin(["test_forget_acc", "test_retain_acc"])]
+    keep = keep.assign(metric=keep.metric.map({"test_forget_acc": "forget classes", "test_retain_acc":
+                                               "retain classes"}))
+    models = list(run.config.settings.models)
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 3.8), squeeze=False, sharey=True)
+    for ax, model in zip(axes[0], models):
+        d = keep[keep.model == model]
+        sns.barplot(data=d, x="scenario", y="value", hue=d.method + " / " + d.metric, ax=ax, errorbar=None,
+                    palette="Paired")
+        ax.set(title=model, xlabel="forget scenario", ylabel="test accuracy (%)", ylim=(0, 100))
+        ax.legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"Accuracy before (original) and after ({method}), retrain for reference\n[{run.stamp}]",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_times(run: Run):
+    """Unlearning time per method (log axis), mean over scenarios and seeds."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    t = run.metrics[run.metrics.metric == "unlearn_time_s"]
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * t.method.nunique() * max(1, t.model.nunique())))
+    sns.barplot(data=t, y="method", x="value", hue="model", ax=ax, errorbar="sd", orient="h")
+    ax.set_xscale("log")
+    ax.set(xlabel="unlearning time (s, log scale; evaluation excluded)", ylabel="")
+    ax.set_title(f"Time per method [{run.stamp}; device {run.env.get('device')}]", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def banner(cfg: PaperConfig | Run, device: str = "auto") -> str:
+    if isinstance(cfg, Run):
+        cfg = cfg.config
+    s = cfg.settings
+    return (f"{cfg.title} ({cfg.id}) — {PROFILE_LABELS[cfg.profile]}\n"
+            f"dataset {s.dataset}; models {', '.join(f'{m} (width {v.width})' for m, v in s.models.items())}; "
+            f"{s.train.epochs} training epochs; forget scenarios {s.split.forget}; seeds {s.seeds}; "
+            f"device {device}")
+
+
+def paper_status(paper: str) -> dict:
+    """One row of the book's status table."""
+    cfg = load_paper(paper, "paper")
+    runs = latest_runs(paper)
+    row = {"paper": cfg.title, "id": paper, "status": "not run yet", "profile": "–", "claims": "–", "date": "–"}
+    if runs:
+        run = runs[0]
+        c = claims_frame(run)
+        row.update(status="run", profile=run.profile, date=run.env.get("created", "")[:10],
+                   claims=f"{(c.verdict == HOLDS).sum()} hold, {(c.verdict == FAILS).sum()} fail, "
+                          f"{(c.verdict == NOT_COMPARABLE).sum()} not comparable")
+    return row

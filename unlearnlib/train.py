@@ -1,0 +1,165 @@
+"""THE training loop. Used by the original model, retrain and every loss-based unlearning method.
+
+A caller supplies the data (a :class:`~unlearnlib.data.Loader` or any callable returning an iterable
+of batches per epoch) and, optionally, a loss ``loss_fn(model, batch) -> Tensor``; the default is
+cross-entropy on ``(x, y)`` batches. Methods never write their own loop.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+Batch = Any
+LossFn = Callable[[nn.Module, Batch], torch.Tensor]
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser and schedule. Defaults: Kodge et al.'s CIFAR recipe (analysis/shadow_train.py)."""
+
+    epochs: int = 350  # upstream 350 epochs
+    max_steps: int | None = None  # stop after this many optimiser steps (None: run all epochs)
+    optimizer: str = "sgd"  # sgd | adam
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+    batch_size: int = 64
+    scheduler: str = "plateau"  # plateau | cosine | none; upstream: ReduceLROnPlateau on summed train loss
+    plateau_factor: float = 0.5
+    plateau_patience: int = 10
+    grad_clip_value: float | None = None  # clip each gradient element to [-v, v] (UNSIR's recipe uses 0.1)
+    grad_clip_norm: float | None = None
+    augment: bool = True  # the dataset's training augmentation
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.nesterov and cfg.momentum > 0)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: sgd, adam")
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
+    if cfg.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.plateau_factor,
+                                                          patience=cfg.plateau_patience)
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs))
+    if cfg.scheduler == "none":
+        return None
+    raise ValueError(f"unknown scheduler {cfg.scheduler!r}; valid: plateau, cosine, none")
+
+
+def cross_entropy(model: nn.Module, batch: Batch) -> torch.Tensor:
+    x, y = batch
+    return F.cross_entropy(model(x), y)
+
+
+@dataclass
+class FitHistory:
+    epoch_loss: list[float]
+    steps: int
+    stopped_early: bool
+
+
+def fit(model: nn.Module, data: Any, cfg: TrainConfig, *, loss_fn: LossFn = cross_entropy,
+        params: Iterable[torch.nn.Parameter] | None = None,
+        stop: Callable[[nn.Module, int], bool] | None = None, check_every: int = 100,
+        desc: str = "train", progress: bool = True) -> FitHistory:
+    """Train ``model`` in place.
+
+    data:     a Loader, or a callable returning an iterable of batches (called once per epoch).
+    loss_fn:  maps (model, batch) to the scalar to *minimise* (ascent methods return a negated loss).
+    params:   the parameters to optimise (default: all that require grad).
+    stop:     ``stop(model, step) -> bool`` checked every ``check_every`` steps and after each epoch,
+              with the model in eval mode; True ends training (NegGrad's "no forget sample correct").
+    """
+    opt = make_optimizer(params if params is not None else [p for p in model.parameters() if p.requires_grad],
+                         cfg)
+    sched = make_scheduler(opt, cfg)
+    batches_of = data if callable(data) else (lambda: data)
+    total = None
+    if hasattr(data, "__len__"):
+        total = len(data) * cfg.epochs
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps) if total else cfg.max_steps
+    history = FitHistory([], 0, False)
+    bar = tqdm(total=total, desc=desc, disable=not progress, file=sys.stderr, leave=False, mininterval=1.0,
+               dynamic_ncols=True)
+    try:
+        for _epoch in range(cfg.epochs):
+            model.train()
+            running, n = 0.0, 0
+            for batch in batches_of():
+                loss = loss_fn(model, batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{desc}: loss became {loss.item()} at step {history.steps}; "
+                                             f"lower the learning rate")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip_value is not None:
+                    nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip_value)
+                if cfg.grad_clip_norm is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
+                opt.step()
+                history.steps += 1
+                running += float(loss.detach())
+                n += 1
+                bar.update(1)
+                if history.steps % 20 == 0:
+                    bar.set_postfix(loss=f"{running / n:.3f}", lr=f"{opt.param_groups[0]['lr']:.2g}")
+                if cfg.max_steps is not None and history.steps >= cfg.max_steps:
+                    break
+                if stop is not None and history.steps % check_every == 0 and _check(stop, model, history.steps):
+                    history.stopped_early = True
+                    break
+            history.epoch_loss.append(running / max(n, 1))
+            if history.stopped_early or (cfg.max_steps is not None and history.steps >= cfg.max_steps):
+                break
+            if stop is not None and _check(stop, model, history.steps):
+                history.stopped_early = True
+                break
+            if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                sched.step(running)  # upstream steps on the summed training loss of the epoch
+            elif sched is not None:
+                sched.step()
+    finally:
+        bar.close()
+    model.eval()
+    if not all(math.isfinite(v) for v in history.epoch_loss):
+        raise FloatingPointError(f"{desc}: non-finite loss")
+    return history
+
+
+def _check(stop: Callable[[nn.Module, int], bool], model: nn.Module, step: int) -> bool:
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        done = bool(stop(model, step))
+    model.train(was_training)
+    return done
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, loader: Iterable, progress: bool = False, desc: str = "eval") -> tuple[
+        torch.Tensor, torch.Tensor]:
+    """Logits and labels for every batch of ``loader`` (model in eval mode), on the CPU."""
+    model.eval()
+    outs, ys = [], []
+    for x, y in tqdm(loader, desc=desc, disable=not progress, file=sys.stderr, leave=False):
+        outs.append(model(x).float().cpu())
+        ys.append(y.cpu())
+    if not outs:
+        return torch.empty(0), torch.empty(0, dtype=torch.long)
+    return torch.cat(outs), torch.cat(ys)
