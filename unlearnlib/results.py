@@ -272,3 +272,16 @@ def paper_status(paper: str) -> dict:
                    claims=f"{(c.verdict == HOLDS).sum()} hold, {(c.verdict == FAILS).sum()} fail, "
                           f"{(c.verdict == NOT_COMPARABLE).sum()} not comparable")
     return row
+
+
+def header(cfg: PaperConfig | Run):
+    """What was available, what the paper claims, and which profile this is, before any number."""
+    from IPython.display import Markdown
+
+    if isinstance(cfg, Run):
+        cfg = cfg.config
+    warn = "" if cfg.profile == "paper" else (
+        f"\n\n> **{cfg.profile} profile.** {PROFILE_LABELS[cfg.profile]}. Every number on this page comes from "
+        f"this profile; verdicts say whether the claim holds *in this run*, not in the paper's setting.")
+    return Markdown(f"**Paper.** {cfg.title}. {cfg.authors}. {cfg.venue}. arXiv {cfg.arxiv}. "
+                    f"Code: {cfg.code}.\n\n**Claim.** {cfg.headline}\n\n**Sources.** {cfg.availability}{warn}")

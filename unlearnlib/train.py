@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 Batch = Any
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]

@@ -1,0 +1,77 @@
+# Unlearning replication suite. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PAPER   ?=
+PROFILE ?= auto
+SEEDS   ?=
+DEVICE  ?= auto
+PYTHON  ?= $(shell command -v python3.11 || command -v python3)
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+MATHJAX := book/_assets/mathjax/tex-chtml.js
+MATHJAX_VERSION := 3.2.2
+FMNIST  := /usr/share/datasets/fashion-mnist
+
+.PHONY: help setup reproduce reproduce-all book test test-unit test-notebooks test-book lint clean
+
+help:  ## this list
+	@echo "Unlearning replication suite"
+	@echo
+	@echo "  make reproduce PAPER=<id> [PROFILE=auto|paper|cpu|smoke] [SEEDS=1,2] [DEVICE=auto|cpu|cuda]"
+	@echo "  make test"
+	@echo
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
+	@echo
+	@echo "papers: $$(ls unlearnlib/papers/*.yaml | xargs -n1 basename | sed 's/.yaml//' | tr '\n' ' ')"
+
+setup: $(VENV)/.installed $(MATHJAX) data  ## create .venv (pinned packages), local MathJax, Fashion-MNIST
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: python3 not found"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+$(MATHJAX):
+	@mkdir -p .cache/npm book/_assets
+	cd .cache/npm && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null
+	rm -rf book/_assets/mathjax .cache/npm/package
+	tar -xzf .cache/npm/mathjax-$(MATHJAX_VERSION).tgz -C .cache/npm
+	mv .cache/npm/package/es5 book/_assets/mathjax
+	@test -f $@
+
+data:  ## Fashion-MNIST from Debian's dataset-fashion-mnist (the cpu/smoke profiles' data)
+	@if [ ! -d $(FMNIST) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	  else echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist' or set UNLEARNLIB_DATA"; exit 1; fi; \
+	fi
+
+reproduce: setup  ## run PAPER end to end (notebook -> book/papers/) and build the book
+	@$(PY) -m unlearnlib.cli reproduce --paper "$(PAPER)" --profile "$(PROFILE)" --seeds "$(SEEDS)" --device "$(DEVICE)"
+
+reproduce-all: setup  ## every paper in PROFILE, then the book
+	@set -e; for p in $$(ls unlearnlib/papers/*.yaml | xargs -n1 basename | sed 's/.yaml//'); do \
+	  $(PY) -m unlearnlib.cli reproduce --paper "$$p" --profile "$(PROFILE)" --seeds "$(SEEDS)" --device "$(DEVICE)" --no-book; \
+	done
+	@$(PY) -m unlearnlib.cli book
+
+book: setup  ## build book/_build/html from the executed notebooks
+	@$(PY) -m unlearnlib.cli book
+
+test: setup test-unit test-notebooks test-book  ## unit tests, nbval (smoke) over every notebook, strict book build
+
+test-unit:
+	$(PY) -m pytest tests -q
+
+test-notebooks:  # nbval runs each notebook as committed: profile = smoke
+	$(PY) -m pytest --nbval-lax notebooks -q -p no:cacheprovider
+
+test-book:
+	$(PY) -m unlearnlib.cli book-test --dir build/book-test
+
+lint:  ## ruff
+	$(VENV)/bin/ruff check unlearnlib tests
+
+clean:  ## remove built book, executed notebooks and scratch builds (keeps data, cache and results)
+	rm -rf book/_build book/papers book/_generated book/_toc.yml build
