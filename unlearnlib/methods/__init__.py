@@ -30,10 +30,15 @@ class MethodSpec:
     Config: type
     reads_retain: bool = True  # False: the method never touches its retain loader (checked by a contract test)
     reads_forget: bool = True  # False: zero-glance methods never touch the forget loader
+    needs_unseen: bool = False  # True: also called with ``unseen=`` (held-out data never used in training)
     trains_from_scratch: bool = False  # retrain: cached like the original, timing reused from the cache
     summary: str = ""
 
-    def __call__(self, model: nn.Module, *, retain, forget, cfg, device) -> nn.Module:
+    def __call__(self, model: nn.Module, *, retain, forget, cfg, device, unseen=None) -> nn.Module:
+        if self.needs_unseen:
+            if unseen is None:
+                raise ValueError(f"method {self.name!r} needs an unseen (held-out) loader")
+            return self.fn(model, retain=retain, forget=forget, unseen=unseen, cfg=cfg, device=device)
         return self.fn(model, retain=retain, forget=forget, cfg=cfg, device=device)
 
 
@@ -50,7 +55,15 @@ def get_method(name: str) -> MethodSpec:
     return METHODS.get(name)
 
 
-# importing the modules registers them
-from . import baselines, deep_unlearning  # noqa: E402,F401
+def _import_all() -> None:
+    """Importing a module registers its methods: every module in this package is imported."""
+    import importlib
+    import pkgutil
+
+    for mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        importlib.import_module(f"{__name__}.{mod}")
+
+
+_import_all()
 
 __all__ = ["METHODS", "MethodSpec", "register_method", "get_method"]

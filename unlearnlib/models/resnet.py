@@ -47,5 +47,14 @@ class ResNet18(nn.Module):
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         return torch.flatten(self.pool(out), 1)
 
+    @property
+    def head(self) -> nn.Linear:
+        """The classification layer."""
+        return self.fc
+
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """The input of the classification layer."""
+        return self.features(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))

@@ -49,5 +49,14 @@ class VGG11BN(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.body(x), 1)
 
+    @property
+    def head(self) -> nn.Linear:
+        """The classification layer."""
+        return self.classifier[-1]
+
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """The input of the classification layer."""
+        return self.classifier[:-1](self.features(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))

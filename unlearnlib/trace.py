@@ -1,0 +1,30 @@
+"""Per-iteration statistics a method wants shown (a stopping rule's statistic, a phase's loss).
+
+A method calls ``trace("gap", value, step)``; the harness collects the values of the running method
+and writes them to ``traces.csv`` (methods never write files). Outside a harness run it is a no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import Iterator
+
+_SINK: contextvars.ContextVar[list | None] = contextvars.ContextVar("unlearnlib_trace", default=None)
+
+
+def trace(name: str, value: float, step: int) -> None:
+    sink = _SINK.get()
+    if sink is not None:
+        sink.append({"name": str(name), "step": int(step), "value": float(value)})
+
+
+@contextlib.contextmanager
+def collecting() -> Iterator[list[dict]]:
+    """``with collecting() as rows:`` every ``trace`` call inside lands in ``rows``."""
+    rows: list[dict] = []
+    token = _SINK.set(rows)
+    try:
+        yield rows
+    finally:
+        _SINK.reset(token)
