@@ -134,9 +134,26 @@ class ModelSpec:
 
 
 @dataclass
+class ScenarioConfig:
+    kind: str  # class | random | backdoor
+    classes: list[int] = field(default_factory=list)  # class: the classes forgotten together
+    fraction: float = 0.1  # random: share of the training pool forgotten; backdoor: share poisoned
+    target: int = 0  # backdoor: the label the trigger maps to
+    trigger_size: int = 3  # backdoor: side of the square patch, pixels
+    trigger_value: int = 255  # backdoor: uint8 value of the patch
+    trigger_location: str = "bottom_right"  # bottom_right | top_left
+
+
+@dataclass
 class SplitConfig:
-    kind: str = "class"  # class-wise forgetting
-    forget: list[list[int]] = field(default_factory=lambda: [[0]])  # one scenario per entry
+    forget: list[list[int]] = field(default_factory=list)  # shorthand: one class scenario per entry
+    scenarios: list[ScenarioConfig] = field(default_factory=list)
+    unseen: int = 0  # held-out training images never used for training ("unseen third-party data")
+    unseen_classes: str = "all"  # class scenarios: all (unseen keeps the forget classes) | retain
+    seed: int = 0  # seeds the choice of random / poisoned samples (fixed across training seeds)
+
+    def all_scenarios(self) -> list[ScenarioConfig]:
+        return [ScenarioConfig("class", classes=list(c)) for c in self.forget] + list(self.scenarios)
 
 
 @dataclass
@@ -285,8 +302,15 @@ def validate_settings(cfg: PaperConfig) -> None:
                     raise ConfigError(f"{cfg.id}.claims.{c.id}: unknown method {mth!r}")
     except KeyError as e:
         raise ConfigError(f"{w}: {e}") from None
-    if s.split.kind != "class":
-        raise ConfigError(f"{w}.split.kind: {s.split.kind!r} not supported yet; valid: class")
+    if not s.split.all_scenarios():
+        raise ConfigError(f"{w}.split: no scenario; give `forget: [[class, ...], ...]` or `scenarios:`")
+    for i, sc in enumerate(s.split.all_scenarios()):
+        if sc.kind not in ("class", "random", "backdoor"):
+            raise ConfigError(f"{w}.split.scenarios[{i}].kind: {sc.kind!r}; valid: class, random, backdoor")
+        if sc.kind == "class" and not sc.classes:
+            raise ConfigError(f"{w}.split.scenarios[{i}].classes: a class scenario needs at least one class")
+    if s.split.unseen_classes not in ("all", "retain"):
+        raise ConfigError(f"{w}.split.unseen_classes: {s.split.unseen_classes!r}; valid: all, retain")
     if not s.seeds:
         raise ConfigError(f"{w}.seeds: at least one seed is needed")
     for c in cfg.claims:

@@ -28,10 +28,12 @@ import torch
 import yaml
 
 from .config import ConfigError, PaperConfig, config_hash, load_paper, method_config, parse_seeds, to_dict
-from .data import ImageData, Loader, class_split, load_dataset, save_splits, stratified_subset
+from .data import (ImageData, Loader, Trigger, backdoor_split, class_split, load_dataset, poison, random_split,
+                   save_splits, stratified_subset)
 from .data.splits import Split
 from .methods import METHODS
-from .metrics import Evaluation, Timer, compute_metrics, speedup
+from .metrics import MODEL_METRICS, Evaluation, ModelContext, Timer, compute_metrics, speedup
+from .trace import collecting
 from .models import build_model
 from .paths import REPO_ROOT, cache_root, results_root
 from .train import fit, predict_logits
@@ -99,18 +101,22 @@ class CheckpointCache:
 # evaluation
 
 
-def gather(model: torch.nn.Module, data: ImageData, train_pool: np.ndarray, test_pool: np.ndarray,
-           device: torch.device, batch_size: int, augmented: bool, seed: int) -> Evaluation:
-    """Logits on the test pool and train pool (and the augmented train pool for upstream-parity MIA)."""
+def gather(model: torch.nn.Module, spec, train_x, train_y, train_idx: np.ndarray, test_x, test_y,
+           test_pool: np.ndarray, device: torch.device, batch_size: int, augmented: bool, seed: int,
+           split: Split | None = None) -> Evaluation:
+    """Logits on the test pool and the training images (and the extras some metrics need)."""
     def loader(x, y, idx, aug=False):
-        return Loader(x, y, idx, data.spec, batch_size=batch_size, augment=aug, seed=seed, device=device)
+        return Loader(x, y, idx, spec, batch_size=batch_size, augment=aug, seed=seed, device=device)
 
-    test_logits, test_labels = predict_logits(model, loader(data.test_x, data.test_y, test_pool))
-    train_logits, train_labels = predict_logits(model, loader(data.train_x, data.train_y, train_pool))
-    aug_logits = None
-    if augmented:
-        aug_logits, _ = predict_logits(model, loader(data.train_x, data.train_y, train_pool, aug=True))
-    return Evaluation(test_pool, test_logits, test_labels, train_pool, train_logits, train_labels, aug_logits)
+    test_logits, test_labels = predict_logits(model, loader(test_x, test_y, test_pool))
+    train_logits, train_labels = predict_logits(model, loader(train_x, train_y, train_idx))
+    aug_logits = predict_logits(model, loader(train_x, train_y, train_idx, aug=True))[0] if augmented else None
+    trig = None
+    if split is not None and split.kind == "backdoor":
+        keep = test_pool[(test_y[torch.as_tensor(test_pool)] != split.target).cpu().numpy()]
+        tx = split.trigger.apply(test_x[torch.as_tensor(keep, device=test_x.device)])
+        trig = predict_logits(model, loader(tx, test_y[torch.as_tensor(keep)], np.arange(len(keep))))[0]
+    return Evaluation(test_pool, test_logits, test_labels, train_idx, train_logits, train_labels, aug_logits, trig)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,6 +157,50 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
+def make_pools(data: ImageData, s) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train pool, unseen pool, test pool): unseen images are split off the training images and never
+    trained on; all are class-stratified and seeded (seed 0 and 1), fixed across training seeds."""
+    n_unseen = s.split.unseen
+    base = stratified_subset(data.train_y, None if s.train_subset is None else s.train_subset + n_unseen, seed=0)
+    unseen = stratified_subset(data.train_y, n_unseen, seed=1, among=base) if n_unseen else np.zeros(0, np.int64)
+    train_pool = np.setdiff1d(base, unseen)
+    test_pool = stratified_subset(data.test_y, s.test_subset, seed=0)
+    return train_pool, unseen, test_pool
+
+
+def make_splits(data: ImageData, s, train_pool: np.ndarray, unseen: np.ndarray,
+                test_pool: np.ndarray) -> dict[str, Split]:
+    splits: dict[str, Split] = {}
+    for sc in s.split.all_scenarios():
+        if sc.kind == "class":
+            u = unseen
+            if s.split.unseen_classes == "retain" and len(u):
+                u = u[~np.isin(data.train_y[torch.as_tensor(u)].numpy(), sc.classes)]
+            sp = class_split(data.train_y, data.test_y, sc.classes, train_pool, test_pool, unseen=u)
+        elif sc.kind == "random":
+            sp = random_split(train_pool, test_pool, sc.fraction, s.split.seed, unseen=unseen)
+        else:
+            trig = Trigger(sc.trigger_size, sc.trigger_value, sc.trigger_location)
+            sp = backdoor_split(data.train_y, train_pool, test_pool, target=sc.target, fraction=sc.fraction,
+                                trigger=trig, seed=s.split.seed, unseen=unseen)
+        if sp.tag in splits:
+            raise ConfigError(f"two scenarios are both called {sp.tag!r}")
+        splits[sp.tag] = sp
+    return splits
+
+
+def _clean_stale(parent: Path, profile: str) -> None:
+    """Remove scratch folders of runs that were killed (their process is gone)."""
+    for d in parent.glob(f".{profile}.*-*"):
+        try:
+            pid = int(d.name.rsplit("-", 1)[1])
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError):
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
 def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str = "auto",
               methods: list[str] | None = None, progress: bool = True):
     """Run ``paper`` in ``profile`` and store the results; returns a :class:`unlearnlib.results.Run`."""
@@ -167,7 +217,7 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
         if unknown:
             raise ConfigError(f"methods: {unknown} not configured for {paper}; valid: {', '.join(s.methods)}")
     method_names = list(methods) if methods is not None else list(s.methods)
-    # retrain first: its time is the reference for every speed-up
+    # retrain first: its time is the reference for every speed-up, its model for weight distances
     method_names.sort(key=lambda m: not METHODS.get(m).trains_from_scratch)
     method_cfgs = {m: method_config(m, s.methods[m], s.train, where=f"{paper}.methods.{m}") for m in method_names}
 
@@ -176,16 +226,15 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
     data = load_dataset(s.dataset, download=s.download)
     if dev.type == "cuda":
         data.train_x, data.test_x = data.train_x.to(dev), data.test_x.to(dev)
-    train_pool = stratified_subset(data.train_y, s.train_subset, seed=0)
-    test_pool = stratified_subset(data.test_y, s.test_subset, seed=0)
-    splits: dict[str, Split] = {}
-    for classes in s.split.forget:
-        sp = class_split(data.train_y, data.test_y, classes, train_pool, test_pool)
-        splits[sp.tag] = sp
-    _say(f"   data: {s.dataset} ({data.source}); train pool {len(train_pool)}, test pool {len(test_pool)}; "
-         f"scenarios: {', '.join(splits)}")
+    train_pool, unseen, test_pool = make_pools(data, s)
+    splits = make_splits(data, s, train_pool, unseen, test_pool)
+    eval_idx = np.union1d(train_pool, unseen)
+    _say(f"   data: {s.dataset} ({data.source}); train pool {len(train_pool)}, unseen {len(unseen)}, "
+         f"test pool {len(test_pool)}; scenarios: {', '.join(splits)}")
 
     final = results_root() / paper / cfg.profile
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(final.parent, cfg.profile)
     tmp = final.parent / f".{cfg.profile}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -193,8 +242,9 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
     cache = CheckpointCache()
     rows: list[dict] = []
     timings: list[dict] = []
+    traces: list[dict] = []
     augmented = "mia_svc_augmented" in s.metrics.metrics
-    pool_hash = _hash_array(train_pool)
+    logit_metrics = tuple(m for m in s.metrics.metrics if m not in MODEL_METRICS)
     try:
         for seed in seed_list:
             for model_name, mspec in s.models.items():
@@ -204,74 +254,79 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
                     return build_model(model_name, num_classes=data.spec.num_classes,
                                        in_channels=data.spec.channels, width=mspec.width)
 
-                # --- original -------------------------------------------------------------------
-                seed_everything(seed)
-                original = new_model()
-                key = config_hash("original", s.dataset, pool_hash, model_name, mspec, s.train, seed)
-                meta = cache.load(key, original)
-                if meta is None:
-                    _say(f"   [{cfg.profile}] {model_name} seed {seed}: training the original "
-                         f"({s.train.epochs} epochs on {len(train_pool)} images)")
-                    original.to(dev)
-                    loader = Loader(data.train_x, data.train_y, train_pool, data.spec,
-                                    batch_size=s.train.batch_size, shuffle=True, augment=s.train.augment,
-                                    seed=seed, device=dev, name="train")
-                    with Timer(dev) as t:
-                        fit(original, loader, s.train, desc=f"original {model_name}", progress=progress)
-                    meta = {"seconds": t.seconds, "device": str(dev), "kind": "original"}
-                    cache.save(key, original, meta)
-                else:
-                    _say(f"   [{cfg.profile}] {model_name} seed {seed}: original loaded from cache ({key})")
-                original.to(dev).eval()
-                timings.append({**base, "scenario": "all", "method": "original", "seconds": meta["seconds"],
-                                "cached": True, "device": meta["device"]})
-                ev_orig = gather(original, data, train_pool, test_pool, dev, s.eval_batch_size, augmented, seed)
-
+                originals: dict[str, tuple[torch.nn.Module, Evaluation]] = {}
                 for tag, split in splits.items():
+                    train_x, train_y = poison(data.train_x, data.train_y, split)
+                    data_key = "clean" if split.kind != "backdoor" else config_hash(
+                        _hash_array(split.forget_train), split.target, split.trigger)
+                    if data_key not in originals:
+                        original = _original(cache, new_model, s, data, train_x, train_y, train_pool, data_key,
+                                             model_name, mspec, seed, dev, cfg.profile, progress, timings, base, tag)
+                        ev = gather(original, data.spec, train_x, train_y, eval_idx, data.test_x, data.test_y,
+                                    test_pool, dev, s.eval_batch_size, augmented, seed, split)
+                        originals[data_key] = (original, ev)
+                    original, ev_orig = originals[data_key]
                     mcfg = copy.copy(s.metrics)
                     mcfg.seed = seed
-                    res = compute_metrics(ev_orig, split, mcfg)
+                    res = compute_metrics(ev_orig, split, mcfg, names=logit_metrics)
                     rows += [{**base, "scenario": tag, "method": "original", "metric": k, "value": v}
                              for k, v in res.items()]
                     _say(_line(cfg.profile, model_name, tag, "original", None, res))
+
+                    def loader(idx, name, sd):
+                        return Loader(train_x, train_y, idx, data.spec, batch_size=s.train.batch_size, seed=sd,
+                                      device=dev, name=name)
+
+                    test_loader = Loader(data.test_x, data.test_y, test_pool, data.spec,
+                                         batch_size=s.eval_batch_size, device=dev)
+                    retrained = None
                     for name in method_names:
                         spec = METHODS.get(name)
                         mc = method_cfgs[name]
-                        retain = Loader(data.train_x, data.train_y, split.retain_train, data.spec,
-                                        batch_size=s.train.batch_size, seed=seed, device=dev, name="retain")
-                        forget = Loader(data.train_x, data.train_y, split.forget_train, data.spec,
-                                        batch_size=s.train.batch_size, seed=seed + 1, device=dev, name="forget")
+                        retain = loader(split.retain_train, "retain", seed)
+                        forget = loader(split.forget_train, "forget", seed + 1)
+                        unseen_loader = loader(split.unseen, "unseen", seed + 2) if spec.needs_unseen else None
+                        if spec.needs_unseen and not len(split.unseen):
+                            raise ConfigError(f"method {name!r} needs unseen data: set split.unseen > 0")
                         seed_everything(seed)
                         model = copy.deepcopy(original)
-                        cached = False
+                        cached, trace_rows = False, []
                         if spec.trains_from_scratch:
-                            rkey = config_hash(name, s.dataset, _hash_array(split.retain_train), model_name, mspec,
-                                               mc, seed)
+                            rkey = config_hash(name, s.dataset, _hash_array(split.retain_train), data_key,
+                                               model_name, mspec, mc, seed)
                             rmeta = cache.load(rkey, model)
                             if rmeta is not None:
                                 seconds, cached, tdev = rmeta["seconds"], True, rmeta["device"]
                                 model.to(dev)
                         if not cached:
                             model.train()
-                            with Timer(dev) as t:
-                                model = spec(model, retain=retain, forget=forget, cfg=mc, device=dev)
+                            with collecting() as trace_rows, Timer(dev) as t:
+                                model = spec(model, retain=retain, forget=forget, unseen=unseen_loader, cfg=mc,
+                                             device=dev)
                             seconds, tdev = t.seconds, str(dev)
                             if spec.trains_from_scratch:
                                 cache.save(rkey, model, {"seconds": seconds, "device": tdev, "kind": name})
                         model.eval()
                         _check_finite(model, name)
-                        ev = gather(model, data, train_pool, test_pool, dev, s.eval_batch_size, augmented, seed)
-                        res = compute_metrics(ev, split, mcfg)
+                        if spec.trains_from_scratch:
+                            retrained = model
+                        ev = gather(model, data.spec, train_x, train_y, eval_idx, data.test_x, data.test_y,
+                                    test_pool, dev, s.eval_batch_size, augmented, seed, split)
+                        ctx = ModelContext(model, original, retrained, forget.with_options(augment=False), ev_orig,
+                                           extra={"test_images": lambda idx: list(test_loader.subset(
+                                               Evaluation.rows(test_pool, idx)))})
+                        res = compute_metrics(ev, split, mcfg, ctx)
                         res["unlearn_time_s"] = seconds
                         rows += [{**base, "scenario": tag, "method": name, "metric": k, "value": v}
                                  for k, v in res.items()]
+                        traces += [{**base, "scenario": tag, "method": name, **r} for r in trace_rows]
                         timings.append({**base, "scenario": tag, "method": name, "seconds": seconds,
                                         "cached": cached, "device": tdev})
                         _say(_line(cfg.profile, model_name, tag, name, seconds, res, cached))
         metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS)
         metrics = _add_speedups(metrics)
-        _write(tmp, cfg, seed_list, dev, metrics, pd.DataFrame(timings), splits, train_pool, test_pool, data,
-               method_cfgs)
+        _write(tmp, cfg, seed_list, dev, metrics, pd.DataFrame(timings), pd.DataFrame(traces), splits,
+               train_pool, unseen, test_pool, data, method_cfgs)
         if final.exists():
             old = final.parent / f".{cfg.profile}.old-{os.getpid()}"
             final.replace(old)
@@ -286,18 +341,46 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
     return Run.load(final)
 
 
+def _original(cache: CheckpointCache, new_model, s, data: ImageData, train_x, train_y, train_pool, data_key: str,
+              model_name: str, mspec, seed: int, dev, profile: str, progress: bool, timings: list, base: dict,
+              tag: str) -> torch.nn.Module:
+    """The original model of a scenario's training data: from the cache, or trained and cached."""
+    seed_everything(seed)
+    original = new_model()
+    key = config_hash("original", s.dataset, _hash_array(train_pool), data_key, model_name, mspec, s.train, seed)
+    meta = cache.load(key, original)
+    what = "" if data_key == "clean" else f" on the poisoned data of {tag}"
+    if meta is None:
+        _say(f"   [{profile}] {model_name} seed {seed}: training the original{what} "
+             f"({s.train.epochs} epochs on {len(train_pool)} images)")
+        original.to(dev)
+        loader = Loader(train_x, train_y, train_pool, data.spec, batch_size=s.train.batch_size, shuffle=True,
+                        augment=s.train.augment, seed=seed, device=dev, name="train")
+        with Timer(dev) as t:
+            fit(original, loader, s.train, desc=f"original {model_name}", progress=progress)
+        meta = {"seconds": t.seconds, "device": str(dev), "kind": "original"}
+        cache.save(key, original, meta)
+    else:
+        _say(f"   [{profile}] {model_name} seed {seed}: original{what} loaded from cache ({key})")
+    timings.append({**base, "scenario": tag if data_key != "clean" else "all", "method": "original",
+                    "seconds": meta["seconds"], "cached": True, "device": meta["device"]})
+    return original.to(dev).eval()
+
+
 def _check_finite(model: torch.nn.Module, name: str) -> None:
     for k, v in model.state_dict().items():
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise FloatingPointError(f"method {name!r} produced non-finite values in {k}")
 
 
+_SHOWN = {"test_forget_acc": "forget", "test_retain_acc": "retain", "forget_acc": "forget(train)",
+          "retain_acc": "retain(train)", "test_acc": "test", "asr": "ASR", "mia_svc": "MIA", "mia_lr_cv": "LR-MIA"}
+
+
 def _line(profile, model, tag, method, seconds, res, cached=False) -> str:
     t = "" if seconds is None else f"{seconds:8.2f} s{' (cached)' if cached else ''}"
-    parts = [f"forget {res['test_forget_acc']:5.1f}%" if "test_forget_acc" in res else "",
-             f"retain {res['test_retain_acc']:5.1f}%" if "test_retain_acc" in res else "",
-             f"MIA {res['mia_svc']:5.1f}" if "mia_svc" in res else ""]
-    return f"   [{profile}] {model:9s} {tag:8s} {method:16s} {t:18s} " + "  ".join(p for p in parts if p)
+    parts = [f"{label} {res[k]:5.1f}" for k, label in _SHOWN.items() if k in res and res[k] == res[k]][:4]
+    return f"   [{profile}] {model:9s} {tag:14s} {method:16s} {t:18s} " + "  ".join(parts)
 
 
 def _add_speedups(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -314,15 +397,18 @@ def _add_speedups(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def _write(tmp: Path, cfg: PaperConfig, seeds, dev, metrics: pd.DataFrame, timings: pd.DataFrame,
-           splits: dict[str, Split], train_pool, test_pool, data: ImageData, method_cfgs: dict) -> None:
+           traces: pd.DataFrame, splits: dict[str, Split], train_pool, unseen, test_pool, data: ImageData,
+           method_cfgs: dict) -> None:
     resolved = to_dict(cfg)
     resolved["settings"]["seeds"] = seeds
     resolved["resolved_methods"] = {k: to_dict(v) for k, v in method_cfgs.items()}
     (tmp / "config.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False, width=110))
     env = _env(dev, seeds, cfg.profile)
     env["data"] = data.summary()
-    env["data"].update({"train pool": int(len(train_pool)), "test pool": int(len(test_pool))})
+    env["data"].update({"train pool": int(len(train_pool)), "unseen (held out)": int(len(unseen)),
+                        "test pool": int(len(test_pool))})
     (tmp / "env.json").write_text(json.dumps(env, indent=1))
-    save_splits(tmp / "splits.npz", splits, {"train": train_pool, "test": test_pool})
+    save_splits(tmp / "splits.npz", splits, {"train": train_pool, "unseen": unseen, "test": test_pool})
     metrics.to_csv(tmp / "metrics.csv", index=False)
     timings.to_csv(tmp / "timings.csv", index=False)
+    traces.reindex(columns=[*METRIC_COLUMNS[:6], "name", "step", "value"]).to_csv(tmp / "traces.csv", index=False)

@@ -36,6 +36,7 @@ class Run:
     metrics: pd.DataFrame
     timings: pd.DataFrame
     env: dict
+    traces: pd.DataFrame | None = None
 
     @classmethod
     def load(cls, path: Path) -> "Run":
@@ -45,8 +46,9 @@ class Run:
         raw = yaml.safe_load((path / "config.resolved.yaml").read_text())
         raw.pop("resolved_methods", None)
         cfg = from_dict(PaperConfig, raw, raw.get("id", "run"))
+        traces = pd.read_csv(path / "traces.csv") if (path / "traces.csv").exists() else None
         return cls(path, cfg, pd.read_csv(path / "metrics.csv"), pd.read_csv(path / "timings.csv"),
-                   json.loads((path / "env.json").read_text()))
+                   json.loads((path / "env.json").read_text()), traces)
 
     @property
     def profile(self) -> str:
@@ -62,7 +64,7 @@ class Run:
     def data_summary(self) -> pd.DataFrame:
         d = dict(self.env.get("data", {}))
         s = self.config.settings
-        d["forget scenarios"] = ", ".join(f"classes {c}" for c in s.split.forget)
+        d["forget scenarios"] = ", ".join(sorted(set(self.metrics.scenario)))
         d["seeds"] = ", ".join(str(x) for x in self.env.get("seeds", []))
         d["device"] = f"{self.env.get('device')} ({self.env.get('device_name')})"
         return pd.DataFrame({"value": [str(v) for v in d.values()]}, index=list(d.keys()))
@@ -256,7 +258,7 @@ def banner(cfg: PaperConfig | Run, device: str = "auto") -> str:
     s = cfg.settings
     return (f"{cfg.title} ({cfg.id}) — {PROFILE_LABELS[cfg.profile]}\n"
             f"dataset {s.dataset}; models {', '.join(f'{m} (width {v.width})' for m, v in s.models.items())}; "
-            f"{s.train.epochs} training epochs; forget scenarios {s.split.forget}; seeds {s.seeds}; "
+            f"{s.train.epochs} training epochs; {len(s.split.all_scenarios())} forget scenario(s); seeds {s.seeds}; "
             f"device {device}")
 
 

@@ -12,11 +12,12 @@ from ..registry import Registry
 METRICS = Registry("metric")
 
 from .accuracy import class_accuracy, forget_retain_accuracy, true_class_probability  # noqa: E402
-from .evaluation import Evaluation, MetricConfig, compute_metrics  # noqa: E402
-from .mia import svc_mia_kodge  # noqa: E402
+from .evaluation import MODEL_METRICS, Evaluation, MetricConfig, ModelContext, compute_metrics, weight_distance  # noqa: E402
+from .mia import loss_lr_cv_mia, svc_mia_kodge  # noqa: E402
 from .timing import Timer, speedup  # noqa: E402
 
 __all__ = [
     "METRICS", "Evaluation", "MetricConfig", "compute_metrics", "class_accuracy", "forget_retain_accuracy",
-    "true_class_probability", "svc_mia_kodge", "Timer", "speedup",
+    "true_class_probability", "svc_mia_kodge", "loss_lr_cv_mia", "Timer", "speedup", "MODEL_METRICS", "ModelContext",
+    "weight_distance",
 ]

@@ -1,31 +1,45 @@
-"""Logits gathered once per model state, and the named metrics computed from them."""
+"""Logits gathered once per model state, and the named metrics computed from them.
+
+A metric is ``fn(ev, split, cfg, ctx) -> float | dict[str, float]`` (a dict gives several named values,
+e.g. one per layer). ``ctx`` is a :class:`ModelContext` for metrics that need the models themselves
+(weight distances, relearn time); the rest use the logits in ``ev`` only.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from ..data.splits import Split
 from . import METRICS
 from .accuracy import forget_retain_accuracy, true_class_probability
-from .mia import svc_mia_kodge
+from .mia import loss_lr_cv_mia, svc_mia_kodge
 
 
 @dataclass
 class MetricConfig:
-    metrics: tuple[str, ...] = ("test_forget_acc", "test_retain_acc", "train_forget_acc", "train_retain_acc",
-                                "mia_svc")
+    metrics: tuple[str, ...] = ("test_forget_acc", "test_retain_acc", "forget_acc", "retain_acc", "mia_svc")
     mia_max_train: int | None = None  # cap per SVC training group (None = all, as upstream)
+    mia_splits: int = 10  # loss-LR MIA: stratified shuffle splits (challenge starting kit)
+    relearn_lr: float = 0.01  # relearn time: Adam lr of the fine-tuning on forget data (UNCONFIRMED)
+    relearn_max_epochs: int = 10  # relearn time: cap; a value equal to the cap means "not within the cap"
+    relearn_target: float = 0.9  # relearn time: forget accuracy >= target x the original's
+    relearn_samples: int = 256  # relearn time: forget training samples used to relearn
+    relearn_batch_size: int = 64
     seed: int = 0
 
 
 @dataclass
 class Evaluation:
-    """Logits of one model on the test pool, the train pool (test-time transform) and, optionally, the
-    train pool with the training augmentation (for upstream-parity MIA features). Indices are dataset
-    indices; ``*_pos`` maps a dataset index to its row."""
+    """Logits of one model on the test pool and the training images it is evaluated on (the train pool
+    and any unseen images, with the scenario's labels and triggers), plus optional extras: the train
+    images through the training augmentation (upstream-parity MIA features) and triggered test images
+    (backdoor attack success rate). Indices are dataset indices."""
 
     test_idx: np.ndarray
     test_logits: torch.Tensor
@@ -34,8 +48,11 @@ class Evaluation:
     train_logits: torch.Tensor
     train_labels: torch.Tensor
     train_aug_logits: torch.Tensor | None = None
+    trigger_logits: torch.Tensor | None = None  # triggered copies of the non-target test images
 
-    def rows(self, pool_idx: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def rows(pool_idx: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        wanted = np.asarray(wanted)
         pos = np.searchsorted(pool_idx, wanted)
         if len(wanted) and (pos.max() >= len(pool_idx) or not np.array_equal(pool_idx[pos], wanted)):
             raise ValueError("split indices are not all in the evaluated pool")
@@ -53,24 +70,54 @@ class Evaluation:
         return logits[r], self.train_labels[r]
 
 
-def _acc(ev: Evaluation, split: Split, which: str, group: str) -> float:
-    if which == "test":
-        idx = np.concatenate([split.forget_test, split.retain_test])
-        logits, labels = ev.test(np.sort(idx))
-    else:
-        idx = np.concatenate([split.forget_train, split.retain_train])
-        logits, labels = ev.train(np.sort(idx))
+@dataclass
+class ModelContext:
+    """What model-based metrics need: the unlearned model, the original, retrain (when run), the forget
+    loader and the original's evaluation."""
+
+    model: nn.Module
+    original: nn.Module
+    retrain: nn.Module | None = None
+    forget: Any = None  # Loader over the forget training samples
+    original_eval: Evaluation | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _pct(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float("nan") if len(labels) == 0 else 100.0 * float((logits.argmax(1) == labels).float().mean())
+
+
+def _class_acc(ev: Evaluation, split: Split, group: str) -> float:
+    if split.kind != "class":
+        return float("nan")
+    logits, labels = ev.test(np.sort(np.concatenate([split.forget_test, split.retain_test])))
     f, r = forget_retain_accuracy(logits, labels, split.forget_classes)
     return f if group == "forget" else r
 
 
-for _which in ("test", "train"):
-    for _group in ("forget", "retain"):
-        METRICS.register(f"{_which}_{_group}_acc",
-                         lambda ev, split, cfg, w=_which, g=_group: _acc(ev, split, w, g))
+METRICS.register("test_forget_acc", lambda ev, split, cfg, ctx: _class_acc(ev, split, "forget"))
+METRICS.register("test_retain_acc", lambda ev, split, cfg, ctx: _class_acc(ev, split, "retain"))
+# training samples, test-time transform, labels as trained on (backdoor: the target label)
+METRICS.register("forget_acc", lambda ev, split, cfg, ctx: _pct(*ev.train(split.forget_train)))
+METRICS.register("retain_acc", lambda ev, split, cfg, ctx: _pct(*ev.train(split.retain_train)))
+METRICS.register("test_acc", lambda ev, split, cfg, ctx: _pct(ev.test_logits, ev.test_labels))
+METRICS.register("unseen_acc", lambda ev, split, cfg, ctx: _pct(*ev.train(split.unseen)) if len(split.unseen)
+                 else float("nan"))
 
 
-def _mia(ev: Evaluation, split: Split, cfg: MetricConfig, augmented: bool) -> float:
+def _asr(ev: Evaluation, split: Split, cfg, ctx) -> float:
+    """Attack success rate: share of triggered non-target test images classified as the target label."""
+    if split.kind != "backdoor" or ev.trigger_logits is None:
+        return float("nan")
+    return 100.0 * float((ev.trigger_logits.argmax(1) == split.target).float().mean())
+
+
+METRICS.register("asr", _asr)
+
+
+def _mia_svc(ev: Evaluation, split: Split, cfg: MetricConfig, augmented: bool) -> float:
+    if split.kind != "class":
+        return float("nan")
     pr = true_class_probability(*ev.train(split.retain_train, augmented))
     pf = true_class_probability(*ev.train(split.forget_train, augmented))
     pt = true_class_probability(*ev.test(split.forget_test))
@@ -78,10 +125,123 @@ def _mia(ev: Evaluation, split: Split, cfg: MetricConfig, augmented: bool) -> fl
 
 
 # test-time transforms for every feature (evaluation.md pitfall 11)
-METRICS.register("mia_svc", lambda ev, split, cfg: _mia(ev, split, cfg, augmented=False))
+METRICS.register("mia_svc", lambda ev, split, cfg, ctx: _mia_svc(ev, split, cfg, augmented=False))
 # upstream parity: retain/forget train features through the training augmentation
-METRICS.register("mia_svc_augmented", lambda ev, split, cfg: _mia(ev, split, cfg, augmented=True))
+METRICS.register("mia_svc_augmented", lambda ev, split, cfg, ctx: _mia_svc(ev, split, cfg, augmented=True))
 
 
-def compute_metrics(ev: Evaluation, split: Split, cfg: MetricConfig) -> dict[str, float]:
-    return {name: float(METRICS.get(name)(ev, split, cfg)) for name in cfg.metrics}
+def _losses(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    return torch.nn.functional.cross_entropy(logits.double(), labels, reduction="none").numpy()
+
+
+def _mia_lr(ev: Evaluation, split: Split, cfg: MetricConfig, ctx) -> float:
+    """Forget samples vs non-members: unseen training images when the scenario has them, else test images
+    (class scenarios: the forget classes' test images)."""
+    members = _losses(*ev.train(split.forget_train))
+    if len(split.unseen):
+        non = _losses(*ev.train(split.unseen))
+    elif split.kind == "class":
+        non = _losses(*ev.test(split.forget_test))
+    else:
+        non = _losses(ev.test_logits, ev.test_labels)
+    return loss_lr_cv_mia(members, non, n_splits=cfg.mia_splits, seed=cfg.seed)
+
+
+METRICS.register("mia_lr_cv", _mia_lr)
+
+
+def _forget_prediction(ev: Evaluation, split: Split, cfg, ctx) -> dict[str, float]:
+    """Share (%) of forget-class test images predicted as each class (leakage into one class is a risk)."""
+    if split.kind != "class":
+        return {}
+    logits, _ = ev.test(split.forget_test)
+    pred = logits.argmax(1)
+    k = logits.shape[1]
+    return {f"[{c}]": 100.0 * float((pred == c).float().mean()) for c in range(k)}
+
+
+METRICS.register("forget_prediction", _forget_prediction)
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: m.weight.detach().float().cpu() for n, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
+def weight_distance(model: nn.Module, reference: nn.Module) -> dict[str, float]:
+    """Relative L2 distance of every conv/linear weight, ||W - W_ref|| / ||W_ref||, and over all of them."""
+    a, b = _weights(model), _weights(reference)
+    out = {f"[{n}]": float((a[n] - b[n]).norm() / b[n].norm().clamp_min(1e-12)) for n in a}
+    num = sum(float((a[n] - b[n]).pow(2).sum()) for n in a)
+    den = sum(float(b[n].pow(2).sum()) for n in a)
+    out[""] = (num / max(den, 1e-24)) ** 0.5
+    return out
+
+
+METRICS.register("weight_distance_original", lambda ev, split, cfg, ctx: weight_distance(ctx.model, ctx.original))
+METRICS.register("weight_distance_retrain", lambda ev, split, cfg, ctx: weight_distance(ctx.model, ctx.retrain)
+                 if ctx is not None and ctx.retrain is not None else {"": float("nan")})
+
+
+def relearn_epochs(model: nn.Module, forget, cfg: MetricConfig, target_acc: float, check) -> float:
+    """Epochs of fine-tuning a copy of ``model`` on ``cfg.relearn_samples`` forget samples (Adam) until
+    ``check(model)`` (forget accuracy, %) reaches ``target_acc``; fractional at the step it is reached.
+    Returns ``relearn_max_epochs`` when it is not reached within the cap."""
+    from ..train import TrainConfig, fit
+
+    m = copy.deepcopy(model)
+    if check(m) >= target_acc:
+        return 0.0
+    gen = torch.Generator().manual_seed(cfg.seed)
+    pos = torch.randperm(forget.num_samples, generator=gen)[:cfg.relearn_samples].numpy()
+    data = forget.subset(pos, batch_size=cfg.relearn_batch_size, shuffle=True, augment=False, seed=cfg.seed)
+    tc = TrainConfig(epochs=cfg.relearn_max_epochs, optimizer="adam", lr=cfg.relearn_lr, weight_decay=0.0,
+                     scheduler="none", batch_size=cfg.relearn_batch_size, augment=False)
+    hist = fit(m, data, tc, stop=lambda mm, step: check(mm) >= target_acc, check_every=1, desc="relearn",
+               progress=False)
+    if not hist.stopped_early:
+        return float(cfg.relearn_max_epochs)
+    return hist.steps / max(len(data), 1)
+
+
+def _relearn(ev: Evaluation, split: Split, cfg: MetricConfig, ctx: ModelContext | None) -> float:
+    """Relearn time (Golatkar et al.; UNSIR's RT): forget accuracy measured on the forget classes' test
+    images for class scenarios (else on the forget samples), target = relearn_target x the original's."""
+    if ctx is None or ctx.forget is None or ctx.original_eval is None:
+        return float("nan")
+    if split.kind == "class":
+        idx = split.forget_test
+        ref = _pct(*ctx.original_eval.test(idx))
+        xs = ctx.extra["test_images"](idx)
+
+        def check(m: nn.Module) -> float:
+            m.eval()
+            with torch.no_grad():
+                return _pct(torch.cat([m(x).cpu() for x, _ in xs]), torch.cat([y.cpu() for _, y in xs]))
+    else:
+        ref = _pct(*ctx.original_eval.train(split.forget_train))
+
+        def check(m: nn.Module) -> float:
+            m.eval()
+            with torch.no_grad():
+                pairs = [(m(x).cpu(), y.cpu()) for x, y in ctx.forget.with_options(shuffle=False, augment=False)]
+            return _pct(torch.cat([p for p, _ in pairs]), torch.cat([y for _, y in pairs]))
+    return relearn_epochs(ctx.model, ctx.forget, cfg, cfg.relearn_target * ref, check)
+
+
+METRICS.register("relearn_epochs", _relearn)
+
+# metrics whose values depend on the models themselves (need a ModelContext)
+MODEL_METRICS = {"weight_distance_original", "weight_distance_retrain", "relearn_epochs"}
+
+
+def compute_metrics(ev: Evaluation, split: Split, cfg: MetricConfig, ctx: ModelContext | None = None,
+                    names: tuple[str, ...] | None = None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name in names if names is not None else cfg.metrics:
+        value = METRICS.get(name)(ev, split, cfg, ctx)
+        if isinstance(value, dict):
+            out.update({f"{name}{k}": float(v) for k, v in value.items()})
+        else:
+            out[name] = float(value)
+    return out

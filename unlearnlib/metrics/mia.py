@@ -36,3 +36,24 @@ def svc_mia_kodge(p_retain_train: np.ndarray, p_forget_train: np.ndarray, p_forg
     clf = SVC(C=3, gamma="auto", kernel="rbf")
     clf.fit(x, y)
     return float(100.0 * (1.0 - clf.predict(t.reshape(-1, 1)).mean()))
+
+
+def loss_lr_cv_mia(member_losses: np.ndarray, nonmember_losses: np.ndarray, *, n_splits: int = 10,
+                   seed: int = 0) -> float:
+    """Loss-based logistic-regression MIA with cross-validation (evaluation.md §5.3; the NeurIPS 2023
+    challenge starting kit): a class-balanced sample of members (forget samples) and non-members, one
+    feature (the per-example cross-entropy), logistic regression, mean accuracy over ``n_splits``
+    stratified shuffle splits, in percent. 50 = indistinguishable (retrain's ideal)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
+
+    rng = np.random.default_rng(seed)
+    m, n = np.asarray(member_losses, dtype=np.float64), np.asarray(nonmember_losses, dtype=np.float64)
+    k = min(len(m), len(n))
+    if k < 2:
+        return float("nan")
+    m, n = rng.choice(m, k, replace=False), rng.choice(n, k, replace=False)
+    x = np.concatenate([m, n]).reshape(-1, 1)
+    y = np.concatenate([np.ones(k), np.zeros(k)])
+    cv = StratifiedShuffleSplit(n_splits=n_splits, random_state=seed)
+    return float(100.0 * cross_val_score(LogisticRegression(), x, y, cv=cv, scoring="accuracy").mean())
