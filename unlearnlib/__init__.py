@@ -17,13 +17,14 @@ from .harness import run_paper
 from .methods import METHODS
 from .metrics import METRICS
 from .models import MODELS, build_model
-from .results import (Run, banner, header, claims_frame, claims_table, deviations_table, load_run, plot_forget_retain,
-                      plot_times, results_frame, results_table)
+from .results import (Run, banner, claims_frame, claims_table, deviations_table, header, load_run, plot_accuracy,
+                      plot_forget_retain, plot_prefixed, plot_times, plot_traces, results_frame, results_table)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError", "available_papers", "load_paper", "DATASETS", "DatasetNotAvailableError", "load_dataset",
     "run_paper", "METHODS", "METRICS", "MODELS", "build_model", "Run", "banner", "header", "claims_frame", "claims_table",
-    "deviations_table", "load_run", "plot_forget_retain", "plot_times", "results_frame", "results_table",
+    "deviations_table", "load_run", "plot_accuracy", "plot_forget_retain", "plot_prefixed", "plot_times",
+    "plot_traces", "results_frame", "results_table",
 ]

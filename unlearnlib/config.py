@@ -221,6 +221,7 @@ class PaperConfig:
     claims: list[Claim] = field(default_factory=list)
     deviations: list[Deviation] = field(default_factory=list)
     pending: dict[str, str] = field(default_factory=dict)  # method -> why it is not run yet
+    table_metrics: list[str] = field(default_factory=list)  # columns of the paper-vs-ours table
     profile: str = "paper"  # which profile `settings` was resolved for
 
     @property

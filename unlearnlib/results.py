@@ -23,6 +23,16 @@ METRIC_LABELS = {
     "mia_svc_augmented": "SVC MIA, augmented train features (%)",
     "unlearn_time_s": "time (s)",
     "speedup_vs_retrain": "speed-up vs retrain (x)",
+    "forget_acc": "forget samples acc (%)",
+    "retain_acc": "retain samples acc (%)",
+    "test_acc": "test acc (%)",
+    "unseen_acc": "unseen acc (%)",
+    "asr": "attack success rate (%)",
+    "mia_lr_cv": "loss-LR MIA acc (%)",
+    "relearn_epochs": "relearn time (epochs)",
+    "weight_distance_original": "weight distance to original",
+    "weight_distance_retrain": "weight distance to retrain",
+    "forget_prediction": "forget-class test images predicted as class (%)",
 }
 HOLDS, FAILS, NOT_COMPARABLE = "holds", "fails", "not comparable on this profile"
 
@@ -174,8 +184,9 @@ def _fmt(mean: float, std: float | None = None) -> str:
 def results_frame(run: Run, metrics: list[str] | None = None) -> pd.DataFrame:
     """Ours (mean ± std over forget scenarios and seeds) next to the paper's numbers, per model/method."""
     cfg = run.config
-    metrics = metrics or [m for m in ("test_retain_acc", "test_forget_acc", "mia_svc", "unlearn_time_s",
-                                       "speedup_vs_retrain") if m in set(run.metrics.metric)]
+    wanted = cfg.table_metrics or ["test_retain_acc", "test_forget_acc", "mia_svc", "unlearn_time_s",
+                                   "speedup_vs_retrain"]
+    metrics = metrics or [m for m in wanted if m in set(run.metrics.metric)]
     summ = run.summary(metrics)
     rows = []
     methods = ["original", *[m for m in cfg.settings.methods]]
@@ -213,26 +224,81 @@ def deviations_table(cfg: PaperConfig) -> pd.DataFrame:
 # figures
 
 
-def plot_forget_retain(run: Run, method: str | None = None):
-    """Test accuracy on the forget class(es) and the retain classes, before and after, per scenario."""
+def plot_accuracy(run: Run, methods: list[str] | None = None, metrics: list[str] | None = None):
+    """Accuracies per scenario for the original, the given methods and retrain (bars), one panel per model."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     m = run.metrics
-    method = method or next(iter(run.config.settings.methods))
-    keep = m[m.method.isin(["original", method, "retrain"]) & m.metric.isin(["test_forget_acc", "test_retain_acc"])]
-    keep = keep.assign(metric=keep.metric.map({"test_forget_acc": "forget classes", "test_retain_acc":
-                                               "retain classes"}))
+    first = next(iter(run.config.settings.methods))
+    methods = methods or ["original", first, "retrain"]
+    if metrics is None:
+        present = set(m.dropna(subset=["value"]).metric)
+        metrics = [k for k in ("test_forget_acc", "test_retain_acc", "forget_acc", "test_acc", "asr") if k in present]
+        if "test_forget_acc" in metrics:
+            metrics = [k for k in metrics if k not in ("forget_acc", "test_acc")] or metrics
+    keep = m[m.method.isin(methods) & m.metric.isin(metrics)].dropna(subset=["value"])
+    keep = keep.assign(series=keep.method + " / " + keep.metric.map(lambda k: METRIC_LABELS.get(k, k)))
     models = list(run.config.settings.models)
-    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 3.8), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(models), figsize=(5.8 * len(models), 4.0), squeeze=False, sharey=True)
     for ax, model in zip(axes[0], models):
         d = keep[keep.model == model]
-        sns.barplot(data=d, x="scenario", y="value", hue=d.method + " / " + d.metric, ax=ax, errorbar=None,
-                    palette="Paired")
-        ax.set(title=model, xlabel="forget scenario", ylabel="test accuracy (%)", ylim=(0, 100))
-        ax.legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"Accuracy before (original) and after ({method}), retrain for reference\n[{run.stamp}]",
+        sns.barplot(data=d, x="scenario", y="value", hue="series", ax=ax, errorbar=None, palette="Paired")
+        ax.set(title=model, xlabel="forget scenario", ylabel="%", ylim=(0, 100))
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    fig.suptitle(f"Before (original) and after ({', '.join(x for x in methods if x != 'original')})\n[{run.stamp}]",
                  fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+plot_forget_retain = plot_accuracy  # the Deep Unlearning chapter's name for it
+
+
+def plot_traces(run: Run, method: str, prefix: str = ""):
+    """A method's logged per-iteration statistic(s) (e.g. a stopping rule), one line per scenario."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    t = run.traces
+    if t is None or t.empty:
+        raise ValueError(f"no traces in {run.path}")
+    t = t[(t.method == method) & t.name.str.startswith(prefix)]
+    if t.empty:
+        raise ValueError(f"method {method!r} logged no trace starting with {prefix!r}")
+    names = sorted(t.name.unique())
+    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        d = t[t.name == name]
+        sns.lineplot(data=d, x="step", y="value", hue="scenario", style="model", ax=ax, marker="o", markersize=3)
+        ax.set(title=name, xlabel="step", ylabel=name)
+    fig.suptitle(f"{method}: logged statistics [{run.stamp}]", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_prefixed(run: Run, prefix: str, methods: list[str] | None = None, xlabel: str = ""):
+    """Bars of every ``<prefix>[k]`` metric (e.g. ``forget_prediction[k]``, ``weight_distance_original[layer]``),
+    mean over scenarios and seeds, one panel per model."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    m = run.metrics
+    d = m[m.metric.str.startswith(prefix + "[")].dropna(subset=["value"])
+    if methods is not None:
+        d = d[d.method.isin(methods)]
+    if d.empty:
+        raise ValueError(f"no {prefix}[...] metrics in this run")
+    d = d.assign(key=d.metric.str.slice(len(prefix) + 1, -1))
+    models = list(run.config.settings.models)
+    fig, axes = plt.subplots(len(models), 1, figsize=(10, 3.4 * len(models)), squeeze=False)
+    for ax, model in zip(axes[:, 0], models):
+        dm = d[d.model == model]
+        sns.barplot(data=dm, x="key", y="value", hue="method", ax=ax, errorbar=None)
+        ax.set(title=model, xlabel=xlabel or prefix, ylabel=METRIC_LABELS.get(prefix, prefix))
+        ax.tick_params(axis="x", rotation=90, labelsize=7)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{METRIC_LABELS.get(prefix, prefix)} [{run.stamp}]", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -1,0 +1,58 @@
+"""Write a paper notebook in the suite's thin pattern (no def, no loops, no outputs).
+
+    python scripts/new_notebook.py PAPER "Title" intro.md [--figure 'ul.plot_accuracy(run);' ...]
+
+The intro file is Markdown (math allowed) placed under the title. Each --figure is one code cell.
+"""
+
+import argparse
+
+import nbformat as nbf
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("paper")
+    ap.add_argument("title")
+    ap.add_argument("intro")
+    ap.add_argument("--figure", action="append", default=[])
+    a = ap.parse_args()
+    md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
+    params = code(f'paper = "{a.paper}"\n'
+                  'profile = "smoke"  # make reproduce passes the profile (auto -> paper with CUDA, else cpu)\n'
+                  'seeds = ""  # "" = the profile\'s seeds; or "1,2,3"\n'
+                  'device = "auto"')
+    params.metadata["tags"] = ["parameters"]
+    run = code("run = ul.run_paper(paper, profile, seeds=seeds, device=device)")
+    run.metadata["tags"] = ["hide-output"]
+    figures = a.figure or ["ul.plot_accuracy(run);", "ul.plot_times(run);"]
+    nb = nbf.v4.new_notebook()
+    nb.cells = [
+        md(f"# {a.title}\n\n{open(a.intro).read().strip()}\n\n"
+           f"Reproduce: `make reproduce PAPER={a.paper}` (add `PROFILE=cpu|smoke|paper`)."),
+        params,
+        code("import unlearnlib as ul\n\ncfg = ul.load_paper(paper, profile)\nprint(ul.banner(cfg, device))\n"
+             "ul.header(cfg)"),
+        md("## Run\n\nData, original model (cached), every method timed, metrics. One line per method "
+           "(expand the output to read the log)."),
+        run,
+        code("run.data_summary()"),
+        md("## Claims\n\nEach verdict is computed from this run's numbers: *holds*, *fails*, or "
+           "*not comparable on this profile*."),
+        code("ul.claims_table(run)"),
+        md("## Paper vs ours\n\nOurs: mean ± std over forget scenarios and seeds. Paper: its table, with its "
+           "source in the caption."),
+        code("ul.results_table(run)"),
+        md("## Figures"),
+        *[code(f) for f in figures],
+        md("## Deviations and interpretations\n\nThe default is the paper's behaviour (or the recommended "
+           "reading where the paper was not available); the switch selects the alternative."),
+        code("ul.deviations_table(run.config)"),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nbf.write(nb, f"notebooks/{a.paper}.ipynb")
+
+
+if __name__ == "__main__":
+    main()
