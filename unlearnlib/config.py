@@ -130,7 +130,7 @@ def config_hash(*parts: Any) -> str:
 
 @dataclass
 class ModelSpec:
-    width: int = 64  # channels of the first stage (64 = the papers' models)
+    width: int | None = None  # channels of the first stage (None: the architecture's own, e.g. 64 for ResNet-18)
 
 
 @dataclass
@@ -222,11 +222,12 @@ class PaperConfig:
     deviations: list[Deviation] = field(default_factory=list)
     pending: dict[str, str] = field(default_factory=dict)  # method -> why it is not run yet
     table_metrics: list[str] = field(default_factory=list)  # columns of the paper-vs-ours table
+    profile_labels: dict[str, str] = field(default_factory=dict)  # descriptions of extra profiles (presets)
     profile: str = "paper"  # which profile `settings` was resolved for
 
     @property
     def profile_label(self) -> str:
-        return PROFILE_LABELS[self.profile]
+        return self.profile_labels.get(self.profile) or PROFILE_LABELS.get(self.profile, f"{self.profile} profile")
 
 
 def available_papers() -> list[str]:
@@ -263,14 +264,14 @@ def load_paper(paper: str, profile: str = "paper") -> PaperConfig:
     if paper not in papers:
         raise ConfigError(f"unknown paper {paper!r}; valid papers: {', '.join(papers)}")
     profile = resolve_profile(profile)
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; valid profiles: auto, {', '.join(PROFILES)}")
     path = PAPERS_DIR / f"{paper}.yaml"
     raw = yaml.safe_load(path.read_text())
     profiles = raw.get("profiles") or {}
-    if set(profiles) - set(PROFILES):
-        raise ConfigError(f"{path.name}: profiles {sorted(set(profiles) - set(PROFILES))} unknown; "
-                          f"valid: {', '.join(PROFILES)}")
+    missing = [p for p in PROFILES if p not in profiles]
+    if missing:
+        raise ConfigError(f"{path.name}: every paper declares the profiles {', '.join(PROFILES)}; missing {missing}")
+    if profile not in profiles:
+        raise ConfigError(f"unknown profile {profile!r} for {paper}; valid profiles: auto, {', '.join(profiles)}")
     raw = dict(raw)
     raw["settings"] = _merge(raw.get("settings") or {}, profiles.get(profile) or {}, "settings")
     raw["profile"] = profile

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .config import PROFILE_LABELS, Claim, PaperConfig, from_dict, load_paper
+from .config import Claim, PaperConfig, from_dict, load_paper
 from .paths import results_root
 
 METRIC_LABELS = {
@@ -67,13 +67,10 @@ class Run:
     @property
     def stamp(self) -> str:
         """Short label stamped on every table and figure."""
-        s = self.config.settings
-        models = ", ".join(f"{m} (width {v.width})" for m, v in s.models.items())
-        return f"{self.profile} profile: {s.dataset}, {models}"
+        return f"{self.profile} profile: {self.config.settings.dataset}, {_models(self.config)}"
 
     def data_summary(self) -> pd.DataFrame:
         d = dict(self.env.get("data", {}))
-        s = self.config.settings
         d["forget scenarios"] = ", ".join(sorted(set(self.metrics.scenario)))
         d["seeds"] = ", ".join(str(x) for x in self.env.get("seeds", []))
         d["device"] = f"{self.env.get('device')} ({self.env.get('device_name')})"
@@ -318,12 +315,16 @@ def plot_times(run: Run):
     return fig
 
 
+def _models(cfg: PaperConfig) -> str:
+    return ", ".join(f"{m} (width {v.width or 'full'})" for m, v in cfg.settings.models.items())
+
+
 def banner(cfg: PaperConfig | Run, device: str = "auto") -> str:
     if isinstance(cfg, Run):
         cfg = cfg.config
     s = cfg.settings
-    return (f"{cfg.title} ({cfg.id}) — {PROFILE_LABELS[cfg.profile]}\n"
-            f"dataset {s.dataset}; models {', '.join(f'{m} (width {v.width})' for m, v in s.models.items())}; "
+    return (f"{cfg.title} ({cfg.id}) — {cfg.profile_label}\n"
+            f"dataset {s.dataset}; models {_models(cfg)}; "
             f"{s.train.epochs} training epochs; {len(s.split.all_scenarios())} forget scenario(s); seeds {s.seeds}; "
             f"device {device}")
 
@@ -349,7 +350,7 @@ def header(cfg: PaperConfig | Run):
     if isinstance(cfg, Run):
         cfg = cfg.config
     warn = "" if cfg.profile == "paper" else (
-        f"\n\n> **{cfg.profile} profile.** {PROFILE_LABELS[cfg.profile]}. Every number on this page comes from "
+        f"\n\n> **{cfg.profile} profile.** {cfg.profile_label}. Every number on this page comes from "
         f"this profile; verdicts say whether the claim holds *in this run*, not in the paper's setting.")
     return Markdown(f"**Paper.** {cfg.title}. {cfg.authors}. {cfg.venue}. arXiv {cfg.arxiv}. "
                     f"Code: {cfg.code}.\n\n**Claim.** {cfg.headline}\n\n**Sources.** {cfg.availability}{warn}")

@@ -1,4 +1,6 @@
-"""CIFAR-style ResNet-18 (3x3 stem, stride 1, no max-pool), as in Kodge et al.'s models/resnet.py."""
+"""ResNet-18. Default: the CIFAR-style stem (3x3 conv, stride 1, no max-pool), as in Kodge et al.'s
+models/resnet.py. ``stem="imagenet"`` gives torchvision's ``resnet18`` layout (7x7 stride-2 conv and a
+3x3 stride-2 max-pool), which UNSIR's official notebook trains on 32x32 CIFAR images."""
 
 from __future__ import annotations
 
@@ -28,10 +30,17 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64, stem: str = "cifar") -> None:
         super().__init__()
         w = int(width)
-        self.conv1 = nn.Conv2d(in_channels, w, 3, stride=1, padding=1, bias=False)
+        if stem == "cifar":
+            self.conv1 = nn.Conv2d(in_channels, w, 3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+        elif stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_channels, w, 7, stride=2, padding=3, bias=False)
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        else:
+            raise ValueError(f"ResNet18 stem {stem!r}; valid: cifar, imagenet")
         self.bn1 = nn.BatchNorm2d(w)
         layers, in_planes = [], w
         for i, stride in enumerate((1, 2, 2, 2)):
@@ -43,7 +52,7 @@ class ResNet18(nn.Module):
         self.fc = nn.Linear(in_planes, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.maxpool(F.relu(self.bn1(self.conv1(x))))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         return torch.flatten(self.pool(out), 1)
 
@@ -58,3 +67,10 @@ class ResNet18(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))
+
+
+class ResNet18ImageNetStem(ResNet18):
+    """torchvision's resnet18 layout (ImageNet stem) at any width; UNSIR's official notebook model."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64) -> None:
+        super().__init__(num_classes, in_channels, width, stem="imagenet")
