@@ -20,7 +20,7 @@ def main() -> None:
     md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
     params = code(f'paper = "{a.paper}"\n'
                   'profile = "smoke"  # make reproduce passes the profile (auto -> paper with CUDA, else cpu)\n'
-                  'seeds = ""  # "" = the profile\'s seeds; or "1,2,3"\n'
+                  'seeds = ""  # empty: the profile seeds; or a list such as 1,2,3 in quotes\n'
                   'device = "auto"')
     params.metadata["tags"] = ["parameters"]
     run = code("run = ul.run_paper(paper, profile, seeds=seeds, device=device)")

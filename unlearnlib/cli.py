@@ -30,7 +30,8 @@ def execute_notebook(paper: str, profile: str, out_dir: Path, seeds: str = "", d
     try:
         pm.execute_notebook(str(src), str(tmp), parameters={"paper": paper, "profile": profile, "seeds": seeds,
                                                               "device": device},
-                            log_output=True, progress_bar=False, cwd=str(REPO_ROOT), kernel_name="python3")
+                            log_output=False, stdout_file=sys.stdout, stderr_file=sys.stderr, progress_bar=False,
+                            cwd=str(REPO_ROOT), kernel_name="python3")
     except pm.PapermillExecutionError as exc:
         tmp.unlink(missing_ok=True)
         _fail(f"notebook {paper} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}")

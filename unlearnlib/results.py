@@ -186,10 +186,11 @@ def results_frame(run: Run, metrics: list[str] | None = None) -> pd.DataFrame:
     metrics = metrics or [m for m in wanted if m in set(run.metrics.metric)]
     summ = run.summary(metrics)
     rows = []
-    methods = ["original", *[m for m in cfg.settings.methods]]
+    methods = ["original", *[m for m in cfg.settings.methods], *cfg.pending]
     for model in cfg.settings.models:
-        exp = next((e for e in cfg.expected if e.model == model), None)
-        for method in methods + [p for p in cfg.pending if exp is not None and p in exp.rows]:
+        exp = next((e for e in cfg.expected if e.model == model and e.dataset == cfg.settings.dataset), None)
+        exp = exp or next((e for e in cfg.expected if e.model == model), None)
+        for method in methods:
             row = {"model": model, "method": method}
             for metric in metrics:
                 hit = summ[(summ.model == model) & (summ.method == method) & (summ.metric == metric)]
@@ -201,6 +202,8 @@ def results_frame(run: Run, metrics: list[str] | None = None) -> pd.DataFrame:
                     row[f"paper: {label}"] = _fmt(vals[0], vals[1] if len(vals) > 1 else None)
                 elif exp is not None and any(metric in r for r in exp.rows.values()):
                     row[f"paper: {label}"] = "–"
+            if exp is None:
+                row["paper"] = "not available"
             rows.append(row)
     return pd.DataFrame(rows).fillna("n/a (not in the paper's table)")
 
@@ -208,7 +211,8 @@ def results_frame(run: Run, metrics: list[str] | None = None) -> pd.DataFrame:
 def results_table(run: Run):
     df = results_frame(run)
     exp = [e for e in run.config.expected if e.model in run.config.settings.models]
-    src = "; ".join(f"paper columns: {e.dataset}/{e.model}, {e.source}" for e in exp)
+    src = "; ".join(f"paper columns: {e.dataset}/{e.model}, {e.source}" for e in exp) or (
+        "The paper has no confirmed numbers for these models: its column reads 'not available'.")
     return df.style.hide(axis="index").set_caption(f"Ours [{run.stamp}] vs the paper. {src}")
 
 
