@@ -349,6 +349,7 @@ def _original(cache: CheckpointCache, new_model, s, data: ImageData, train_x, tr
     original = new_model()
     key = config_hash("original", s.dataset, _hash_array(train_pool), data_key, model_name, mspec, s.train, seed)
     meta = cache.load(key, original)
+    cached = meta is not None
     what = "" if data_key == "clean" else f" on the poisoned data of {tag}"
     if meta is None:
         _say(f"   [{profile}] {model_name} seed {seed}: training the original{what} "
@@ -363,7 +364,7 @@ def _original(cache: CheckpointCache, new_model, s, data: ImageData, train_x, tr
     else:
         _say(f"   [{profile}] {model_name} seed {seed}: original{what} loaded from cache ({key})")
     timings.append({**base, "scenario": tag if data_key != "clean" else "all", "method": "original",
-                    "seconds": meta["seconds"], "cached": True, "device": meta["device"]})
+                    "seconds": meta["seconds"], "cached": cached, "device": meta["device"]})
     return original.to(dev).eval()
 
 

@@ -8,6 +8,7 @@ per-image PIL transforms and identical in effect.
 from __future__ import annotations
 
 import gzip
+import pickle
 import shutil
 import socket
 from dataclasses import dataclass, field
@@ -133,9 +134,18 @@ class _LocalCIFAR10(torchvision.datasets.CIFAR10):
         base = Path(self.root) / self.base_folder
         return all((base / name).exists() for name, _ in self.train_list + self.test_list)
 
+    def _load_meta(self) -> None:  # torchvision md5-checks the meta file too; presence is enough here
+        path = Path(self.root) / self.base_folder / self.meta["filename"]
+        if not path.exists():
+            raise RuntimeError(f"dataset metadata file {path} not found")
+        with open(path, "rb") as fh:
+            self.classes = pickle.load(fh, encoding="latin1")[self.meta["key"]]
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
 
 class _LocalCIFAR100(torchvision.datasets.CIFAR100):
     _check_integrity = _LocalCIFAR10._check_integrity
+    _load_meta = _LocalCIFAR10._load_meta
 
 
 class _LocalSVHN(torchvision.datasets.SVHN):

@@ -92,7 +92,9 @@ class Loader:
             yield self.batch(order[start:start + self.batch_size])
 
     def with_options(self, **kw) -> "Loader":
-        """A copy with some options changed (batch_size, shuffle, augment, seed, device, name)."""
+        """A copy with some options changed (batch_size, shuffle, augment, seed, device, name); counted as a
+        read, like :meth:`subset`, so reads through a derived loader show in ``reads``."""
+        self.reads += 1
         opts = dict(batch_size=self.batch_size, shuffle=self.shuffle, augment=self.augment,
                     seed=int(self.generator.initial_seed()), device=self.device, name=self.name)
         opts.update(kw)
@@ -100,8 +102,7 @@ class Loader:
 
     def subset(self, positions: np.ndarray, **kw) -> "Loader":
         """A loader over some of this loader's samples (positions within this loader)."""
-        self.reads += 1
-        out = self.with_options(**kw)
+        out = self.with_options(**kw)  # counts as a read
         out.indices = self.indices[np.asarray(positions, dtype=np.int64)]
         return out
 

@@ -1,0 +1,294 @@
+"""Deep Unlearning (Kodge et al.): the projection against an independent numpy computation, the two
+numerical paths, the order of operations and what the method may touch."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from unlearnlib.data import Loader
+from unlearnlib.methods import METHODS
+from unlearnlib.methods.deep_unlearning import (Config, importance, scaled_basis, select_samples, unlearn,
+                                                updated_weight_exact, updated_weight_lowrank)
+from unlearnlib.models import build_model
+
+# ----------------------------------------------------------------------------------------------
+# (a) exact and low-rank paths
+
+
+def test_importance_formula():
+    s = torch.tensor([0.0, 0.01, 0.5, 1.0], dtype=torch.float64)
+    lam = importance(s, 100.0)
+    # 100 * 0.01 / (99 * 0.01 + 1) = 1 / 1.99
+    torch.testing.assert_close(lam, torch.tensor([0.0, 1 / 1.99, 50 / 50.5, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(importance(s, 1.0), s)  # alpha = 1: lambda = s
+
+
+def test_scaled_basis_energy_ratios():
+    rows = torch.randn(40, 6, dtype=torch.float64)
+    u, lam = scaled_basis(rows, 1.0)
+    s = torch.linalg.svdvals(rows) ** 2
+    torch.testing.assert_close(lam, s / s.sum())  # alpha = 1: the energy ratios themselves
+    assert u.shape == (6, 6)
+    torch.testing.assert_close(u.T @ u, torch.eye(6, dtype=torch.float64))
+
+
+def test_scaled_basis_of_dead_activations_is_zero_not_nan():
+    # a layer whose input is all zero (dead ReLU) gets lambda = 0: its weight is left as it is
+    u, lam = scaled_basis(torch.zeros(10, 4), 100.0)
+    assert torch.isfinite(u).all() and torch.equal(lam, torch.zeros_like(lam))
+    w = torch.randn(3, 4)
+    ur, lr_ = scaled_basis(torch.randn(10, 4), 100.0)
+    torch.testing.assert_close(updated_weight_exact(w, ur, lr_, u, lam), w)
+
+
+@pytest.mark.parametrize("shape", [(5, 12), (4, 3, 3, 3), (6, 2, 1, 1)], ids=["linear", "conv3x3", "conv1x1"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_exact_and_lowrank_paths_agree(shape, dtype, tol):
+    g = torch.Generator().manual_seed(0)
+    d = int(np.prod(shape[1:]))
+    w = torch.randn(shape, generator=g, dtype=dtype)
+    ur, lr_ = scaled_basis(torch.randn(3 * d, d, generator=g, dtype=dtype), 100.0)  # full rank
+    uf, lf = scaled_basis(torch.randn(max(2, d // 3), d, generator=g, dtype=dtype), 3.0)  # low rank
+    exact = updated_weight_exact(w, ur, lr_, uf, lf)
+    low = updated_weight_lowrank(w, ur, lr_, uf, lf)
+    assert exact.shape == low.shape == w.shape
+    scale = float(w.abs().max())
+    assert float((exact - low).abs().max()) <= tol * scale
+    assert float((exact - w).abs().max()) > 1e-3 * scale  # the update is not a no-op
+
+
+class _DS:
+    """A small synthetic uint8 dataset with retain/forget loaders (no augmentation)."""
+
+    def __init__(self, make_spec, n: int, num_classes: int, size: int, forget_class: int = 0, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.spec = make_spec(num_classes=num_classes, channels=1, size=size)
+        self.labels = torch.arange(n) % num_classes
+        self.images = torch.randint(0, 256, (n, 1, size, size), generator=g, dtype=torch.uint8)
+        y = self.labels.numpy()
+        self.forget_idx = np.flatnonzero(y == forget_class)
+        self.retain_idx = np.flatnonzero(y != forget_class)
+
+    def loaders(self):
+        r = Loader(self.images, self.labels, self.retain_idx, self.spec, batch_size=8, seed=0)
+        f = Loader(self.images, self.labels, self.forget_idx, self.spec, batch_size=8, seed=1)
+        return r, f
+
+
+@pytest.mark.parametrize("name,size", [("resnet18", 12), ("vgg11_bn", 12)])
+def test_whole_model_exact_vs_lowrank(make_spec, name, size):
+    # 12x12 inputs: the first conv (12 > 9) takes the random 9x9 window path, the deeper ones do not
+    ds = _DS(make_spec, 40, 4, size)
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=4, in_channels=1, width=2).eval()
+    cfg = Config(n_samples=9, max_patches=300, augment_samples=False)
+    out = {}
+    for path in ("exact", "lowrank"):
+        torch.manual_seed(123)
+        r, f = ds.loaders()
+        out[path] = unlearn(copy.deepcopy(model), retain=r, forget=f, cfg=dataclasses.replace(cfg, path=path),
+                            device="cpu").state_dict()
+    orig = model.state_dict()
+    n_changed = 0
+    for k, v in orig.items():
+        a, b = out["exact"][k], out["lowrank"][k]
+        if v.is_floating_point():
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(v.abs().max())))
+        n_changed += int(not torch.equal(a, v))
+    assert n_changed >= 5
+
+
+def test_invalid_options(make_spec):
+    ds = _DS(make_spec, 12, 3, 5)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(25, 3))
+    r, f = ds.loaders()
+    with pytest.raises(ValueError, match="exact, lowrank"):
+        unlearn(model, retain=r, forget=f, cfg=Config(path="fast"), device="cpu")
+    with pytest.raises(ValueError, match="n_samples=1"):
+        unlearn(model, retain=r, forget=f, cfg=Config(n_samples=1), device="cpu")
+
+
+# ----------------------------------------------------------------------------------------------
+# (b) an independent numpy computation on a tiny network
+
+
+def _np_im2col(x: np.ndarray, k: int = 3, pad: int = 1) -> np.ndarray:
+    """(N, C, H, W) -> rows (N*H_out*W_out, C*k*k), stride 1; each row is (c, ki, kj)-ordered."""
+    n, c, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    ho, wo = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+    rows = [xp[i, :, a:a + k, b:b + k].reshape(-1) for i in range(n) for a in range(ho) for b in range(wo)]
+    return np.array(rows)
+
+
+def _np_projector(rows: np.ndarray, alpha: float) -> np.ndarray:
+    u, sig, _ = np.linalg.svd(rows.T, full_matrices=False)
+    s = sig ** 2 / np.sum(sig ** 2)
+    lam = alpha * s / ((alpha - 1) * s + 1)
+    return u @ np.diag(lam) @ u.T
+
+
+def _np_forward_inputs(x: np.ndarray, wc: np.ndarray, bc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs of the conv (im2col rows) and of the linear (flattened ReLU(conv)), in float64."""
+    patches = _np_im2col(x)  # (N*25, 9)
+    n = x.shape[0]
+    out = patches @ wc.reshape(wc.shape[0], -1).T + bc  # (N*25, 3), rows ordered (n, i, j)
+    out = out.reshape(n, 5, 5, -1).transpose(0, 3, 1, 2)  # (N, 3, 5, 5)
+    return patches, np.maximum(out, 0).reshape(n, -1)  # flatten (o, i, j) as nn.Flatten does
+
+
+def _np_update(w: np.ndarray, rows_r, rows_f, alpha_r, alpha_f) -> np.ndarray:
+    mr, mf = _np_projector(rows_r, alpha_r), _np_projector(rows_f, alpha_f)
+    p = np.eye(mr.shape[0]) - (mf - mf @ mr)
+    return (w.reshape(w.shape[0], -1) @ p.T).reshape(w.shape)
+
+
+@pytest.fixture
+def tiny_net_case(make_spec):
+    """Conv2d(1,3,3,pad 1) -> ReLU -> Flatten -> Linear(75,4) on 5x5 images (5 <= 9: no window crop).
+
+    20 images, labels i % 4, forget class 0 (5 images). n_samples=6 -> k = 6 // 3 = 2 retain samples per
+    class, the first two of each retain class in dataset order: indices 1, 2, 3, 5, 6, 7; the forget
+    batch (6 >= 5) is all of class 0. max_patches exceeds every patch count, so no patch is dropped.
+    """
+    ds = _DS(make_spec, 20, 4, 5)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(75, 4))
+    cfg = Config(n_samples=6, alpha_r=100.0, alpha_f=3.0, max_patches=10_000, augment_samples=False,
+                 retain_selection="first")
+    x_norm = ((ds.images.double() / 255.0 - 0.5) / 0.25).numpy()  # the spec's mean/std
+    retain_rows = np.array([1, 2, 3, 5, 6, 7])
+    forget_rows = ds.forget_idx
+    return ds, net, cfg, x_norm[retain_rows], x_norm[forget_rows]
+
+
+def _expected(net, xr, xf, cfg, sequential: bool = False):
+    wc, bc = net[0].weight.detach().double().numpy(), net[0].bias.detach().double().numpy()
+    wl = net[3].weight.detach().double().numpy()
+    pr, lr_in = _np_forward_inputs(xr, wc, bc)
+    pf, lf_in = _np_forward_inputs(xf, wc, bc)
+    wc_new = _np_update(wc, pr, pf, cfg.alpha_r, cfg.alpha_f)
+    if sequential:  # the wrong order: the linear's inputs through the already-projected conv
+        _, lr_in = _np_forward_inputs(xr, wc_new, bc)
+        _, lf_in = _np_forward_inputs(xf, wc_new, bc)
+    wl_new = _np_update(wl, lr_in, lf_in, cfg.alpha_r, cfg.alpha_f)
+    return wc_new, wl_new
+
+
+@pytest.mark.parametrize("path", ["exact", "lowrank"])
+def test_projection_matches_numpy(tiny_net_case, path):
+    ds, net, cfg, xr, xf = tiny_net_case
+    cfg = dataclasses.replace(cfg, path=path)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    wc_new, wl_new = _expected(net, xr, xf, cfg)
+    r, f = ds.loaders()
+    torch.manual_seed(0)
+    out = METHODS.get("deep_unlearning")(net, retain=r, forget=f, cfg=cfg, device="cpu")
+    got_c = out[0].weight.detach().double().numpy()
+    got_l = out[3].weight.detach().double().numpy()
+    np.testing.assert_allclose(got_c, wc_new, rtol=1e-4, atol=1e-5 * np.abs(wc_new).max())
+    np.testing.assert_allclose(got_l, wl_new, rtol=1e-4, atol=1e-5 * np.abs(wl_new).max())
+    # the update really moved both layers (so the comparison above is not trivially true)
+    assert np.abs(wc_new - before["0.weight"].double().numpy()).max() > 1e-3
+    assert np.abs(wl_new - before["3.weight"].double().numpy()).max() > 1e-3
+    # biases untouched, bit for bit
+    assert torch.equal(out[0].bias, before["0.bias"]) and torch.equal(out[3].bias, before["3.bias"])
+
+
+def test_selected_samples_are_first_k_per_retain_class(tiny_net_case):
+    ds, net, cfg, xr, xf = tiny_net_case
+    r, f = ds.loaders()
+    got_r, got_f = select_samples(r, f, cfg)
+    np.testing.assert_allclose(got_r.double().numpy(), xr, atol=1e-6)
+    # the forget batch is all forget samples, in random order
+    order = np.lexsort(got_f.double().numpy().reshape(len(got_f), -1).T)
+    ref = np.lexsort(xf.reshape(len(xf), -1).T)
+    np.testing.assert_allclose(got_f.double().numpy()[order], xf[ref], atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# (c) every projector comes from the ORIGINAL network's activations
+
+
+def test_deeper_projectors_use_pre_projection_activations(tiny_net_case):
+    ds, net, cfg, xr, xf = tiny_net_case
+    cfg = dataclasses.replace(cfg, alpha_f=30.0)  # a larger conv update makes the two orders far apart
+    _, wl_right = _expected(net, xr, xf, cfg)
+    _, wl_wrong = _expected(net, xr, xf, cfg, sequential=True)
+    gap = np.abs(wl_right - wl_wrong).max()
+    assert gap > 1e-3  # the two orders give different answers on this case
+    r, f = ds.loaders()
+    torch.manual_seed(0)
+    out = unlearn(net, retain=r, forget=f, cfg=cfg, device="cpu")
+    got = out[3].weight.detach().double().numpy()
+    assert np.abs(got - wl_right).max() < 0.01 * gap
+    assert np.abs(got - wl_wrong).max() > 0.5 * gap
+
+
+# ----------------------------------------------------------------------------------------------
+# (d) only conv/linear weights change
+
+
+def _randomise_bn_stats(model: nn.Module) -> None:
+    g = torch.Generator().manual_seed(7)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            # non-default values, kept mild (positive shift) so no ReLU is dead on every input
+            m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            m.bias.data.copy_(0.5 * torch.rand(m.bias.shape, generator=g) + 0.1)
+            m.num_batches_tracked.fill_(3)
+
+
+def _projected_weight_keys(model: nn.Module) -> list[str]:
+    return [f"{n}.weight" for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+@pytest.mark.parametrize("name", ["vgg11_bn", "resnet18"])
+def test_only_conv_and_linear_weights_change(make_spec, name):
+    ds = _DS(make_spec, 40, 4, 8)
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=4, in_channels=1, width=2)
+    _randomise_bn_stats(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r, f = ds.loaders()
+    torch.manual_seed(0)
+    out = unlearn(model, retain=r, forget=f, cfg=Config(n_samples=9, max_patches=500, augment_samples=False),
+                  device="cpu")
+    after = out.state_dict()
+    weights = set(_projected_weight_keys(out))
+    assert set(after) == set(before)
+    for k, v in before.items():
+        if k in weights:
+            assert not torch.equal(after[k], v), f"{k} was not projected"
+        else:
+            assert torch.equal(after[k], v), f"{k} changed"  # biases, BN affine and running stats
+    if name == "vgg11_bn":
+        assert any(k.endswith("bias") for k in before if k.startswith("body"))  # conv biases were checked
+
+
+def test_project_classifier_false_leaves_the_last_linear(make_spec):
+    ds = _DS(make_spec, 40, 4, 8)
+    torch.manual_seed(0)
+    model = build_model("vgg11_bn", num_classes=4, in_channels=1, width=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r, f = ds.loaders()
+    cfg = Config(n_samples=9, max_patches=500, augment_samples=False, project_classifier=False)
+    out = unlearn(model, retain=r, forget=f, cfg=cfg, device="cpu").state_dict()
+    assert torch.equal(out["classifier.6.weight"], before["classifier.6.weight"])
+    assert not torch.equal(out["classifier.3.weight"], before["classifier.3.weight"])  # other linears are
+    assert not torch.equal(out["body.0.weight"], before["body.0.weight"])
+    # and with the default, the classifier is projected
+    model2 = build_model("vgg11_bn", num_classes=4, in_channels=1, width=2)
+    model2.load_state_dict(before)
+    r, f = ds.loaders()
+    out2 = unlearn(model2, retain=r, forget=f, cfg=dataclasses.replace(cfg, project_classifier=True),
+                   device="cpu").state_dict()
+    assert not torch.equal(out2["classifier.6.weight"], before["classifier.6.weight"])
