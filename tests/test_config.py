@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 import unlearnlib.config as config_mod
-from unlearnlib.config import ConfigError, PROFILES, available_papers, load_paper, method_config, parse_seeds
+from unlearnlib.config import ConfigError, PROFILES, available_papers, base_method, load_paper, method_config, parse_seeds
 from unlearnlib.harness import run_paper
 from unlearnlib.methods import METHODS
 from unlearnlib.train import TrainConfig
@@ -33,7 +33,7 @@ def test_load_paper_every_profile(profile):
     assert s.seeds and s.models and s.methods and s.split.all_scenarios()
     for name in s.methods:  # every configured method builds its Config
         mc = method_config(name, s.methods[name], s.train)
-        assert isinstance(mc, METHODS.get(name).Config)
+        assert isinstance(mc, METHODS.get(base_method(name)).Config)
     assert cfg.profile_label
 
 

@@ -185,6 +185,7 @@ class Claim:
     references: list[str] = field(default_factory=list)  # vs_best: the methods to beat
     transform: str = "diff"  # vs_method: diff (method - reference) | drop (reference - method) | abs_diff
     profiles: list[str] = field(default_factory=lambda: list(PROFILES))  # where the check is meaningful
+    scenario_kind: str = ""  # only scenarios of this kind (class | random | backdoor); "" = all
     note: str = ""
 
 
@@ -300,7 +301,7 @@ def validate_settings(cfg: PaperConfig) -> None:
             METRICS.get(m)
         for c in cfg.claims:
             for mth in [c.method, c.reference, *c.references]:
-                if mth and mth != "original" and mth not in METHODS:
+                if mth and mth != "original" and base_method(mth) not in METHODS:
                     raise ConfigError(f"{cfg.id}.claims.{c.id}: unknown method {mth!r}")
     except KeyError as e:
         raise ConfigError(f"{w}: {e}") from None
@@ -320,13 +321,29 @@ def validate_settings(cfg: PaperConfig) -> None:
             raise ConfigError(f"{cfg.id}.claims.{c.id}.kind: {c.kind!r}; valid: threshold, vs_method, vs_best")
         if c.op not in ("<", "<=", ">", ">="):
             raise ConfigError(f"{cfg.id}.claims.{c.id}.op: {c.op!r}; valid: <, <=, >, >=")
+        if c.kind in ("threshold", "vs_method") and c.threshold is None:
+            raise ConfigError(f"{cfg.id}.claims.{c.id}.threshold: a {c.kind} claim needs a threshold")
+        if c.kind == "vs_method" and (not c.reference or c.transform not in ("diff", "drop", "abs_diff")):
+            raise ConfigError(f"{cfg.id}.claims.{c.id}: a vs_method claim needs a reference and a transform "
+                              f"in diff, drop, abs_diff")
+        if c.scenario_kind not in ("", "class", "random", "backdoor"):
+            raise ConfigError(f"{cfg.id}.claims.{c.id}.scenario_kind: {c.scenario_kind!r}; valid: class, random, "
+                              f"backdoor or empty")
+        if c.kind == "vs_best" and not c.references:
+            raise ConfigError(f"{cfg.id}.claims.{c.id}.references: a vs_best claim needs methods to compare with")
+
+
+def base_method(name: str) -> str:
+    """A run may configure variants of one method: ``deep_unlearning@no_aug`` is ``deep_unlearning`` with its
+    own options, reported under the full name."""
+    return name.split("@", 1)[0]
 
 
 def method_config(name: str, opts: dict[str, Any] | None, train: TrainConfig, where: str = "") -> Any:
     """The method's Config from YAML options; retrain inherits the paper's training recipe."""
     from .methods import METHODS
 
-    spec = METHODS.get(name)
+    spec = METHODS.get(base_method(name))
     opts = dict(opts or {})
     if spec.trains_from_scratch:
         opts = {**to_dict(train), **opts}

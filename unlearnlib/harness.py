@@ -27,7 +27,8 @@ import pandas as pd
 import torch
 import yaml
 
-from .config import ConfigError, PaperConfig, config_hash, load_paper, method_config, parse_seeds, to_dict
+from .config import (ConfigError, PaperConfig, base_method, config_hash, load_paper, method_config, parse_seeds,
+                     to_dict)
 from .data import (ImageData, Loader, Trigger, backdoor_split, class_split, load_dataset, poison, random_split,
                    save_splits, stratified_subset)
 from .data.splits import Split
@@ -218,7 +219,7 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
             raise ConfigError(f"methods: {unknown} not configured for {paper}; valid: {', '.join(s.methods)}")
     method_names = list(methods) if methods is not None else list(s.methods)
     # retrain first: its time is the reference for every speed-up, its model for weight distances
-    method_names.sort(key=lambda m: not METHODS.get(m).trains_from_scratch)
+    method_names.sort(key=lambda m: not METHODS.get(base_method(m)).trains_from_scratch)
     method_cfgs = {m: method_config(m, s.methods[m], s.train, where=f"{paper}.methods.{m}") for m in method_names}
 
     _say(f"== {cfg.title} ({paper}) | {cfg.profile_label} | device {dev} | seeds {seed_list}")
@@ -281,7 +282,7 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
                                          batch_size=s.eval_batch_size, device=dev)
                     retrained = None
                     for name in method_names:
-                        spec = METHODS.get(name)
+                        spec = METHODS.get(base_method(name))
                         mc = method_cfgs[name]
                         retain = loader(split.retain_train, "retain", seed)
                         forget = loader(split.forget_train, "forget", seed + 1)
@@ -336,6 +337,8 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
             tmp.replace(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not any(final.parent.iterdir()):
+            final.parent.rmdir()  # nothing half-written, not even an empty folder
         raise
     _say(f"== done in {time.perf_counter() - t_start:.0f} s; results in {final}")
     return Run.load(final)

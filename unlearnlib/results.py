@@ -76,12 +76,15 @@ class Run:
         d["device"] = f"{self.env.get('device')} ({self.env.get('device_name')})"
         return pd.DataFrame({"value": [str(v) for v in d.values()]}, index=list(d.keys()))
 
-    def mean(self, method: str, metric: str, model: str | None = None) -> float:
-        """Mean over scenarios and seeds (the paper's protocol averages over forget classes)."""
+    def mean(self, method: str, metric: str, model: str | None = None, kind: str = "") -> float:
+        """Mean over scenarios (of one ``kind``: class, random, backdoor) and seeds (the paper's protocol
+        averages over forget classes)."""
         m = self.metrics
         sel = (m.method == method) & (m.metric == metric)
         if model is not None:
             sel &= m.model == model
+        if kind:
+            sel &= m.scenario.str.startswith(kind)
         v = m.loc[sel, "value"].dropna()
         return float(v.mean()) if len(v) else float("nan")
 
@@ -123,19 +126,20 @@ def evaluate_claim(run: Run, claim: Claim, model: str) -> dict:
     if run.profile not in claim.profiles:
         out["target"] = f"checked on: {', '.join(claim.profiles)}"
         return out
-    value = run.mean(claim.method, claim.metric, model)
+    k = claim.scenario_kind
+    value = run.mean(claim.method, claim.metric, model, k)
     if claim.kind == "threshold":
         target = claim.threshold
         desc = f"{claim.op} {target:g}"
     elif claim.kind == "vs_method":
-        ref = run.mean(claim.reference, claim.metric, model)
+        ref = run.mean(claim.reference, claim.metric, model, k)
         value = {"diff": value - ref, "drop": ref - value, "abs_diff": abs(value - ref)}[claim.transform]
         target = claim.threshold
         word = {"diff": f"{claim.method} - {claim.reference}", "drop": f"{claim.reference} - {claim.method}",
                 "abs_diff": f"|{claim.method} - {claim.reference}|"}[claim.transform]
         desc = f"{word} {claim.op} {target:g}"
     else:  # vs_best
-        refs = {r: run.mean(r, claim.metric, model) for r in claim.references}
+        refs = {r: run.mean(r, claim.metric, model, k) for r in claim.references}
         refs = {r: v for r, v in refs.items() if not math.isnan(v)}
         if not refs:
             out["target"] = "no baseline in this run"
