@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 import unlearnlib.config as config_mod
-from unlearnlib.config import ConfigError, PROFILES, available_papers, base_method, load_paper, method_config, parse_seeds
+from unlearnlib.config import (ConfigError, PROFILES, available_papers, base_method, load_paper, method_config,
+                               parse_seeds)
 from unlearnlib.harness import run_paper
 from unlearnlib.methods import METHODS
 from unlearnlib.train import TrainConfig

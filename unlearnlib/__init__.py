@@ -24,7 +24,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError", "available_papers", "load_paper", "DATASETS", "DatasetNotAvailableError", "load_dataset",
-    "run_paper", "METHODS", "METRICS", "MODELS", "build_model", "Run", "banner", "header", "claims_frame", "claims_table",
+    "run_paper", "METHODS", "METRICS", "MODELS", "build_model", "Run", "banner", "header", "claims_frame",
+    "claims_table",
     "deviations_table", "load_run", "plot_accuracy", "plot_forget_retain", "plot_prefixed", "plot_times",
     "plot_traces", "results_frame", "results_table",
 ]

@@ -147,8 +147,9 @@ def backdoor_split(train_labels, train_pool: np.ndarray, test_pool: np.ndarray, 
         raise ValueError(f"backdoor fraction {fraction} needs {n} non-target samples, the pool has {len(candidates)}")
     poisoned = np.sort(rng.choice(candidates, n, replace=False))
     retain = np.setdiff1d(pool, poisoned)
-    return Split("backdoor", (), poisoned, retain, _empty(), np.asarray(test_pool), name=f"backdoor{fraction * 100:g}pct",
-                 unseen=_empty() if unseen is None else np.asarray(unseen), target=int(target), trigger=trigger)
+    return Split("backdoor", (), poisoned, retain, _empty(), np.asarray(test_pool),
+                 name=f"backdoor{fraction * 100:g}pct", unseen=_empty() if unseen is None else np.asarray(unseen),
+                 target=int(target), trigger=trigger)
 
 
 def poison(images: torch.Tensor, labels: torch.Tensor, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
