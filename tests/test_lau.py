@@ -392,20 +392,7 @@ FMNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10
 FORGET_CLASS = 7
 
 
-@pytest.fixture(scope="module")
-def fmnist(tmp_path_factory):
-    if not all((SYSTEM / "fashion-mnist" / f).exists() for f in FMNIST_FILES):
-        pytest.skip("real Fashion-MNIST not installed at /usr/share/datasets/fashion-mnist "
-                    "(apt-get install dataset-fashion-mnist)")
-    from unlearnlib.data import load_dataset
-
-    base = tmp_path_factory.mktemp("lau_fmnist")
-    env = {"UNLEARNLIB_SYSTEM_DATA": str(SYSTEM), "UNLEARNLIB_DATA": str(base / "data"),
-           "UNLEARNLIB_CACHE": str(base / "cache"), "UNLEARNLIB_RESULTS": str(base / "results")}
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        return load_dataset("fashion_mnist", download=False)
+# the real Fashion-MNIST: the session fixture `fmnist` of conftest.py (skips when not installed)
 
 
 @pytest.fixture(scope="module")

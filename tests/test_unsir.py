@@ -361,20 +361,7 @@ FORGET_CLASS = 7
 FMNIST_UNSIR = dict(retain_per_class=300, noise_batch=64, impair_lr=2e-3, repair_lr=1e-3)
 
 
-@pytest.fixture(scope="module")
-def fmnist(tmp_path_factory):
-    if not all((SYSTEM / "fashion-mnist" / f).exists() for f in FMNIST_FILES):
-        pytest.skip("real Fashion-MNIST not installed at /usr/share/datasets/fashion-mnist "
-                    "(apt-get install dataset-fashion-mnist)")
-    from unlearnlib.data import load_dataset
-
-    base = tmp_path_factory.mktemp("unsir_fmnist")
-    env = {"UNLEARNLIB_SYSTEM_DATA": str(SYSTEM), "UNLEARNLIB_DATA": str(base / "data"),
-           "UNLEARNLIB_CACHE": str(base / "cache"), "UNLEARNLIB_RESULTS": str(base / "results")}
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        return load_dataset("fashion_mnist", download=False)
+# the real Fashion-MNIST: the session fixture `fmnist` of conftest.py (skips when not installed)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,9 @@ function: both are linear), so every model in the registry has a ``head`` Linear
 
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
+
+from .common import BodyHeadNet
 
 
 def _conv(c_in: int, c_out: int, k: int, stride: int = 1) -> list[nn.Module]:
@@ -15,7 +16,7 @@ def _conv(c_in: int, c_out: int, k: int, stride: int = 1) -> list[nn.Module]:
             nn.ReLU(inplace=True)]
 
 
-class AllCNN(nn.Module):
+class AllCNN(BodyHeadNet):
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 96, dropout: float = 0.0) -> None:
         super().__init__()
         w1, w2 = int(width), 2 * int(width)  # 96 and 192 in the original
@@ -25,15 +26,3 @@ class AllCNN(nn.Module):
             *_conv(w2, w2, 3), *_conv(w2, w2, 1),
             nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.fc = nn.Linear(w2, num_classes)
-
-    @property
-    def head(self) -> nn.Linear:
-        return self.fc
-
-    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-    features = penultimate
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.body(x))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .common import BodyHeadNet
+
 # expansion, output channels (for width 32), repeats, stride  (CIFAR variant: stage 2 stride 1)
 _CFG = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
 
@@ -27,7 +29,7 @@ class InvertedResidual(nn.Module):
         return x + out if self.use_res else out
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(BodyHeadNet):
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 32) -> None:
         super().__init__()
         scale = int(width) / 32.0
@@ -47,15 +49,3 @@ class MobileNetV2(nn.Module):
                    nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.body = nn.Sequential(*layers)
         self.fc = nn.Linear(last, num_classes)
-
-    @property
-    def head(self) -> nn.Linear:
-        return self.fc
-
-    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-    features = penultimate
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.body(x))
