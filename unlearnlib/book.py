@@ -70,6 +70,7 @@ def ensure_mathjax(book_dir: Path) -> None:
 
 
 def build(book_dir: Path = BOOK_DIR, strict: bool = True) -> Path:
+    book_dir = Path(book_dir).resolve()  # jupyter-book runs inside the book folder
     ensure_mathjax(book_dir)
     chapters = write_generated(book_dir)
     cmd = [sys.executable, "-m", "jupyter_book", "build", str(book_dir), "--builder", "html"]
