@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 import unlearnlib.config as config_mod
-from unlearnlib.config import (ConfigError, PROFILES, available_papers, base_method, load_paper, method_config,
-                               parse_seeds)
+from unlearnlib.config import (PROFILES, Claim, ConfigError, available_papers, base_method, load_paper,
+                               method_config, parse_seeds, validate_settings)
 from unlearnlib.harness import run_paper
 from unlearnlib.methods import METHODS
 from unlearnlib.train import TrainConfig
@@ -253,3 +253,27 @@ def test_run_paper_cuda_without_cuda(isolated_env):
     with pytest.raises(ConfigError, match="CUDA is not available"):
         run_paper(PAPER, "smoke", device="cuda", progress=False)
     assert _tree(Path(isolated_env["UNLEARNLIB_RESULTS"])) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# claims are validated with the paper: one error naming the claim and the field
+
+
+@pytest.mark.parametrize("change,expect", [
+    ({"kind": "better"}, r"claims\.c\.kind: 'better'; valid: threshold, vs_method, vs_best"),
+    ({"op": "=="}, r"claims\.c\.op"),
+    ({"threshold": None}, r"claims\.c\.threshold"),
+    ({"scenario_kind": "subset"}, r"claims\.c\.scenario_kind"),
+    ({"requires_metric": "asr"}, r"claims\.c\.requires_metric: a precondition needs requires_threshold"),
+    ({"requires_metric": "asr", "requires_threshold": 50.0, "requires_op": "=>"}, r"claims\.c\.requires_metric"),
+    ({"requires_metric": "asr", "requires_threshold": 50.0, "requires_method": "scrub"}, r"unknown method 'scrub'"),
+])
+def test_bad_claims_are_rejected_with_the_field(change, expect):
+    import dataclasses
+
+    cfg = load_paper(PAPER, "smoke")
+    good = Claim(id="c", text="t", source="s", kind="threshold", method="deep_unlearning", metric="test_forget_acc",
+                 op="<", threshold=1.0)
+    validate_settings(dataclasses.replace(cfg, claims=[good]))  # the base claim is valid
+    with pytest.raises(ConfigError, match=expect):
+        validate_settings(dataclasses.replace(cfg, claims=[dataclasses.replace(good, **change)]))

@@ -310,6 +310,18 @@ def test_not_comparable_cases(hand_run):
     assert r["verdict"] == NOT_COMPARABLE and "no baseline" in r["target"]
 
 
+def test_precondition_makes_a_claim_not_comparable_until_it_is_met(hand_run):
+    # original test_retain_acc is 91.0 (resnet18): a floor of 95 is not met, 90 is
+    c = _claim(threshold=1.01, requires_metric="test_retain_acc", requires_threshold=95.0)
+    r = evaluate_claim(hand_run, c, "resnet18")
+    assert r["verdict"] == NOT_COMPARABLE and "precondition not met" in r["target"] and "91" in r["target"]
+    c = dataclasses.replace(c, requires_threshold=90.0)
+    assert evaluate_claim(hand_run, c, "resnet18")["verdict"] == HOLDS  # the claim itself: 1.0 < 1.01
+    # a precondition on a metric the run lacks is not met either
+    c = dataclasses.replace(c, requires_metric="asr")
+    assert evaluate_claim(hand_run, c, "resnet18")["verdict"] == NOT_COMPARABLE
+
+
 def test_claims_frame_on_hand_built_run(hand_run):
     c = claims_frame(hand_run).set_index(["id", "model"])
     assert c.loc[("forget_below_1pct", "resnet18"), "verdict"] == FAILS  # 1.0 < 1 is false

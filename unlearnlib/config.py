@@ -186,6 +186,12 @@ class Claim:
     transform: str = "diff"  # vs_method: diff (method - reference) | drop (reference - method) | abs_diff
     profiles: list[str] = field(default_factory=lambda: list(PROFILES))  # where the check is meaningful
     scenario_kind: str = ""  # only scenarios of this kind (class | random | backdoor); "" = all
+    # precondition: the claim is only comparable when `requires_method`'s `requires_metric` meets
+    # `requires_op requires_threshold` (e.g. the original's ASR >= 50: the backdoor was implanted at all)
+    requires_metric: str = ""
+    requires_method: str = "original"
+    requires_op: str = ">="
+    requires_threshold: float | None = None
     note: str = ""
 
 
@@ -300,7 +306,7 @@ def validate_settings(cfg: PaperConfig) -> None:
         for m in s.metrics.metrics:
             METRICS.get(m)
         for c in cfg.claims:
-            for mth in [c.method, c.reference, *c.references]:
+            for mth in [c.method, c.reference, *c.references, c.requires_method if c.requires_metric else None]:
                 if mth and mth != "original" and base_method(mth) not in METHODS:
                     raise ConfigError(f"{cfg.id}.claims.{c.id}: unknown method {mth!r}")
     except KeyError as e:
@@ -329,6 +335,9 @@ def validate_settings(cfg: PaperConfig) -> None:
         if c.scenario_kind not in ("", "class", "random", "backdoor"):
             raise ConfigError(f"{cfg.id}.claims.{c.id}.scenario_kind: {c.scenario_kind!r}; valid: class, random, "
                               f"backdoor or empty")
+        if c.requires_metric and (c.requires_threshold is None or c.requires_op not in ("<", "<=", ">", ">=")):
+            raise ConfigError(f"{cfg.id}.claims.{c.id}.requires_metric: a precondition needs requires_threshold "
+                              f"and requires_op in <, <=, >, >=")
         if c.kind == "vs_best" and not c.references:
             raise ConfigError(f"{cfg.id}.claims.{c.id}.references: a vs_best claim needs methods to compare with")
 

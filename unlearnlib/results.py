@@ -127,6 +127,12 @@ def evaluate_claim(run: Run, claim: Claim, model: str) -> dict:
         out["target"] = f"checked on: {', '.join(claim.profiles)}"
         return out
     k = claim.scenario_kind
+    if claim.requires_metric:
+        pre = run.mean(claim.requires_method, claim.requires_metric, model, k)
+        if math.isnan(pre) or not _OPS[claim.requires_op](pre, claim.requires_threshold):
+            out["target"] = (f"precondition not met: {claim.requires_method} {claim.requires_metric} = "
+                             f"{pre:.3g}, needs {claim.requires_op} {claim.requires_threshold:g}")
+            return out
     value = run.mean(claim.method, claim.metric, model, k)
     if claim.kind == "threshold":
         target = claim.threshold

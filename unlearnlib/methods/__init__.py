@@ -51,6 +51,15 @@ def register_method(name: str, config: type, **flags) -> Callable[[Callable[...,
     return add
 
 
+def forget_classes_from_retain(retain_labels, num_classes: int) -> list[int]:
+    """The classes absent from the retain labels: the forgotten classes of a class-forgetting split (empty for
+    random-sample forgetting, where every class keeps retain samples)."""
+    import torch
+
+    present = set(int(c) for c in torch.unique(torch.as_tensor(retain_labels)).tolist())
+    return sorted(set(range(num_classes)) - present)
+
+
 def get_method(name: str) -> MethodSpec:
     return METHODS.get(name)
 

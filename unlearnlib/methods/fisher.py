@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from ..trace import trace
-from . import register_method
+from . import forget_classes_from_retain, register_method
 
 
 @dataclass
@@ -153,11 +153,6 @@ def _head_names(model: nn.Module, num_classes: int) -> set[str]:
         return {k for k, p in model.named_parameters() if id(p) in ids}
     return {k for k, p in model.named_parameters() if p.shape[0] == num_classes}  # upstream's size rule
 
-
-def forget_classes_from_retain(retain_labels: torch.Tensor, num_classes: int) -> list[int]:
-    """The classes absent from the retain labels (empty for random-sample forgetting)."""
-    present = set(int(c) for c in torch.unique(torch.as_tensor(retain_labels)).tolist())
-    return sorted(set(range(num_classes)) - present)
 
 
 @register_method("fisher", Config, reads_forget=False)

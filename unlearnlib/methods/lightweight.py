@@ -32,7 +32,12 @@ the perturbation (the model in eval mode, on fixed samples of at most ``stat_sam
 ``stat_samples`` unseen images, no augmentation); it must pass ``patience`` consecutive checks:
 
 * ``acc_gap`` (default): :math:`|acc_f - acc_u| <` ``acc_gap_tol``, the brief's candidate (b) (why this and
-  not the MIA: see the field's comment, measured numbers);
+  not the MIA: see the field's comment, measured numbers). In class forgetting (no forget label occurs among
+  the retain labels) the reference :math:`acc_u` is, by default (``class_reference="absent"``), 0: the
+  accuracy on a class of a model that never saw it (retrain, measured: 0.0). Unseen images of the forget class
+  cannot be the reference there (the original generalises to them: the gap is ~0 before any unlearning), and
+  unseen images of the other classes never match (forget accuracy 0 vs ~0.78: the rule ran to its maximum,
+  measured). ``class_reference="unseen"`` keeps the unseen accuracy in class forgetting too;
 * ``mia``: the loss-LR cross-validated membership attack of [EVAL] §5.3 (per-example cross-entropy,
   class-balanced forget vs unseen, logistic regression, mean accuracy over ``mia_splits`` stratified shuffle
   splits); :math:`|acc - 0.5| <` ``mia_tol``;
@@ -63,7 +68,7 @@ import torch.nn.functional as F
 
 from ..trace import trace
 from ..train import TrainConfig, fit
-from . import register_method
+from . import forget_classes_from_retain, register_method
 from .baselines import reinitialise
 
 EVAL_CHUNK = 500  # images per forward pass when the stopping statistic is computed (memory only)
@@ -119,6 +124,9 @@ class Config(TrainConfig):
     stat_seed: int = 0  # seeds the choice of the statistic's samples and the attack's splits (not training)
     unseen_match: str = "none"  # UNCONFIRMED: none (the unseen sample as given) | labels (unseen sample drawn
     #                             to match the forget set's label histogram, where the unseen data allows)
+    class_reference: str = "absent"  # INFER: the acc_gap reference in class forgetting: absent (0, the accuracy
+    #                                   on a class of a model that never saw it) | unseen (the unseen accuracy,
+    #                                   as in sample forgetting: never reached there, see the module docstring)
     recover: float | None = 0.97  # UNCONFIRMED: also wait until retain accuracy >= recover x its value before
     #                               the perturbation (None: no guard). Without it a broken model "passes".
     #                               H2: recover x min(original's, reference's) retain accuracy, since the model
@@ -148,7 +156,8 @@ class Config(TrainConfig):
 
 _CHOICES = dict(interpretation=("H1", "H2", "H3"), perturbation=("gaussian", "relative"),
                 perturb_params=("all", "weights"), stop_rule=("acc_gap", "mia", "loss_gap"),
-                unseen_match=("none", "labels"), ref_init=("scratch", "perturbed"), h3_score=("forget", "ratio"),
+                unseen_match=("none", "labels"), class_reference=("absent", "unseen"),
+                ref_init=("scratch", "perturbed"), h3_score=("forget", "ratio"),
                 h3_scope=("tensor", "global"))
 
 
@@ -233,10 +242,13 @@ class GapMonitor:
     The samples are drawn once, with a generator seeded by ``seed`` (not the global RNG): at most
     ``samples`` forget images and at most ``samples`` unseen ones (``match="labels"``: following the forget
     labels). The attack balances the two groups itself; the means use every sampled image.
+    ``class_level=True`` (class forgetting): ``acc_gap`` is measured against 0, the accuracy on a class of a
+    model that never saw it, instead of the unseen accuracy (reported as ``reference_acc``).
     """
 
     def __init__(self, forget, unseen, retain=None, *, samples: int, seed: int, mia_splits: int = 10,
-                 match: str = "none") -> None:
+                 match: str = "none", class_level: bool = False) -> None:
+        self.class_level = class_level
         rng = np.random.default_rng(seed)
         self.forget, self.unseen, self.retain = forget, unseen, retain
         self.f_pos = _pick(forget.num_samples, min(forget.num_samples, samples), rng)
@@ -273,8 +285,15 @@ class GapMonitor:
                    unseen_acc=float((zu.argmax(1) == yu).float().mean()),
                    mia_acc=loss_lr_mia(lf.numpy(), lu.numpy(), n_splits=self.mia_splits, seed=self.seed))
         out["loss_gap"] = abs(out["forget_loss"] - out["unseen_loss"]) / max(out["unseen_loss"], 1e-12)
-        out["acc_gap"] = abs(out["forget_acc"] - out["unseen_acc"])
+        out["reference_acc"] = 0.0 if self.class_level else out["unseen_acc"]
+        out["acc_gap"] = abs(out["forget_acc"] - out["reference_acc"])
         return out
+
+
+def is_class_forgetting(retain, forget) -> bool:
+    """True when every forget label is a class that no retain sample has (a class-forgetting split)."""
+    absent = set(forget_classes_from_retain(retain.labels, retain.spec.num_classes))
+    return bool(absent) and set(int(c) for c in torch.unique(forget.labels).tolist()) <= absent
 
 
 def stop_statistic(stats: dict[str, float], rule: str) -> float:
@@ -411,7 +430,8 @@ def unlearn(model: nn.Module, *, retain, forget, unseen, cfg: Config, device) ->
     """Lightweight unlearning: perturb the weights, then train on retain data until forget looks unseen."""
     _validate(cfg)
     monitor = GapMonitor(forget, unseen, retain if cfg.recover is not None else None, samples=cfg.stat_samples,
-                         seed=cfg.stat_seed, mia_splits=cfg.mia_splits, match=cfg.unseen_match)
+                         seed=cfg.stat_seed, mia_splits=cfg.mia_splits, match=cfg.unseen_match,
+                         class_level=cfg.class_reference == "absent" and is_class_forgetting(retain, forget))
     tol = _tolerance(cfg)
     target_retain = None
     if cfg.recover is not None:
@@ -433,7 +453,7 @@ def unlearn(model: nn.Module, *, retain, forget, unseen, cfg: Config, device) ->
         stats = monitor(m)
         value = stop_statistic(stats, cfg.stop_rule)
         trace("stop_statistic", value, step)
-        for k in ("forget_loss", "unseen_loss", "forget_acc", "unseen_acc", "mia_acc"):
+        for k in ("forget_loss", "unseen_loss", "forget_acc", "unseen_acc", "reference_acc", "mia_acc"):
             trace(k, stats[k], step)
         ok = bool(value < tol)  # NaN (too few samples) never passes
         if target_retain is not None:
@@ -479,4 +499,4 @@ def unlearn(model: nn.Module, *, retain, forget, unseen, cfg: Config, device) ->
 
 
 __all__ = ["Config", "GapMonitor", "loss_lr_mia", "logits_at", "perturb", "fisher_diagonal", "fisher_masks",
-           "train_reference", "interpolate_", "stop_statistic", "unlearn"]
+           "train_reference", "interpolate_", "stop_statistic", "is_class_forgetting", "unlearn"]

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from ..trace import trace
 from ..train import TrainConfig, fit
-from . import register_method
+from . import forget_classes_from_retain, register_method
 
 
 @dataclass
@@ -116,11 +116,6 @@ def _validate(cfg: Config) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # the pieces
 
-
-def forget_classes_from_retain(retain_labels: torch.Tensor, num_classes: int) -> list[int]:
-    """Zero-glance: the classes of the dataset that never occur among the retain labels."""
-    present = set(int(c) for c in torch.unique(torch.as_tensor(retain_labels)).tolist())
-    return sorted(set(range(num_classes)) - present)
 
 
 def noise_objective(logits: torch.Tensor, noise: torch.Tensor, label: int, lam: float) -> torch.Tensor:
