@@ -19,7 +19,7 @@ import yaml
 from unlearnlib.config import Claim, load_paper
 from unlearnlib.harness import METRIC_COLUMNS, run_paper
 from unlearnlib.methods import METHODS
-from unlearnlib.results import FAILS, HOLDS, NOT_COMPARABLE, Run, claims_frame, evaluate_claim
+from unlearnlib.results import FAILS, HOLDS, NOT_COMPARABLE, Run, claims_frame, evaluate_claim, results_frame
 
 PAPER = "deep_unlearning"
 FILES = ("config.resolved.yaml", "env.json", "splits.npz", "metrics.csv", "timings.csv")
@@ -331,3 +331,22 @@ def test_claims_frame_on_hand_built_run(hand_run):
     assert c.loc[("better_retain_than_neggrad_plus", "resnet18"), "verdict"] == HOLDS
     assert c.loc[("mia_close_to_retrain", "resnet18"), "verdict"] == FAILS
     assert set(c.verdict) <= {HOLDS, FAILS, NOT_COMPARABLE}
+
+
+def test_results_frame_puts_ours_next_to_the_paper(hand_run):
+    df = results_frame(hand_run).set_index(["model", "method"])
+    f = "ACC_f test (%)"
+    assert df.loc[("resnet18", "deep_unlearning"), f"ours: {f}"] == "1.00 ± 0.71"  # mean/std of 0.5, 1.5
+    exp = next(e for e in hand_run.config.expected if e.model == "resnet18")
+    paper = exp.rows["deep_unlearning"]["test_forget_acc"]
+    assert df.loc[("resnet18", "deep_unlearning"), f"paper: {f}"].startswith(f"{paper[0]:.2f}")
+    assert df.loc[("resnet18", "finetune"), f"ours: {f}"] == "–"  # not in this hand-built run
+    # pending methods are listed, never with numbers of ours
+    for method in hand_run.config.pending:
+        assert set(df.loc[("resnet18", method), [c for c in df.columns if c.startswith("ours: ")]]) == {"pending"}
+    # a model without the paper's numbers reads n/a in the paper columns; no 'paper' column is added
+    assert "paper" not in df.columns
+    assert set(df.loc[("vgg11_bn", "deep_unlearning"), [c for c in df.columns if c.startswith("paper: ")]]) == {"n/a"}
+    # a paper without any confirmed numbers gets one 'not available' column
+    bare = dataclasses.replace(hand_run, config=dataclasses.replace(hand_run.config, expected=[]))
+    assert set(results_frame(bare)["paper"]) == {"not available"}

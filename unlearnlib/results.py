@@ -212,18 +212,25 @@ def results_frame(run: Run, metrics: list[str] | None = None) -> pd.DataFrame:
                     row[f"paper: {label}"] = _fmt(vals[0], vals[1] if len(vals) > 1 else None)
                 elif exp is not None and any(metric in r for r in exp.rows.values()):
                     row[f"paper: {label}"] = "–"
-            if exp is None:
-                row["paper"] = "not available"
             rows.append(row)
-    return pd.DataFrame(rows).fillna("n/a (not in the paper's table)")
+    df = pd.DataFrame(rows)
+    if not any(c.startswith("paper: ") for c in df.columns):
+        df["paper"] = "not available"  # no confirmed number for any model of the run
+    return df.fillna("n/a")
 
 
 def results_table(run: Run):
     df = results_frame(run)
-    exp = [e for e in run.config.expected if e.model in run.config.settings.models]
+    models = list(run.config.settings.models)
+    exp = [e for e in run.config.expected if e.model in models]
     src = "; ".join(f"paper columns: {e.dataset}/{e.model}, {e.source}" for e in exp) or (
         "The paper has no confirmed numbers for these models: its column reads 'not available'.")
-    return df.style.hide(axis="index").set_caption(f"Ours [{run.stamp}] vs the paper. {src}")
+    missing = [m for m in models if not any(e.model == m for e in exp)]
+    if exp and missing:
+        src += f". n/a: the paper has no confirmed numbers for {', '.join(missing)}"
+    if exp:
+        src += ". –: the paper's table has the metric but not the method"
+    return df.style.hide(axis="index").set_caption(f"Ours [{run.stamp}] vs the paper. {src}.")
 
 
 def deviations_table(cfg: PaperConfig) -> pd.DataFrame:
