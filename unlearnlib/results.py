@@ -243,7 +243,8 @@ def deviations_table(cfg: PaperConfig) -> pd.DataFrame:
 
 
 def plot_accuracy(run: Run, methods: list[str] | None = None, metrics: list[str] | None = None):
-    """Accuracies per scenario for the original, the given methods and retrain (bars), one panel per model."""
+    """Accuracies per scenario for the original, the given methods and retrain: one panel per metric (rows) and
+    model (columns), one bar per method in the same colour everywhere."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -256,17 +257,30 @@ def plot_accuracy(run: Run, methods: list[str] | None = None, metrics: list[str]
         if "test_forget_acc" in metrics:
             metrics = [k for k in metrics if k not in ("forget_acc", "test_acc")] or metrics
     keep = m[m.method.isin(methods) & m.metric.isin(metrics)].dropna(subset=["value"])
-    keep = keep.assign(series=keep.method + " / " + keep.metric.map(lambda k: METRIC_LABELS.get(k, k)))
+    metrics = [k for k in metrics if k in set(keep.metric)] or metrics[:1]
     models = list(run.config.settings.models)
-    fig, axes = plt.subplots(1, len(models), figsize=(5.8 * len(models), 4.0), squeeze=False, sharey=True)
-    for ax, model in zip(axes[0], models):
-        d = keep[keep.model == model]
-        sns.barplot(data=d, x="scenario", y="value", hue="series", ax=ax, errorbar=None, palette="Paired")
-        ax.set(title=model, xlabel="forget scenario", ylabel="%", ylim=(0, 100))
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    # one panel per (metric, model): x = scenario, one bar per method, the same colour per method everywhere
+    palette = dict(zip(methods, sns.color_palette("tab10", len(methods)), strict=False))
+    width = 4.6 * len(models) + 1.6  # 1.6 in on the right for the legend
+    fig, axes = plt.subplots(len(metrics), len(models), figsize=(width, 2.3 * len(metrics) + 0.6), squeeze=False,
+                             sharey=True)
+    for i, metric in enumerate(metrics):
+        for j, model in enumerate(models):
+            ax = axes[i][j]
+            d = keep[(keep.model == model) & (keep.metric == metric)]
+            if len(d):
+                sns.barplot(data=d, x="scenario", y="value", hue="method", hue_order=methods, palette=palette, ax=ax,
+                            errorbar=None, legend=False)
+            ax.set(ylim=(0, 100), xlabel="forget scenario" if i == len(metrics) - 1 else "",
+                   ylabel=METRIC_LABELS.get(metric, metric) if j == 0 else "")
+            ax.yaxis.label.set_size(8)
+            if i == 0:
+                ax.set_title(model)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=palette[k]) for k in methods]
+    fig.legend(handles, methods, loc="center right", fontsize=8, frameon=False)
     fig.suptitle(f"Before (original) and after ({', '.join(x for x in methods if x != 'original')})\n[{run.stamp}]",
                  fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1 - 1.6 / width, 1))
     return fig
 
 
