@@ -289,6 +289,9 @@ def load_paper(paper: str, profile: str = "paper") -> PaperConfig:
     return cfg
 
 
+CLAIM_OPS = ("<", "<=", ">", ">=")  # the comparisons a claim (and its precondition) may use
+
+
 def validate_settings(cfg: PaperConfig) -> None:
     """Cross-checks against the registries, so a typo fails before any training starts."""
     from .data import DATASETS
@@ -325,7 +328,7 @@ def validate_settings(cfg: PaperConfig) -> None:
     for c in cfg.claims:
         if c.kind not in ("threshold", "vs_method", "vs_best"):
             raise ConfigError(f"{cfg.id}.claims.{c.id}.kind: {c.kind!r}; valid: threshold, vs_method, vs_best")
-        if c.op not in ("<", "<=", ">", ">="):
+        if c.op not in CLAIM_OPS:
             raise ConfigError(f"{cfg.id}.claims.{c.id}.op: {c.op!r}; valid: <, <=, >, >=")
         if c.kind in ("threshold", "vs_method") and c.threshold is None:
             raise ConfigError(f"{cfg.id}.claims.{c.id}.threshold: a {c.kind} claim needs a threshold")
@@ -335,7 +338,7 @@ def validate_settings(cfg: PaperConfig) -> None:
         if c.scenario_kind not in ("", "class", "random", "backdoor"):
             raise ConfigError(f"{cfg.id}.claims.{c.id}.scenario_kind: {c.scenario_kind!r}; valid: class, random, "
                               f"backdoor or empty")
-        if c.requires_metric and (c.requires_threshold is None or c.requires_op not in ("<", "<=", ">", ">=")):
+        if c.requires_metric and (c.requires_threshold is None or c.requires_op not in CLAIM_OPS):
             raise ConfigError(f"{cfg.id}.claims.{c.id}.requires_metric: a precondition needs requires_threshold "
                               f"and requires_op in <, <=, >, >=")
         if c.kind == "vs_best" and not c.references:

@@ -224,7 +224,7 @@ def results_table(run: Run):
     models = list(run.config.settings.models)
     exp = [e for e in run.config.expected if e.model in models]
     src = "; ".join(f"paper columns: {e.dataset}/{e.model}, {e.source}" for e in exp) or (
-        "The paper has no confirmed numbers for these models: its column reads 'not available'.")
+        "The paper has no confirmed numbers for these models: its column reads 'not available'")
     missing = [m for m in models if not any(e.model == m for e in exp)]
     if exp and missing:
         src += f". n/a: the paper has no confirmed numbers for {', '.join(missing)}"

@@ -154,7 +154,6 @@ def _head_names(model: nn.Module, num_classes: int) -> set[str]:
     return {k for k, p in model.named_parameters() if p.shape[0] == num_classes}  # upstream's size rule
 
 
-
 @register_method("fisher", Config, reads_forget=False)
 @torch.no_grad()
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:

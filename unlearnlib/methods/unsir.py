@@ -117,7 +117,6 @@ def _validate(cfg: Config) -> None:
 # the pieces
 
 
-
 def noise_objective(logits: torch.Tensor, noise: torch.Tensor, label: int, lam: float) -> torch.Tensor:
     """-CE(f(N), c) + lambda * mean over images of the per-image sum of squared values (cell 24)."""
     y = torch.full((logits.shape[0],), int(label), dtype=torch.long, device=logits.device)
