@@ -48,6 +48,10 @@ def _check(value: Any, tp: Any, where: str) -> Any:
     args = typing.get_args(tp)
     if tp is Any:
         return value
+    if origin is typing.Literal:
+        if isinstance(value, bool) or value not in args:
+            raise ConfigError(f"{where}: {value!r} is not a valid choice; valid: {', '.join(str(a) for a in args)}")
+        return value
     if origin in (typing.Union, types.UnionType):
         errors = []
         for a in args:
@@ -107,6 +111,12 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
         raise ConfigError(f"{where or cls.__name__}: missing key(s) {', '.join(missing)}")
     kwargs = {k: _check(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
+
+
+def check_instance(obj: Any, where: str = "") -> None:
+    """Validate an already built dataclass (a method's Config made in code): types and choices, as from YAML."""
+    from_dict(type(obj), {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init},
+              where or type(obj).__name__)
 
 
 def to_dict(obj: Any) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Literal
 
 import torch
 import torch.nn as nn
@@ -19,6 +19,8 @@ from tqdm import tqdm
 
 Batch = Any
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
+Optimizer = Literal["sgd", "adam"]
+Scheduler = Literal["plateau", "cosine", "none"]
 
 
 @dataclass
@@ -27,13 +29,13 @@ class TrainConfig:
 
     epochs: int = 350  # upstream 350 epochs
     max_steps: int | None = None  # stop after this many optimiser steps (None: run all epochs)
-    optimizer: str = "sgd"  # sgd | adam
+    optimizer: Optimizer = "sgd"  # sgd | adam
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = True
     batch_size: int = 64
-    scheduler: str = "plateau"  # plateau | cosine | none; upstream: ReduceLROnPlateau on summed train loss
+    scheduler: Scheduler = "plateau"  # plateau | cosine | none; upstream: ReduceLROnPlateau on summed train loss
     plateau_factor: float = 0.5
     plateau_patience: int = 10
     grad_clip_value: float | None = None  # clip each gradient element to [-v, v] (UNSIR's recipe uses 0.1)

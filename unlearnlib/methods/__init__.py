@@ -35,6 +35,9 @@ class MethodSpec:
     summary: str = ""
 
     def __call__(self, model: nn.Module, *, retain, forget, cfg, device, unseen=None) -> nn.Module:
+        from ..config import check_instance
+
+        check_instance(cfg, f"methods.{self.name}")  # a typo in a choice fails here too, not deep in the method
         if self.needs_unseen:
             if unseen is None:
                 raise ValueError(f"method {self.name!r} needs an unseen (held-out) loader")

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..train import TrainConfig, fit
+from ..train import TrainConfig, fit, Scheduler
 from . import register_method
 
 
@@ -49,7 +49,7 @@ class FinetuneConfig(TrainConfig):
 
     epochs: int = 10  # UNCONFIRMED: upstream --epochs-or-steps default 350 is not what the tables used
     lr: float = 0.01  # UNCONFIRMED
-    scheduler: str = "none"
+    scheduler: Scheduler = "none"
 
 
 @register_method("finetune", FinetuneConfig, reads_forget=False)
@@ -77,7 +77,7 @@ class NegGradConfig(TrainConfig):
     epochs: int = 1000  # bounded by max_steps
     max_steps: int | None = 350  # upstream --epochs-or-steps default; UNCONFIRMED for the tables
     lr: float = 0.01  # UNCONFIRMED
-    scheduler: str = "none"
+    scheduler: Scheduler = "none"
     weight_decay: float = 0.0
     grad_clip_norm: float | None = 1.0  # upstream: optional (--grad-norm-clip); ours on for stability, UNCONFIRMED
     check_every: int = 100  # upstream --log-interval

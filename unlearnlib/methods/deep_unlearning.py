@@ -24,6 +24,7 @@ models/vgg.py, models/resnet.py, main.py; defaults from scripts/our_cifar10.sh.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -41,8 +42,9 @@ class Config:
     max_patches: int = 10000  # --our-max-patches default (main.py)
     augment_samples: bool = True  # upstream default: SVD samples drawn through the training transform
     #                               (legacy code: no augmentation). Which the paper used is UNCONFIRMED.
-    retain_selection: str = "first"  # "first" k per retain class in dataset order (upstream) | "random"
-    path: str = "lowrank"  # "exact" (d x d matrices, reference) | "lowrank" (never forms d x d)
+    # "first" k per retain class in dataset order (upstream) | "random"
+    retain_selection: Literal["first", "random"] = "first"
+    path: Literal["exact", "lowrank"] = "lowrank"  # "exact" (d x d matrices, reference) | "lowrank" (never forms d x d)
     project_classifier: bool = True  # upstream projects the final layer too (its flag has no effect)
 
 

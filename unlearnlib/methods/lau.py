@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..trace import trace
-from ..train import TrainConfig, fit
+from ..train import TrainConfig, fit, Optimizer, Scheduler
 from . import register_method
 
 FEATURE_CHUNK = 512  # forget images per forward pass when the features are computed (memory only)
@@ -57,14 +58,14 @@ class Config(TrainConfig):
 
     # --- optimiser and schedule (TrainConfig fields, LAU's values) -----------------------------------------
     epochs: int = 3  # UNCONFIRMED: [3P-IMPL] hard-codes unlearn_epochs = 3 (its CLI value is ignored)
-    optimizer: str = "sgd"  # UNCONFIRMED: no paper value; [3P-IMPL] uses the framework's (CLI default adam,
+    optimizer: Optimizer = "sgd"  # UNCONFIRMED: no paper value; [3P-IMPL] uses the framework's (CLI default adam,
     #                         or sgd with momentum 0.9 and weight decay 5e-4)
     lr: float = 0.01  # UNCONFIRMED: [3P-IMPL] main.py --lr default; the brief says sweep it on validation
     momentum: float = 0.9  # UNCONFIRMED: [3P-IMPL] sgd branch (methods/method.py)
     weight_decay: float = 0.0  # UNCONFIRMED: clean reading; [3P-IMPL] sgd uses 5e-4 (it only reaches the head)
     nesterov: bool = False  # UNCONFIRMED: [3P-IMPL] plain torch.optim.SGD (no nesterov)
     batch_size: int = 64  # UNCONFIRMED: the paper does not state it ([3P-IMPL] docstring); main.py default 64
-    scheduler: str = "none"  # UNCONFIRMED: [3P-IMPL] constant learning rate
+    scheduler: Scheduler = "none"  # UNCONFIRMED: [3P-IMPL] constant learning rate
     augment: bool = False  # UNCONFIRMED: [3P-IMPL] train_forget_test_loader (test-time transforms, no
     #                        augmentation). True: one augmented draw of each forget image, made once
     shuffle: bool = True  # UNCONFIRMED: [3P-IMPL] forget DataLoader(shuffle=True)
@@ -72,29 +73,34 @@ class Config(TrainConfig):
     # --- knowledge distillation ----------------------------------------------------------------------------
     temperature: float = 4.0  # UNCONFIRMED: [3P-IMPL] T = 4, docstring "Softmax Temp: 4 best"
     kd_alpha: float = 0.5  # UNCONFIRMED: [3P-IMPL] alpha = 0.5, docstring "KD alpha: 0.5 best for CIFAR-10"
-    kd_target: str = "softmax"  # "softmax": softmax(teacher/T) [INFER, brief's clean reading] |
-    #                             "double_softmax": softmax(softmax(teacher)/T), [3P-IMPL]'s (likely) bug
-    kd_reduction: str = "batchmean"  # "batchmean": KL summed over classes, mean over samples [INFER] |
-    #                                  "mean": element mean, i.e. also / #classes, [3P-IMPL] nn.KLDivLoss()
+    # "softmax": softmax(teacher/T) [INFER, brief's clean reading] |
+    #   "double_softmax": softmax(softmax(teacher)/T), [3P-IMPL]'s (likely) bug
+    kd_target: Literal["softmax", "double_softmax"] = "softmax"
+    # "batchmean": KL summed over classes, mean over samples [INFER] |
+    #   "mean": element mean, i.e. also / #classes, [3P-IMPL] nn.KLDivLoss()
+    kd_reduction: Literal["batchmean", "mean"] = "batchmean"
 
     # --- Partial-PGD (feature space, against the teacher head) ---------------------------------------------
-    pgd_norm: str = "linf"  # UNCONFIRMED: [3P-IMPL] opt='original' (L-inf); "l2" also in [3P-IMPL]
+    pgd_norm: Literal["linf", "l2"] = "linf"  # UNCONFIRMED: [3P-IMPL] opt='original' (L-inf); "l2" also in [3P-IMPL]
     pgd_eps: float = 0.3  # UNCONFIRMED: [3P-IMPL] pgd_attack eps=0.3, not from the paper
     pgd_step: float = 0.4  # UNCONFIRMED: [3P-IMPL] alpha=0.4 (docstring "PGD alpha: 0.4 to 0.6"); a step
     #                        larger than eps only means the first step reaches the ball's boundary
     pgd_iters: int = 40  # UNCONFIRMED: [3P-IMPL] iters=40
     pgd_random_start: bool = False  # UNCONFIRMED: [3P-IMPL] starts at the clean features
-    pgd_every: str = "step"  # "step": attack each batch, as the brief's pseudo-code | "epoch": attack every
-    #                          forget sample once per epoch (same result when the teacher only changes per
-    #                          epoch, the backbone is in eval mode and there is no random start; cheaper)
+    # "step": attack each batch, as the brief's pseudo-code | "epoch": attack every
+    #   forget sample once per epoch (same result when the teacher only changes per
+    #   epoch, the backbone is in eval mode and there is no random start; cheaper)
+    pgd_every: Literal["step", "epoch"] = "step"
     feature_clamp: bool = False  # [3P-IMPL] clamps the attacked features to [0, 1] (distorts ReLU features > 1)
 
     # --- structure -----------------------------------------------------------------------------------------
-    backbone_mode: str = "eval"  # "eval": frozen, BN statistics fixed, features computed once [brief] |
-    #                              "train": [3P-IMPL]'s model.train(): BN uses batch statistics and its
-    #                              running statistics drift on forget data, dropout is active; features
-    #                              recomputed every step (the stopping rule still uses eval-mode features)
-    teacher_refresh: str = "epoch"  # UNCONFIRMED: [3P-IMPL] re-copies the student at each epoch | "never"
+    # "eval": frozen, BN statistics fixed, features computed once [brief] |
+    #   "train": [3P-IMPL]'s model.train(): BN uses batch statistics and its
+    #   running statistics drift on forget data, dropout is active; features
+    #   recomputed every step (the stopping rule still uses eval-mode features)
+    backbone_mode: Literal["eval", "train"] = "eval"
+    # UNCONFIRMED: [3P-IMPL] re-copies the student at each epoch | "never"
+    teacher_refresh: Literal["epoch", "never"] = "epoch"
     stop_at_remembered: float | None = 0.0  # UNCONFIRMED: stop once the fraction of forget samples still
     #                              predicted as their label is <= this (0: none left); None: never stop early.
     #                              [3P-IMPL] checks only the current batch, at the start of each epoch
@@ -104,20 +110,12 @@ class Config(TrainConfig):
 # [3P-IMPL] quirks (brief, "Known upstream deviations", rows 1, 4, 6): explains discrepancies, not the default
 THIRD_PARTY = dict(backbone_mode="train", feature_clamp=True, kd_target="double_softmax", kd_reduction="mean")
 
-_CHOICES = dict(pgd_norm=("linf", "l2"), pgd_every=("step", "epoch"), kd_target=("softmax", "double_softmax"),
-                kd_reduction=("batchmean", "mean"), backbone_mode=("eval", "train"),
-                teacher_refresh=("epoch", "never"))
-
-
 def third_party_config(**overrides) -> Config:
     """The [3P-IMPL] behaviour (donjae-lab methods/lau.py): BN train mode, [0, 1] clamp, double softmax."""
     return Config(**{**THIRD_PARTY, **overrides})
 
 
 def _validate(cfg: Config) -> None:
-    for name, valid in _CHOICES.items():
-        if getattr(cfg, name) not in valid:
-            raise ValueError(f"lau {name}={getattr(cfg, name)!r}; valid: {', '.join(valid)}")
     if cfg.backbone_mode == "train" and cfg.pgd_every == "epoch":
         raise ValueError("lau: pgd_every='epoch' needs backbone_mode='eval' (in train mode the features change "
                          "every step)")

@@ -60,6 +60,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -67,7 +68,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..trace import trace
-from ..train import TrainConfig, fit
+from ..train import TrainConfig, fit, Optimizer, Scheduler
 from . import forget_classes_from_retain, register_method
 from .baselines import reinitialise
 
@@ -79,21 +80,24 @@ class Config(TrainConfig):
     """Lightweight unlearning. No value below is from the paper (its text was not available): every default
     is UNCONFIRMED, chosen as stated, and must be reported with the results."""
 
-    interpretation: str = "H1"  # UNCONFIRMED: H1 | H2 | H3; H1 is the brief's recommendation (most literal)
+    # UNCONFIRMED: H1 | H2 | H3; H1 is the brief's recommendation (most literal)
+    interpretation: Literal["H1", "H2", "H3"] = "H1"
 
     # --- perturbation -----------------------------------------------------------------------------------------
-    perturbation: str = "relative"  # UNCONFIRMED: gaussian | relative. Relative (sigma x RMS of each tensor)
-    #                                 because one isotropic sigma is too small for some layers and too large for
-    #                                 others (conv weights ~0.1, BN weights ~1); "scaled per layer" is in the brief
+    # UNCONFIRMED: gaussian | relative. Relative (sigma x RMS of each tensor)
+    #   because one isotropic sigma is too small for some layers and too large for
+    #   others (conv weights ~0.1, BN weights ~1); "scaled per layer" is in the brief
+    perturbation: Literal["gaussian", "relative"] = "relative"
     sigma: float = 0.1  # UNCONFIRMED: "a small perturbation" [ABS]. Measured on Fashion-MNIST/VGG-11-BN
     #                     (tests/test_lightweight.py): 0.1 x RMS takes retain accuracy 97 -> 84 % and forget
     #                     accuracy 97 -> 80 %; 0.05 is undone by the iterate phase at lr 1e-3 (forget back to
     #                     95 %); 0.2-0.3 break the model (27-53 %) and recovery takes longer
-    perturb_params: str = "all"  # UNCONFIRMED: all (every trainable tensor) | weights (conv/linear weights only)
+    # UNCONFIRMED: all (every trainable tensor) | weights (conv/linear weights only)
+    perturb_params: Literal["all", "weights"] = "all"
 
     # --- iterate phase (TrainConfig fields; nothing is known about the paper's optimiser) ----------------------
     epochs: int = 10  # UNCONFIRMED: the maximum; "15x faster than retraining" [ABS] suggests a few epochs
-    optimizer: str = "sgd"  # UNCONFIRMED: plain fine-tuning optimiser
+    optimizer: Optimizer = "sgd"  # UNCONFIRMED: plain fine-tuning optimiser
     lr: float = 0.01  # UNCONFIRMED: a typical fine-tuning rate. Measured: at 1e-3 the iterate phase undoes a
     #                   0.05-0.2 perturbation (forget accuracy back to 91-95 %); at 0.01 the SGD steps also move
     #                   the (Adam-trained) weights by themselves: sigma 0 reached forget 84.7 % as well
@@ -101,18 +105,19 @@ class Config(TrainConfig):
     weight_decay: float = 5e-4  # UNCONFIRMED: the suite's CIFAR recipe value
     nesterov: bool = False  # UNCONFIRMED
     batch_size: int = 64  # UNCONFIRMED
-    scheduler: str = "none"  # UNCONFIRMED: constant learning rate (the stop rule, not a schedule, ends it)
+    scheduler: Scheduler = "none"  # UNCONFIRMED: constant learning rate (the stop rule, not a schedule, ends it)
     augment: bool = True  # UNCONFIRMED: the dataset's training augmentation, as the original's recipe
     retain_fraction: float = 1.0  # UNCONFIRMED: share of D_r iterated on ("remaining data subset" [ABS] may
     #                               mean a subset); a seeded random subset when < 1
 
     # --- stopping rule -----------------------------------------------------------------------------------------
-    stop_rule: str = "acc_gap"  # UNCONFIRMED: acc_gap | mia | loss_gap: the brief's candidate (b), "accuracy
-    #                         on D_f matches accuracy on unseen data". Measured (Fashion-MNIST, 300 random forget
-    #                         samples): the loss-LR MIA reads only 0.585 on the original and already 0.52 (inside
-    #                         its tolerance) while forget accuracy is still 8 points above unseen accuracy; a
-    #                         model retrained without D_f has an accuracy gap of 0.0-0.3 points but a relative
-    #                         mean-loss gap of 0.14-0.36 (the mean loss is dominated by a few confident errors)
+    # UNCONFIRMED: acc_gap | mia | loss_gap: the brief's candidate (b), "accuracy
+    #   on D_f matches accuracy on unseen data". Measured (Fashion-MNIST, 300 random forget
+    #   samples): the loss-LR MIA reads only 0.585 on the original and already 0.52 (inside
+    #   its tolerance) while forget accuracy is still 8 points above unseen accuracy; a
+    #   model retrained without D_f has an accuracy gap of 0.0-0.3 points but a relative
+    #   mean-loss gap of 0.14-0.36 (the mean loss is dominated by a few confident errors)
+    stop_rule: Literal["acc_gap", "mia", "loss_gap"] = "acc_gap"
     acc_gap_tol: float = 0.03  # UNCONFIRMED: about one standard error of the gap on 300 forget + 1000 unseen
     mia_tol: float = 0.03  # UNCONFIRMED: |acc - 0.5| below this; about the attack's noise on 300 + 300 samples
     loss_gap_tol: float = 0.2  # UNCONFIRMED: relative gap of mean losses (retrain measured 0.14-0.36, see above)
@@ -122,11 +127,13 @@ class Config(TrainConfig):
     stat_samples: int = 1000  # UNCONFIRMED: forget and unseen images (each) the statistic is computed on
     mia_splits: int = 10  # [EVAL] §5.3: 10 stratified shuffle splits
     stat_seed: int = 0  # seeds the choice of the statistic's samples and the attack's splits (not training)
-    unseen_match: str = "none"  # UNCONFIRMED: none (the unseen sample as given) | labels (unseen sample drawn
-    #                             to match the forget set's label histogram, where the unseen data allows)
-    class_reference: str = "absent"  # INFER: the acc_gap reference in class forgetting: absent (0, the accuracy
-    #                                   on a class of a model that never saw it) | unseen (the unseen accuracy,
-    #                                   as in sample forgetting: never reached there, see the module docstring)
+    # UNCONFIRMED: none (the unseen sample as given) | labels (unseen sample drawn
+    #   to match the forget set's label histogram, where the unseen data allows)
+    unseen_match: Literal["none", "labels"] = "none"
+    # INFER: the acc_gap reference in class forgetting: absent (0, the accuracy
+    #   on a class of a model that never saw it) | unseen (the unseen accuracy,
+    #   as in sample forgetting: never reached there, see the module docstring)
+    class_reference: Literal["absent", "unseen"] = "absent"
     recover: float | None = 0.97  # UNCONFIRMED: also wait until retain accuracy >= recover x its value before
     #                               the perturbation (None: no guard). Without it a broken model "passes".
     #                               H2: recover x min(original's, reference's) retain accuracy, since the model
@@ -139,32 +146,25 @@ class Config(TrainConfig):
     ref_fraction: float = 0.5  # UNCONFIRMED: share of D_r the reference is trained on ("cheap" [BRIEF]);
     #                            0.2 gave a reference that dragged retain accuracy to 82-88 %
     ref_epochs: int = 5  # UNCONFIRMED
-    ref_optimizer: str = "adam"  # UNCONFIRMED: a from-scratch recipe that converges in a few epochs
+    ref_optimizer: Optimizer = "adam"  # UNCONFIRMED: a from-scratch recipe that converges in a few epochs
     ref_lr: float = 1e-3  # UNCONFIRMED
-    ref_init: str = "scratch"  # UNCONFIRMED: scratch (every module re-initialised: "the model trained with the
-    #                            remaining data subset") | perturbed (start from a copy perturbed by
-    #                            ref_sigma, so both ends share a basin and the interpolation path stays good)
+    # UNCONFIRMED: scratch (every module re-initialised: "the model trained with the
+    #   remaining data subset") | perturbed (start from a copy perturbed by
+    #   ref_sigma, so both ends share a basin and the interpolation path stays good)
+    ref_init: Literal["scratch", "perturbed"] = "scratch"
     ref_sigma: float = 1.0  # UNCONFIRMED: the perturbation of the reference's start when ref_init=perturbed
 
     # --- H3: perturb only the parameters tied to the forget data -------------------------------------------------
     h3_fraction: float = 0.1  # UNCONFIRMED: share of parameters perturbed (with sigma 0.1: measured forget
     #                           97 -> 87 %, retain 96 %, unseen 85 %, stopped at step 344)
-    h3_score: str = "forget"  # UNCONFIRMED: forget (Fisher on D_f) | ratio (Fisher on D_f / Fisher on D_r, SSD-like)
-    h3_scope: str = "tensor"  # UNCONFIRMED: tensor (top share of each tensor: every layer is touched) | global
+    # UNCONFIRMED: forget (Fisher on D_f) | ratio (Fisher on D_f / Fisher on D_r, SSD-like)
+    h3_score: Literal["forget", "ratio"] = "forget"
+    # UNCONFIRMED: tensor (top share of each tensor: every layer is touched) | global
+    h3_scope: Literal["tensor", "global"] = "tensor"
     h3_batches: int | None = 20  # UNCONFIRMED: mini-batches of the Fisher estimate (None: the whole forget set)
 
 
-_CHOICES = dict(interpretation=("H1", "H2", "H3"), perturbation=("gaussian", "relative"),
-                perturb_params=("all", "weights"), stop_rule=("acc_gap", "mia", "loss_gap"),
-                unseen_match=("none", "labels"), class_reference=("absent", "unseen"),
-                ref_init=("scratch", "perturbed"), h3_score=("forget", "ratio"),
-                h3_scope=("tensor", "global"))
-
-
 def _validate(cfg: Config) -> None:
-    for name, valid in _CHOICES.items():
-        if getattr(cfg, name) not in valid:
-            raise ValueError(f"lightweight {name}={getattr(cfg, name)!r}; valid: {', '.join(valid)}")
     if cfg.sigma < 0 or cfg.ref_sigma < 0:
         raise ValueError("lightweight: sigma and ref_sigma must be >= 0")
     if not 0 < cfg.retain_fraction <= 1 or not 0 < cfg.ref_fraction <= 1:

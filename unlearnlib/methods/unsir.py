@@ -38,6 +38,7 @@ Upstream quirks, each a switch (:func:`upstream_config` turns all three on; the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -63,16 +64,18 @@ class Config:
     noise_steps: int = 40  # [CODE] cell 24: num_epochs 5 x num_steps 8 Adam steps on the same tensor
     noise_lr: float = 0.1  # [CODE] cell 24 Adam(noise, lr=0.1)
     noise_lambda: float = 0.1  # [CODE] cell 24: + 0.1 * mean over images of the per-image sum of squares
-    noise_model_mode: str = "eval"  # [BRIEF] row 3, intent: "eval" (BN running statistics fixed) |
+    noise_model_mode: Literal["eval", "train"] = "eval"  # [BRIEF] row 3, intent: "eval" (BN running statistics fixed) |
     #                                 "train": [CODE] cell 23/24 (BN batch stats, running stats contaminated)
 
     # --- impair set (cell 20, cell 26) ----------------------------------------------------------------------
     retain_per_class: int = 1000  # [CODE] cell 20 num_samples_per_class = 1000 (k images of each retain class)
-    retain_selection: str = "first"  # [CODE] cell 20: the first k per class in dataset order | "random" k
+    # [CODE] cell 20: the first k per class in dataset order | "random" k
+    retain_selection: Literal["first", "random"] = "first"
     noise_copies: int = 20  # [CODE] cell 26 num_batches = 20 copies of each (identical) noise tensor
-    noise_count: str = "all"  # [BRIEF] row 2, intent: all noise_batch images per copy (256 x 20 per class) |
-    #                           "upstream": [CODE] cell 26 bug, first C (= channels) images per copy (3 x 20)
-    noise_label: str = "own"  # [BRIEF] row 1, intent: noise of class c is labelled c |
+    # [BRIEF] row 2, intent: all noise_batch images per copy (256 x 20 per class) |
+    #   "upstream": [CODE] cell 26 bug, first C (= channels) images per copy (3 x 20)
+    noise_count: Literal["all", "upstream"] = "all"
+    noise_label: Literal["own", "upstream"] = "own"  # [BRIEF] row 1, intent: noise of class c is labelled c |
     #                           "upstream": [CODE] cell 26 bug (class_num = 0 never updated), every label 0
 
     # --- impair (cell 26) -----------------------------------------------------------------------------------
@@ -93,19 +96,12 @@ class Config:
 # the three upstream quirks ([BRIEF] "Known upstream deviations", rows 1-3)
 UPSTREAM = dict(noise_label="upstream", noise_count="upstream", noise_model_mode="train")
 
-_CHOICES = dict(noise_model_mode=("eval", "train"), retain_selection=("first", "random"),
-                noise_count=("all", "upstream"), noise_label=("own", "upstream"))
-
-
 def upstream_config(**overrides) -> Config:
     """The official notebook's behaviour: noise labelled 0, C images per copy, noise learned in train mode."""
     return Config(**{**UPSTREAM, **overrides})
 
 
 def _validate(cfg: Config) -> None:
-    for name, valid in _CHOICES.items():
-        if getattr(cfg, name) not in valid:
-            raise ValueError(f"unsir {name}={getattr(cfg, name)!r}; valid: {', '.join(valid)}")
     for name in ("noise_batch", "noise_copies", "retain_per_class", "impair_batch_size", "repair_batch_size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"unsir {name}={getattr(cfg, name)} must be >= 1")

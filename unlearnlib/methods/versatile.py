@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..trace import trace
-from ..train import TrainConfig, fit
+from ..train import TrainConfig, fit, Optimizer, Scheduler
 from . import register_method
 from .lightweight import GapMonitor, logits_at, loss_lr_mia
 
@@ -76,14 +77,15 @@ class Config(TrainConfig):
     """Fast yet versatile unlearning. No value below is from the paper (its text was not available): every
     default is UNCONFIRMED, chosen as stated, and must be reported with the results."""
 
-    interpretation: str = "adv"  # UNCONFIRMED: adv | div. adv: the brief's default, the form of [GAN]
-    input: str = "softmax"  # UNCONFIRMED: softmax | sorted | softmax_label; the brief's default (full softmax).
-    #                         Measured (Fashion-MNIST, VGG-11-BN w8): label-free softmax unlearns a class (100 -> 0 %)
-    #                         and a backdoor (ASR 95.7 -> 2.2 %, stopped at step 150) but on 300 random samples the
-    #                         original already reads 0.54-0.55 (within tolerance) and nothing changes; softmax_label
-    #                         there stops at forget 85 % (unseen 84 %, retrain 81 %), but when every forget sample
-    #                         has one label (class, backdoor) the label alone separates (0.94) and it never stops.
-    #                         So: softmax for class/backdoor scenarios, softmax_label for random subsets
+    interpretation: Literal["adv", "div"] = "adv"  # UNCONFIRMED: adv | div. adv: the brief's default, the form of [GAN]
+    # UNCONFIRMED: softmax | sorted | softmax_label; the brief's default (full softmax).
+    #   Measured (Fashion-MNIST, VGG-11-BN w8): label-free softmax unlearns a class (100 -> 0 %)
+    #   and a backdoor (ASR 95.7 -> 2.2 %, stopped at step 150) but on 300 random samples the
+    #   original already reads 0.54-0.55 (within tolerance) and nothing changes; softmax_label
+    #   there stops at forget 85 % (unseen 84 %, retrain 81 %), but when every forget sample
+    #   has one label (class, backdoor) the label alone separates (0.94) and it never stops.
+    #   So: softmax for class/backdoor scenarios, softmax_label for random subsets
+    input: Literal["softmax", "sorted", "softmax_label"] = "softmax"
     log_scale: bool = False  # UNCONFIRMED: True: the discriminator / MMD see log-probabilities (the same
     #                          information, differently conditioned). Measured (Fashion-MNIST, 300 random
     #                          forget samples, held-out discriminator accuracy after 500-2000 steps): 0.53-0.55
@@ -96,12 +98,12 @@ class Config(TrainConfig):
     epochs: int = 50  # UNCONFIRMED: the maximum number of epochs (the stop rule usually ends it earlier)
     epoch_steps: int | None = None  # steps per epoch; None: one pass over the forget set. fit also checks the
     #                                 stop rule after every epoch, so tiny forget sets want a larger value
-    optimizer: str = "adam"  # UNCONFIRMED: Adam, as usual for adversarial (GAN-style) training
+    optimizer: Optimizer = "adam"  # UNCONFIRMED: Adam, as usual for adversarial (GAN-style) training
     lr: float = 1e-4  # UNCONFIRMED: small, so the model moves slower than the discriminator
     momentum: float = 0.9  # unused by Adam
     weight_decay: float = 0.0  # UNCONFIRMED
     batch_size: int = 64  # UNCONFIRMED: forget, unseen and retain images per step (each)
-    scheduler: str = "none"  # UNCONFIRMED: constant learning rate
+    scheduler: Scheduler = "none"  # UNCONFIRMED: constant learning rate
     augment: bool = True  # UNCONFIRMED: the dataset's training augmentation on the retain batches only; forget
     #                       and unseen images are never augmented (their outputs are what is compared)
 
@@ -114,14 +116,16 @@ class Config(TrainConfig):
     #                         200 steps, 0.55-0.60 after 500 (random forgetting, see log_scale)
 
     # --- V-DIV ------------------------------------------------------------------------------------------------
-    divergence: str = "kl"  # UNCONFIRMED: kl (batch-mean vectors, the brief's default) | mmd. Measured: backdoor
-    #                         ASR 95.7 -> 8.6 % (kl, 120 steps) / 9.4 % (mmd, 90 steps); class 100 -> 0.3 / 2.3 %
-    #                         (200 steps, the maximum); random subsets: batch means already match, stops at once
+    # UNCONFIRMED: kl (batch-mean vectors, the brief's default) | mmd. Measured: backdoor
+    #   ASR 95.7 -> 8.6 % (kl, 120 steps) / 9.4 % (mmd, 90 steps); class 100 -> 0.3 / 2.3 %
+    #   (200 steps, the maximum); random subsets: batch means already match, stops at once
+    divergence: Literal["kl", "mmd"] = "kl"
     mmd_sigma: float | None = None  # None: kernels at 0.5, 1, 2 x the median pairwise distance
 
     # --- stopping ---------------------------------------------------------------------------------------------
-    stop_rule: str = "auto"  # UNCONFIRMED: auto (disc_acc for adv, divergence for div) | disc_acc | divergence
-    #                          | mia | acc_gap. "The attacker can no longer separate the two" [BRIEF][GAN]
+    # UNCONFIRMED: auto (disc_acc for adv, divergence for div) | disc_acc | divergence
+    #   | mia | acc_gap. "The attacker can no longer separate the two" [BRIEF][GAN]
+    stop_rule: Literal["auto", "disc_acc", "divergence", "mia", "acc_gap"] = "auto"
     disc_tol: float = 0.03  # UNCONFIRMED: |balanced accuracy - 0.5| below this. About 1.7 standard errors on
     #                         300 forget + 500 unseen samples; 0.05 stopped random forgetting with forget accuracy
     #                         still 5 points above unseen accuracy (the original reads only 0.54-0.58)
@@ -137,14 +141,7 @@ class Config(TrainConfig):
 
 LOG_FLOOR = -20.0  # log-probabilities below this are clipped (log_scale features)
 
-_CHOICES = dict(interpretation=("adv", "div"), input=("softmax", "sorted", "softmax_label"),
-                divergence=("kl", "mmd"), stop_rule=("auto", "disc_acc", "divergence", "mia", "acc_gap"))
-
-
 def _validate(cfg: Config) -> None:
-    for name, valid in _CHOICES.items():
-        if getattr(cfg, name) not in valid:
-            raise ValueError(f"versatile {name}={getattr(cfg, name)!r}; valid: {', '.join(valid)}")
     if cfg.interpretation == "div" and cfg.divergence == "kl" and cfg.input == "softmax_label":
         raise ValueError("versatile: divergence='kl' compares probability vectors; use input softmax or sorted "
                          "(or divergence='mmd')")
