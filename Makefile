@@ -6,19 +6,25 @@ PAPER   ?=
 PROFILE ?= auto
 SEEDS   ?=
 DEVICE  ?= auto
+EXECUTOR ?= local
+WORKERS ?=
+THREADS ?=
 PYTHON  ?= $(shell command -v python3.11 || command -v python3)
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 MATHJAX := book/_assets/mathjax/tex-chtml.js
 MATHJAX_VERSION := 3.2.2
 FMNIST  := /usr/share/datasets/fashion-mnist
+RUN_ARGS = --profile "$(PROFILE)" --seeds "$(SEEDS)" --device "$(DEVICE)" \
+           --executor "$(EXECUTOR)" --workers "$(WORKERS)" --threads "$(THREADS)"
 
-.PHONY: help setup reproduce reproduce-all book test test-unit test-notebooks test-book lint clean
+.PHONY: help setup reproduce reproduce-all book test test-unit test-notebooks test-book lint clean clean-cache
 
 help:  ## this list
 	@echo "Unlearning replication suite"
 	@echo
 	@echo "  make reproduce PAPER=<id> [PROFILE=auto|paper|cpu|smoke] [SEEDS=1,2] [DEVICE=auto|cpu|cuda]"
+	@echo "                 [EXECUTOR=local|ray] [WORKERS=N] [THREADS=N]   (RAY_ADDRESS=<head>:6379 joins a cluster)"
 	@echo "  make test"
 	@echo
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -48,18 +54,15 @@ data:  ## Fashion-MNIST from Debian's dataset-fashion-mnist (the cpu/smoke profi
 	fi
 
 reproduce: setup  ## run PAPER end to end (notebook -> book/papers/) and build the book
-	@$(PY) -m unlearnlib.cli reproduce --paper "$(PAPER)" --profile "$(PROFILE)" --seeds "$(SEEDS)" --device "$(DEVICE)"
+	@$(PY) -m unlearnlib.cli reproduce --paper "$(PAPER)" $(RUN_ARGS)
 
-reproduce-all: setup  ## every paper in PROFILE, then the book
-	@set -e; for p in $$(ls unlearnlib/papers/*.yaml | xargs -n1 basename | sed 's/.yaml//'); do \
-	  $(PY) -m unlearnlib.cli reproduce --paper "$$p" --profile "$(PROFILE)" --seeds "$(SEEDS)" --device "$(DEVICE)" --no-book; \
-	done
-	@$(PY) -m unlearnlib.cli book
+reproduce-all: setup  ## every paper in PROFILE (side by side with EXECUTOR=ray), then the book
+	@$(PY) -m unlearnlib.cli reproduce-all $(RUN_ARGS)
 
 book: setup  ## build book/_build/html from the executed notebooks
 	@$(PY) -m unlearnlib.cli book
 
-test: setup test-unit test-notebooks test-book  ## unit tests, nbval (smoke) over every notebook, strict book build
+test: setup lint test-unit test-notebooks test-book  ## ruff, unit tests, nbval (smoke) over every notebook, strict book build
 
 test-unit:
 	$(PY) -m pytest tests -q
@@ -71,7 +74,10 @@ test-book:
 	$(PY) -m unlearnlib.cli book-test --dir build/book-test
 
 lint:  ## ruff
-	$(VENV)/bin/ruff check unlearnlib tests
+	$(VENV)/bin/ruff check unlearnlib tests scripts
 
 clean:  ## remove built book, executed notebooks and scratch builds (keeps data, cache and results)
 	rm -rf book/_build book/papers book/_generated book/_toc.yml build
+
+clean-cache:  ## remove the cell store (checkpoints, cell records, logits): the next run computes everything
+	rm -rf .cache/unlearnlib

@@ -21,9 +21,13 @@ def main() -> None:
     params = code(f'paper = "{a.paper}"\n'
                   'profile = "smoke"  # make reproduce passes the profile (auto -> paper with CUDA, else cpu)\n'
                   'seeds = ""  # empty: the profile seeds; or a list such as 1,2,3 in quotes\n'
-                  'device = "auto"')
+                  'device = "auto"\n'
+                  'executor = "local"  # or "ray": the cells as Ray tasks (RAY_ADDRESS joins a cluster)\n'
+                  'workers = 0  # ray: local workers (0: one per core, or per GPU)\n'
+                  'threads = 0  # torch threads per cell (0: the fair share of the cores)')
     params.metadata["tags"] = ["parameters"]
-    run = code("run = ul.run_paper(paper, profile, seeds=seeds, device=device)")
+    run = code("run = ul.run_paper(paper, profile, seeds=seeds, device=device, executor=executor, workers=workers,\n"
+               "                   threads=threads)")
     run.metadata["tags"] = ["hide-output"]
     figures = a.figure or ["ul.plot_accuracy(run);", "ul.plot_times(run);"]
     nb = nbf.v4.new_notebook()

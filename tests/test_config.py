@@ -8,8 +8,17 @@ import pytest
 import yaml
 
 import unlearnlib.config as config_mod
-from unlearnlib.config import (PROFILES, Claim, ConfigError, available_papers, base_method, load_paper,
-                               method_config, parse_seeds, validate_settings)
+from unlearnlib.config import (
+    PROFILES,
+    Claim,
+    ConfigError,
+    available_papers,
+    base_method,
+    load_paper,
+    method_config,
+    parse_seeds,
+    validate_settings,
+)
 from unlearnlib.harness import run_paper
 from unlearnlib.methods import METHODS
 from unlearnlib.train import TrainConfig
@@ -26,16 +35,24 @@ def test_deep_unlearning_is_available():
     assert PAPER in available_papers()
 
 
-@pytest.mark.parametrize("profile", _yaml_profiles(PAPER))
-def test_load_paper_every_profile(profile):
-    cfg = load_paper(PAPER, profile)
-    assert cfg.id == PAPER and cfg.profile == profile
+EVERY_PROFILE = [(paper, profile) for paper in available_papers() for profile in _yaml_profiles(paper)]
+
+
+@pytest.mark.parametrize("paper,profile", EVERY_PROFILE, ids=[f"{a}-{b}" for a, b in EVERY_PROFILE])
+def test_load_paper_every_paper_and_profile(paper, profile):
+    cfg = load_paper(paper, profile)
+    assert cfg.id == paper and cfg.profile == profile
     s = cfg.settings
     assert s.seeds and s.models and s.methods and s.split.all_scenarios()
     for name in s.methods:  # every configured method builds its Config
         mc = method_config(name, s.methods[name], s.train)
         assert isinstance(mc, METHODS.get(base_method(name)).Config)
-    assert cfg.profile_label
+    assert cfg.profile_label and cfg.chapter
+
+
+def test_every_paper_declares_the_three_profiles():
+    for paper in available_papers():
+        assert set(PROFILES) <= set(_yaml_profiles(paper)), paper
 
 
 def _raw() -> dict:
@@ -169,6 +186,34 @@ def test_yaml_unknown_method_key(patched_paper):
     assert "alpha" in msg and "valid keys" in msg and "alpha_r" in msg
 
 
+@pytest.mark.parametrize("where,key,bad", [
+    ("deep_unlearning", "path", "lowrnk"),  # a method's string choice
+    ("deep_unlearning", "retain_selection", "frist"),
+    ("retrain", "optimizer", "adamw"),  # the training recipe's choices too
+])
+def test_yaml_misspelled_choice_fails_at_load_time(patched_paper, isolated_env, where, key, bad):
+    patched_paper(lambda raw: raw["profiles"]["smoke"]["methods"].setdefault(where, {}).update({key: bad}))
+    with pytest.raises(ConfigError) as exc:
+        load_paper(PAPER, "smoke")
+    msg = str(exc.value)
+    assert f"methods.{where}.{key}" in msg and repr(bad) in msg and "valid:" in msg
+    with pytest.raises(ConfigError):  # and a run stops before it loads data or trains anything
+        run_paper(PAPER, "smoke", progress=False)
+    for var in ("UNLEARNLIB_RESULTS", "UNLEARNLIB_CACHE"):
+        assert _tree(Path(isolated_env[var])) == [], var
+
+
+def test_misspelled_choice_in_code_fails_before_the_method_runs(tiny_problem):
+    import dataclasses
+
+    spec = METHODS.get("deep_unlearning")
+    cfg = dataclasses.replace(spec.Config(), path="lowrnk")
+    retain, forget = tiny_problem.loaders()
+    with pytest.raises(ConfigError, match=r"methods\.deep_unlearning\.path: 'lowrnk'.*valid: exact, lowrank"):
+        spec(object(), retain=retain, forget=forget, cfg=cfg, device="cpu")
+    assert retain.reads == 0 and forget.reads == 0
+
+
 def test_yaml_wrong_type_in_train(patched_paper):
     patched_paper(lambda raw: raw["profiles"]["smoke"]["train"].update(epochs="5"))
     with pytest.raises(ConfigError, match=r"settings\.train\.epochs: expected an integer, got str '5'"):
@@ -234,8 +279,10 @@ def _tree(p: Path) -> list[str]:
 
 @pytest.mark.parametrize("kwargs,field", [
     ({"device": 3}, "device"), ({"seeds": 1.5}, "seeds"), ({"device": "tpu"}, "device"),
-    ({"methods": ["deep_unlearning", "scrub"]}, "methods"), ({"methods": "retrain"}, "methods"),
-    ({"profile": "fast"}, "profile"),
+    ({"methods": ["deep_unlearning", "no_such_method"]}, "methods"), ({"methods": "retrain"}, "methods"),
+    ({"profile": "fast"}, "profile"), ({"executor": "dask"}, "executor"),
+    ({"executor": "ray", "workers": -1}, "workers"), ({"executor": "local", "workers": 2}, "workers"),
+    ({"threads": 1.5}, "threads"),
 ])
 def test_run_paper_rejects_bad_parameters_before_writing(isolated_env, kwargs, field):
     kwargs = {"profile": "smoke", **kwargs}

@@ -12,8 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnlib.data import (DATASETS, DatasetNotAvailableError, Loader, augment, class_split, load_dataset,
-                             normalise, save_splits, stratified_subset)
+from unlearnlib.data import (
+    DATASETS,
+    DatasetNotAvailableError,
+    Loader,
+    augment,
+    class_split,
+    load_dataset,
+    normalise,
+    save_splits,
+    stratified_subset,
+)
 from unlearnlib.data.splits import Split
 from unlearnlib.registry import UnknownNameError
 

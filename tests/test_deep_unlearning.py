@@ -13,8 +13,15 @@ import torch.nn as nn
 
 from unlearnlib.data import Loader
 from unlearnlib.methods import METHODS
-from unlearnlib.methods.deep_unlearning import (Config, importance, scaled_basis, select_samples, unlearn,
-                                                updated_weight_exact, updated_weight_lowrank)
+from unlearnlib.methods.deep_unlearning import (
+    Config,
+    importance,
+    scaled_basis,
+    select_samples,
+    unlearn,
+    updated_weight_exact,
+    updated_weight_lowrank,
+)
 from unlearnlib.models import build_model
 
 # ----------------------------------------------------------------------------------------------

@@ -20,8 +20,7 @@ import torch.nn.functional as F
 
 from unlearnlib.data import DatasetSpec, Loader
 from unlearnlib.methods import METHODS
-from unlearnlib.methods.lau import (THIRD_PARTY, Config, lau_loss, partial_pgd, third_party_config,
-                                    unlearned_mask)
+from unlearnlib.methods.lau import THIRD_PARTY, Config, lau_loss, partial_pgd, third_party_config, unlearned_mask
 from unlearnlib.models import build_model
 from unlearnlib.trace import collecting
 from unlearnlib.train import TrainConfig, fit, predict_logits

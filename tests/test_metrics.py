@@ -11,8 +11,19 @@ import torch
 import torch.nn as nn
 
 from unlearnlib.data import class_split
-from unlearnlib.metrics import (METRICS, Evaluation, MetricConfig, Timer, compute_metrics, forget_retain_accuracy,
-                                loss_lr_cv_mia, speedup, svc_mia_kodge, true_class_probability, weight_distance)
+from unlearnlib.metrics import (
+    METRICS,
+    Evaluation,
+    MetricConfig,
+    Timer,
+    compute_metrics,
+    forget_retain_accuracy,
+    loss_lr_cv_mia,
+    speedup,
+    svc_mia_kodge,
+    true_class_probability,
+    weight_distance,
+)
 from unlearnlib.registry import UnknownNameError
 
 
@@ -73,6 +84,16 @@ def test_true_class_probability():
 
 RETAIN_P = np.linspace(0.9, 1.0, 50)  # retain-class train samples: confident (SVC label 1)
 FORGET_P = np.linspace(0.0, 0.1, 50)  # forget-class train samples: not (SVC label 0)
+
+
+def test_loss_lr_mia_is_chance_on_one_distribution_and_high_on_two():
+    rng = np.random.default_rng(0)
+    same = loss_lr_cv_mia(rng.exponential(1.0, 400), rng.exponential(1.0, 400), seed=0)
+    apart = loss_lr_cv_mia(rng.exponential(0.05, 400), 1.0 + rng.exponential(1.0, 400), seed=0)
+    assert abs(same - 50) < 8 and apart > 95  # percent
+    # too few samples for a 10 % stratified test split with both groups: NaN (never "at chance"), no crash
+    assert np.isnan(loss_lr_cv_mia(np.ones(5), np.ones(50)))
+    assert not np.isnan(loss_lr_cv_mia(np.arange(6.0), np.arange(6.0) + 10))
 
 
 def test_svc_mia_separable_all_with_forget_group():

@@ -8,19 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .config import available_papers
+from .config import available_papers, load_paper
 from .paths import REPO_ROOT
 
 BOOK_DIR = REPO_ROOT / "book"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
-# the five papers of the suite, in book order (DESIGN.md); a paper without a YAML is "not implemented yet"
-SUITE = {
-    "deep_unlearning": "Deep Unlearning (Kodge, Saha, Roy; TMLR 2024)",
-    "unsir": "UNSIR: Fast Yet Effective Machine Unlearning (Tarun et al.; IEEE TNNLS 2023)",
-    "layer_attack_unlearning": "Layer Attack Unlearning (Kim, Lee, Woo; AAAI 2024)",
-    "lightweight_unlearning": "Lightweight machine unlearning in neural network (Chen, Wang, Huang; 2021)",
-    "versatile_unlearning": "Fast yet versatile machine unlearning (Chen et al.; Neural Networks 2025)",
-}
+
+
+def suite() -> list[tuple[str, str]]:
+    """(paper id, chapter title) of every paper YAML, in book order: the one list of the suite's papers."""
+    cfgs = [load_paper(pid, "paper") for pid in available_papers()]
+    return [(c.id, c.chapter or c.title) for c in sorted(cfgs, key=lambda c: (c.order, c.id))]
 
 
 def status_markdown(book_dir: Path) -> str:
@@ -28,12 +26,8 @@ def status_markdown(book_dir: Path) -> str:
 
     lines = ["| paper | status | profile of the last run | claims (from that run) | run date |",
              "|---|---|---|---|---|"]
-    implemented = set(available_papers())
-    for pid, title in SUITE.items():
+    for pid, title in suite():
         chapter = (book_dir / "papers" / f"{pid}.ipynb").exists()
-        if pid not in implemented:
-            lines.append(f"| {title} | not implemented yet | – | – | – |")
-            continue
         st = paper_status(pid)
         name = f"[{title}](papers/{pid}.ipynb)" if chapter else title
         status = "run" if st["status"] == "run" else "implemented, not run yet"
@@ -49,7 +43,7 @@ def write_generated(book_dir: Path) -> list[str]:
     gen = book_dir / "_generated"
     gen.mkdir(parents=True, exist_ok=True)
     (gen / "status.md").write_text(status_markdown(book_dir))
-    chapters = [pid for pid in SUITE if (book_dir / "papers" / f"{pid}.ipynb").exists()]
+    chapters = [pid for pid, _ in suite() if (book_dir / "papers" / f"{pid}.ipynb").exists()]
     toc = ["format: jb-book", "root: intro"]
     if chapters:
         toc += ["chapters:"] + [f"- file: papers/{pid}" for pid in chapters]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from .config import PROFILES, ConfigError, available_papers, load_paper, parse_seeds
@@ -17,8 +20,12 @@ def _fail(msg: str) -> None:
     raise SystemExit(2)
 
 
-def execute_notebook(paper: str, profile: str, out_dir: Path, seeds: str = "", device: str = "auto") -> Path:
-    """papermill: notebooks/<paper>.ipynb -> <out_dir>/<paper>.ipynb with the parameters injected."""
+def execute_notebook(paper: str, profile: str, out_dir: Path, seeds: str = "", device: str = "auto",
+                     executor: str = "local", workers: int = 0, threads: int = 0) -> Path:
+    """papermill: notebooks/<paper>.ipynb -> <out_dir>/<paper>.ipynb with the parameters injected.
+
+    The notebook is executed into a scratch file outside the book (``build/partial/``) and moved into
+    ``out_dir`` only when every cell ran: a killed run never leaves a file the book build would pick up."""
     import papermill as pm
 
     src = REPO_ROOT / "notebooks" / f"{paper}.ipynb"
@@ -26,26 +33,47 @@ def execute_notebook(paper: str, profile: str, out_dir: Path, seeds: str = "", d
         _fail(f"no notebook {src.relative_to(REPO_ROOT)} for paper {paper!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{paper}.ipynb"
-    tmp = out_dir / f".{paper}.partial.ipynb"
+    scratch = REPO_ROOT / "build" / "partial"
+    scratch.mkdir(parents=True, exist_ok=True)
+    tmp = scratch / f"{paper}.{os.getpid()}.ipynb"
+    params = {"paper": paper, "profile": profile, "seeds": seeds, "device": device, "executor": executor,
+              "workers": workers, "threads": threads}
     try:
-        pm.execute_notebook(str(src), str(tmp), parameters={"paper": paper, "profile": profile, "seeds": seeds,
-                                                              "device": device},
-                            log_output=False, stdout_file=sys.stdout, stderr_file=sys.stderr, progress_bar=False,
-                            cwd=str(REPO_ROOT), kernel_name="python3")
-    except pm.PapermillExecutionError as exc:
+        pm.execute_notebook(str(src), str(tmp), parameters=params, log_output=False, stdout_file=sys.stdout,
+                            stderr_file=sys.stderr, progress_bar=False, cwd=str(REPO_ROOT), kernel_name="python3")
+    except BaseException as exc:  # a failed or interrupted notebook leaves nothing behind
         tmp.unlink(missing_ok=True)
-        _fail(f"notebook {paper} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}")
-    tmp.replace(out)  # only a fully executed notebook reaches the book
+        if isinstance(exc, pm.PapermillExecutionError):
+            _fail(f"notebook {paper} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}")
+        raise
+    shutil.move(str(tmp), str(out))  # only a fully executed notebook reaches the book
     return out
 
 
-def _validate(paper: str, profile: str, seeds: str, device: str) -> str:
+def _int_option(name: str, value: str) -> int:
+    """WORKERS/THREADS from make: empty or 0 is automatic."""
+    if value in ("", None):
+        return 0
     try:
-        cfg = load_paper(paper, profile)
-        parse_seeds(seeds, cfg.settings.seeds)
-        from .harness import resolve_device
+        n = int(value)
+    except ValueError:
+        _fail(f"{name}: {value!r} is not a number; give a positive integer, or leave it empty (automatic)")
+    if n < 0:
+        _fail(f"{name}: {n} is negative; give a positive integer, or leave it empty (automatic)")
+    return n
 
-        resolve_device(device)
+
+def _validate(a: argparse.Namespace) -> str:
+    """Every parameter checked before anything runs; returns the resolved profile."""
+    try:
+        cfg = load_paper(a.paper, a.profile)
+        parse_seeds(a.seeds, cfg.settings.seeds)
+        from .harness import resolve_device
+        from .harness.executors import make_executor
+
+        resolve_device(a.device)
+        make_executor(a.executor, _int_option("WORKERS", a.workers) or None,
+                      _int_option("THREADS", a.threads) or None)
     except ConfigError as e:
         _fail(str(e))
     return cfg.profile
@@ -54,12 +82,77 @@ def _validate(paper: str, profile: str, seeds: str, device: str) -> str:
 def cmd_reproduce(a: argparse.Namespace) -> None:
     from . import book
 
-    profile = _validate(a.paper, a.profile, a.seeds, a.device)
-    print(f"== reproducing {a.paper} in the {profile} profile (notebook -> book/papers/{a.paper}.ipynb)", flush=True)
-    execute_notebook(a.paper, profile, book.BOOK_DIR / "papers", a.seeds, a.device)
+    profile = _validate(a)
+    print(f"== reproducing {a.paper} in the {profile} profile with the {a.executor} executor "
+          f"(notebook -> book/papers/{a.paper}.ipynb)", flush=True)
+    execute_notebook(a.paper, profile, book.BOOK_DIR / "papers", a.seeds, a.device, a.executor,
+                     _int_option("WORKERS", a.workers), _int_option("THREADS", a.threads))
     if not a.no_book:
         index = book.build(book.BOOK_DIR, strict=True)
         print(f"== the book is at {index}\n   open it in a browser (works offline): file://{index}")
+
+
+def cmd_reproduce_all(a: argparse.Namespace) -> None:
+    """Every paper. Local executor: one after the other in this process's children. Ray: one Ray instance for
+    all (or the cluster at RAY_ADDRESS), the papers' notebooks side by side as its drivers, so the instance's
+    workers — not the number of papers — bound what computes at once."""
+    from . import book
+
+    papers = available_papers()
+    for paper in papers:
+        a.paper = paper
+        _validate(a)
+    workers = _int_option("WORKERS", a.workers)
+    base = [sys.executable, "-m", "unlearnlib.cli", "reproduce", "--profile", a.profile, "--seeds", a.seeds,
+            "--device", a.device, "--executor", a.executor, "--workers", str(workers), "--threads",
+            str(_int_option("THREADS", a.threads)), "--no-book"]
+    t0 = time.perf_counter()
+    if a.executor == "local":
+        for paper in papers:
+            if subprocess.run([*base, "--paper", paper], cwd=REPO_ROOT).returncode != 0:
+                _fail(f"paper {paper} failed (see above)")
+    else:
+        _reproduce_side_by_side(papers, base, workers)
+    print(f"== {len(papers)} papers in {time.perf_counter() - t0:.0f} s ({a.executor} executor)", flush=True)
+    if not a.no_book:
+        index = book.build(book.BOOK_DIR, strict=True)
+        print(f"== the book is at {index}")
+
+
+def _reproduce_side_by_side(papers: list[str], base: list[str], workers: int) -> None:
+    import threading
+
+    from .harness.executors import ray_init
+    from .threads import cpu_budget
+
+    env = dict(os.environ)
+    ray = None
+    if not env.get("RAY_ADDRESS"):
+        ctx = ray_init(workers or cpu_budget())
+        import ray
+
+        env["RAY_ADDRESS"] = ctx.address_info["gcs_address"]
+        print(f"== a local Ray instance for all papers at {env['RAY_ADDRESS']} ({workers or cpu_budget()} workers)",
+              flush=True)
+    try:
+        procs = {p: subprocess.Popen([*base, "--paper", p], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True) for p in papers}
+
+        def relay(paper: str, proc: subprocess.Popen) -> None:
+            for line in proc.stdout:
+                print(f"[{paper}] {line}", end="", flush=True)
+
+        relays = [threading.Thread(target=relay, args=item, daemon=True) for item in procs.items()]
+        for t in relays:
+            t.start()
+        failed = [p for p, proc in procs.items() if proc.wait() != 0]
+        for t in relays:
+            t.join()
+        if failed:
+            _fail(f"paper(s) {', '.join(failed)} failed (see above)")
+    finally:
+        if ray is not None:
+            ray.shutdown()
 
 
 def cmd_book(a: argparse.Namespace) -> None:
@@ -97,12 +190,18 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="unlearnlib", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("reproduce", help="run a paper's notebook and build the book")
+    ra = sub.add_parser("reproduce-all", help="every paper (side by side on Ray with --executor ray), then the book")
+    for q in (r, ra):
+        q.add_argument("--profile", default="auto")
+        q.add_argument("--seeds", default="", help="comma-separated; empty: the profile's seeds")
+        q.add_argument("--device", default="auto")
+        q.add_argument("--executor", default="local", help="local (this process) | ray")
+        q.add_argument("--workers", default="", help="ray: local workers (empty: one per core, or per GPU)")
+        q.add_argument("--threads", default="", help="torch threads per cell (empty: the fair share of the cores)")
+        q.add_argument("--no-book", action="store_true")
     r.add_argument("--paper", default="")
-    r.add_argument("--profile", default="auto")
-    r.add_argument("--seeds", default="", help="comma-separated; empty: the profile's seeds")
-    r.add_argument("--device", default="auto")
-    r.add_argument("--no-book", action="store_true")
     r.set_defaults(fn=cmd_reproduce)
+    ra.set_defaults(fn=cmd_reproduce_all)
     b = sub.add_parser("book", help="build the book from the executed notebooks in book/papers")
     b.add_argument("--no-strict", action="store_true")
     b.set_defaults(fn=cmd_book)

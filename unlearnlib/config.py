@@ -241,6 +241,8 @@ class PaperConfig:
     table_metrics: list[str] = field(default_factory=list)  # columns of the paper-vs-ours table
     profile_labels: dict[str, str] = field(default_factory=dict)  # descriptions of extra profiles (presets)
     profile: str = "paper"  # which profile `settings` was resolved for
+    chapter: str = ""  # the title of its chapter in the book (default: title)
+    order: int = 100  # the chapter's place in the book
 
     @property
     def profile_label(self) -> str:

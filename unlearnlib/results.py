@@ -284,8 +284,6 @@ def plot_accuracy(run: Run, methods: list[str] | None = None, metrics: list[str]
     return fig
 
 
-plot_forget_retain = plot_accuracy  # the Deep Unlearning chapter's name for it
-
 
 def plot_traces(run: Run, method: str, prefix: str = ""):
     """A method's logged per-iteration statistic(s) (e.g. a stopping rule), one line per scenario."""
@@ -300,7 +298,7 @@ def plot_traces(run: Run, method: str, prefix: str = ""):
         raise ValueError(f"method {method!r} logged no trace starting with {prefix!r}")
     names = sorted(t.name.unique())
     fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 3.6), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    for ax, name in zip(axes[0], names, strict=True):
         d = t[t.name == name]
         sns.lineplot(data=d, x="step", y="value", hue="scenario", style="model", ax=ax, marker="o", markersize=3)
         ax.set(title=name, xlabel="step", ylabel=name)
@@ -324,7 +322,7 @@ def plot_prefixed(run: Run, prefix: str, methods: list[str] | None = None, xlabe
     d = d.assign(key=d.metric.str.slice(len(prefix) + 1, -1))
     models = list(run.config.settings.models)
     fig, axes = plt.subplots(len(models), 1, figsize=(10, 3.4 * len(models)), squeeze=False)
-    for ax, model in zip(axes[:, 0], models):
+    for ax, model in zip(axes[:, 0], models, strict=True):
         dm = d[d.model == model]
         sns.barplot(data=dm, x="key", y="value", hue="method", ax=ax, errorbar=None)
         ax.set(title=model, xlabel=xlabel or prefix, ylabel=METRIC_LABELS.get(prefix, prefix))

@@ -84,8 +84,9 @@ def fit(model: nn.Module, data: Any, cfg: TrainConfig, *, loss_fn: LossFn = cros
     data:     a Loader, or a callable returning an iterable of batches (called once per epoch).
     loss_fn:  maps (model, batch) to the scalar to *minimise* (ascent methods return a negated loss).
     params:   the parameters to optimise (default: all that require grad).
-    stop:     ``stop(model, step) -> bool`` checked every ``check_every`` steps and after each epoch,
-              with the model in eval mode; True ends training (NegGrad's "no forget sample correct").
+    stop:     ``stop(model, step) -> bool`` checked every ``check_every`` steps and after each epoch (at most
+              once per step), with the model in eval mode and no gradients; True ends training (NegGrad's
+              "no forget sample correct"). :class:`PatienceStop` makes one from a per-check rule.
     """
     opt = make_optimizer(params if params is not None else [p for p in model.parameters() if p.requires_grad],
                          cfg)
@@ -97,6 +98,7 @@ def fit(model: nn.Module, data: Any, cfg: TrainConfig, *, loss_fn: LossFn = cros
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps) if total else cfg.max_steps
     history = FitHistory([], 0, False)
+    checked = None  # the step the stop hook last saw
     bar = tqdm(total=total, desc=desc, disable=not progress, file=sys.stderr, leave=False, mininterval=1.0,
                dynamic_ncols=True)
     try:
@@ -123,15 +125,19 @@ def fit(model: nn.Module, data: Any, cfg: TrainConfig, *, loss_fn: LossFn = cros
                     bar.set_postfix(loss=f"{running / n:.3f}", lr=f"{opt.param_groups[0]['lr']:.2g}")
                 if cfg.max_steps is not None and history.steps >= cfg.max_steps:
                     break
-                if stop is not None and history.steps % check_every == 0 and _check(stop, model, history.steps):
-                    history.stopped_early = True
-                    break
+                if stop is not None and history.steps % check_every == 0:
+                    checked = history.steps
+                    if _check(stop, model, history.steps):
+                        history.stopped_early = True
+                        break
             history.epoch_loss.append(running / max(n, 1))
             if history.stopped_early or (cfg.max_steps is not None and history.steps >= cfg.max_steps):
                 break
-            if stop is not None and _check(stop, model, history.steps):
-                history.stopped_early = True
-                break
+            if stop is not None and checked != history.steps:  # once per step: not again at an epoch end
+                checked = history.steps
+                if _check(stop, model, history.steps):
+                    history.stopped_early = True
+                    break
             if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 sched.step(running)  # upstream steps on the summed training loss of the epoch
             elif sched is not None:
@@ -142,6 +148,31 @@ def fit(model: nn.Module, data: Any, cfg: TrainConfig, *, loss_fn: LossFn = cros
     if not all(math.isfinite(v) for v in history.epoch_loss):
         raise FloatingPointError(f"{desc}: non-finite loss")
     return history
+
+
+class PatienceStop:
+    """A stop hook for :func:`fit`: True once ``passes(model, step)`` held at ``patience`` consecutive checks.
+
+    ``passes`` computes (and may trace) the rule's statistic for one check. A call at the step already checked
+    returns the earlier answer without computing again. :meth:`check` runs one check outside ``fit`` (eval mode,
+    no gradients): before the first step, or to log where a run that reached its maximum ended.
+    """
+
+    def __init__(self, passes: Callable[[nn.Module, int], bool], patience: int) -> None:
+        if patience < 1:
+            raise ValueError(f"patience must be >= 1, got {patience}")
+        self.passes, self.patience = passes, patience
+        self.n, self.step, self.done = 0, None, False
+
+    def __call__(self, model: nn.Module, step: int) -> bool:
+        if step == self.step:
+            return self.done
+        self.n = self.n + 1 if bool(self.passes(model, step)) else 0  # NaN statistics never pass upstream
+        self.step, self.done = step, self.n >= self.patience
+        return self.done
+
+    def check(self, model: nn.Module, step: int) -> bool:
+        return _check(self, model, step)
 
 
 def _check(stop: Callable[[nn.Module, int], bool], model: nn.Module, step: int) -> bool:

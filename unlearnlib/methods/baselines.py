@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..train import TrainConfig, fit, Scheduler
+from ..train import Scheduler, TrainConfig, fit
 from . import register_method
 
 
@@ -106,7 +106,7 @@ def _naive(model: nn.Module, retain, forget, cfg: NegGradConfig, descent: bool, 
         forever = itertools.chain.from_iterable(itertools.repeat(f))
 
         def batches():
-            return zip(r, forever)
+            return zip(r, forever, strict=False)
 
         def loss(m: nn.Module, pair) -> torch.Tensor:
             (xr, yr), (xf, yf) = pair

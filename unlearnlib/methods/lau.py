@@ -46,7 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..trace import trace
-from ..train import TrainConfig, fit, Optimizer, Scheduler
+from ..train import Optimizer, Scheduler, TrainConfig, fit
 from . import register_method
 
 FEATURE_CHUNK = 512  # forget images per forward pass when the features are computed (memory only)

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..attacks import loss_lr_cv_mia, svc_mia_kodge
 from ..data.splits import Split
 from . import METRICS
 from .accuracy import forget_retain_accuracy, true_class_probability
-from .mia import loss_lr_cv_mia, svc_mia_kodge
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""Membership-inference attacks, each exactly as its source defines it."""
+"""Membership-inference attacks, each exactly as its source defines it.
+
+Plain functions on numpy arrays: the metrics (:mod:`unlearnlib.metrics`) and the methods whose stopping rules run
+an attack (lightweight, versatile) call the same code.
+"""
 
 from __future__ import annotations
 
@@ -38,19 +42,24 @@ def svc_mia_kodge(p_retain_train: np.ndarray, p_forget_train: np.ndarray, p_forg
     return float(100.0 * (1.0 - clf.predict(t.reshape(-1, 1)).mean()))
 
 
+MIN_PER_GROUP = 6  # a 10 % stratified test split needs >= 2 samples: 2k > 10
+
+
 def loss_lr_cv_mia(member_losses: np.ndarray, nonmember_losses: np.ndarray, *, n_splits: int = 10,
                    seed: int = 0) -> float:
     """Loss-based logistic-regression MIA with cross-validation (evaluation.md §5.3; the NeurIPS 2023
     challenge starting kit): a class-balanced sample of members (forget samples) and non-members, one
     feature (the per-example cross-entropy), logistic regression, mean accuracy over ``n_splits``
-    stratified shuffle splits, in percent. 50 = indistinguishable (retrain's ideal)."""
+    stratified shuffle splits (test share 0.1, scikit-learn's default), in percent. 50 = indistinguishable
+    (retrain's ideal). NaN when a group has fewer than ``MIN_PER_GROUP`` samples (a test split could not hold
+    both groups), so a rule that compares it with a tolerance never passes on too few samples."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
 
     rng = np.random.default_rng(seed)
     m, n = np.asarray(member_losses, dtype=np.float64), np.asarray(nonmember_losses, dtype=np.float64)
     k = min(len(m), len(n))
-    if k < 2:
+    if k < MIN_PER_GROUP:
         return float("nan")
     m, n = rng.choice(m, k, replace=False), rng.choice(n, k, replace=False)
     x = np.concatenate([m, n]).reshape(-1, 1)

@@ -1,0 +1,218 @@
+"""The plan of cells, end to end on the smoke profile (real Fashion-MNIST; skipped without it): determinism from
+empty caches, the Ray executor against the local one, kill -9 and resume, corrupted files, the run lock, and
+the division of the cores."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from unlearnlib import threads
+from unlearnlib.harness import RunFolder, RunLockedError, build_plan, run_paper
+from unlearnlib.harness.store import CorruptFile, Store, read_json, write_json
+
+PAPER, PROFILE = "unsir", "smoke"
+METHODS = ["retrain", "finetune", "unsir"]  # 1 model x 2 scenarios: 1 original + 2 evaluations + 6 method cells
+N_CELLS = 9
+TIMING_METRICS = ("unlearn_time_s", "speedup_vs_retrain")
+
+
+@contextlib.contextmanager
+def env(**values):
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in values.items():
+            mp.setenv(k, str(v))
+        yield
+
+
+def roots(base: Path, fmnist: Path) -> dict[str, str]:
+    out = {"UNLEARNLIB_RESULTS": base / "results", "UNLEARNLIB_CACHE": base / "cache", "UNLEARNLIB_DATA": base / "data",
+           "UNLEARNLIB_SYSTEM_DATA": fmnist}
+    return {k: str(v) for k, v in out.items()}
+
+
+def run(r: dict, **kw):
+    out = io.StringIO()
+    with env(**r), contextlib.redirect_stdout(out):
+        result = run_paper(PAPER, PROFILE, device="cpu", progress=False, methods=METHODS, threads=1, **kw)
+    return result, out.getvalue()
+
+
+def metric_lines(result) -> list[str]:
+    """metrics.csv as bytes, line by line, without the timing rows (times differ between runs)."""
+    lines = (result.path / "metrics.csv").read_text().splitlines()
+    return [line for line in lines if not any(f",{m}," in line for m in TIMING_METRICS)]
+
+
+@pytest.fixture(scope="module")
+def reference(fmnist_system_dir, tmp_path_factory):
+    """A fresh local run (empty cache), one torch thread per cell."""
+    r = roots(tmp_path_factory.mktemp("ref"), fmnist_system_dir)
+    result, log = run(r)
+    return {"roots": r, "run": result, "log": log, "lines": metric_lines(result)}
+
+
+def test_plan_lists_cells_with_stable_keys_and_dependencies(reference):
+    with env(**reference["roots"]):
+        a = build_plan(PAPER, PROFILE, device="cpu", methods=METHODS)
+        b = build_plan(PAPER, PROFILE, device="cpu", methods=METHODS)
+    assert [c.key for c in a.cells] == [c.key for c in b.cells] and len(a.cells) == N_CELLS
+    assert len({c.key for c in a.cells}) == N_CELLS
+    kinds = [c.kind for c in a.cells]
+    assert kinds.count("original") == 1 and kinds.count("evaluate") == 2 and kinds.count("method") == 6
+    position = {c.key: i for i, c in enumerate(a.cells)}
+    for c in a.cells:  # the plan order is a topological order; method cells need their original
+        assert all(position[d] < position[c.key] for d in c.deps)
+        if c.kind == "method":
+            assert c.original in c.deps
+    retrain = [c for c in a.cells if c.method == "retrain"]
+    assert all(c.model_key for c in retrain) and len({c.model_key for c in retrain}) == 2
+
+
+def test_two_fresh_runs_give_byte_identical_metrics(reference, fmnist_system_dir, tmp_path):
+    again, log = run(roots(tmp_path, fmnist_system_dir))
+    assert f"{N_CELLS} cells computed, 0 reused" in log
+    assert metric_lines(again) == reference["lines"] and len(reference["lines"]) > 100
+    t = again.timings
+    assert set(t.threads) == {1} and not t.cached.any()
+
+
+def test_ray_executor_with_two_workers_gives_the_local_metrics(reference, fmnist_system_dir, tmp_path):
+    ray_run, log = run(roots(tmp_path, fmnist_system_dir), executor="ray", workers=2)
+    assert "ray executor (local instance, 2 worker(s))" in log and f"{N_CELLS} cells computed" in log
+    assert metric_lines(ray_run) == reference["lines"]
+    assert set(ray_run.timings.threads) == {1}  # 2 cores / 2 workers
+    assert ray_run.env["executor"].startswith("ray")
+
+
+_KILLED = textwrap.dedent("""
+    import unlearnlib as ul
+    ul.run_paper({paper!r}, {profile!r}, device="cpu", progress=False, methods={methods!r}, threads=1)
+""")
+
+
+def test_killed_run_resumes_and_ends_with_the_uninterrupted_metrics(reference, fmnist_system_dir, tmp_path):
+    r = roots(tmp_path, fmnist_system_dir)
+    script = _KILLED.format(paper=PAPER, profile=PROFILE, methods=METHODS)
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, **r}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    records = Path(r["UNLEARNLIB_CACHE"]) / "cells"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(records.glob("*.json"))) < 2 and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stored = len(list(records.glob("*.json")))
+    assert 2 <= stored < N_CELLS - 1, "the run must be killed part-way"
+    final = Path(r["UNLEARNLIB_RESULTS"]) / PAPER / PROFILE
+    assert not final.exists()  # nothing half-written is visible; the scratch folder of the killed run remains
+    assert any(p.name.startswith(f".{PROFILE}.tmp-") for p in final.parent.iterdir())
+    resumed, log = run(r)
+    assert log.count("reused from the cell store") >= stored + 1  # the stored records and the original
+    assert f"{N_CELLS - log.count('reused from the cell store')} cells computed" in log
+    assert metric_lines(resumed) == reference["lines"]
+    assert sorted(p.name for p in final.parent.iterdir()) == [PROFILE]  # the killed run's scratch is gone
+
+
+def test_corrupt_files_are_reported_moved_aside_and_rebuilt(reference, tmp_path):
+    r = dict(reference["roots"], UNLEARNLIB_RESULTS=str(tmp_path / "results"),
+             UNLEARNLIB_CACHE=str(tmp_path / "cache"))
+    shutil.copytree(reference["roots"]["UNLEARNLIB_CACHE"], r["UNLEARNLIB_CACHE"])
+    cache = Path(r["UNLEARNLIB_CACHE"])
+    with env(**r):
+        plan = build_plan(PAPER, PROFILE, device="cpu", methods=METHODS)
+    original = next(c for c in plan.cells if c.kind == "original")
+    finetune = next(c for c in plan.cells if c.method == "finetune")
+    pt = cache / "checkpoints" / f"{original.model_key}.pt"
+    pt.write_bytes(pt.read_bytes()[:1000])  # truncated
+    (cache / "cells" / f"{finetune.key}.json").write_text('{"format": 1, "sha256": "0", "bo')  # cut mid-write
+    rebuilt, log = run(r)
+    integrity = [line for line in log.splitlines() if "integrity:" in line]
+    assert len(integrity) == 2, log
+    assert any(original.model_key in line and "does not match the sha256" in line for line in integrity)
+    assert any(finetune.key in line and "not readable JSON" in line for line in integrity)
+    assert (cache / "checkpoints" / f"{original.model_key}.pt.corrupt").exists()
+    assert (cache / "cells" / f"{finetune.key}.json.corrupt").exists()
+    assert "training the original" in log and "2 cells computed" in log  # the original and that method cell
+    assert metric_lines(rebuilt) == reference["lines"]
+
+
+def test_store_checks_every_record_against_its_sha256(tmp_path):
+    store = Store(tmp_path, say=lambda msg: None)
+    store.save_record("k", {"rows": [{"metric": "a", "value": 1.5}]}, {"x": __import__("numpy").arange(3.0)})
+    assert store.load_record("k")["rows"][0]["value"] == 1.5
+    path = store.record_path("k")
+    path.write_text(path.read_text().replace("1.5", "2.5"))  # a changed value, valid JSON
+    assert store.load_record("k") is None and (tmp_path / "cells" / "k.json.corrupt").exists()
+    write_json(tmp_path / "x.json", {"a": 1})
+    assert read_json(tmp_path / "x.json") == {"a": 1}
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(CorruptFile, match="no checksummed body"):
+        read_json(tmp_path / "x.json")
+
+
+def test_a_second_run_of_the_same_paper_and_profile_is_refused(reference, tmp_path):
+    r = dict(reference["roots"], UNLEARNLIB_RESULTS=str(tmp_path / "results"))
+    with env(**r):
+        with RunFolder(PAPER, PROFILE):
+            with pytest.raises(RunLockedError, match=rf"process id {os.getpid()}.*wait for it"):
+                run_paper(PAPER, PROFILE, device="cpu", progress=False, methods=METHODS)
+        # released: nothing left behind, and the next run goes through (every cell reused)
+        assert not (tmp_path / "results" / PAPER).exists()
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            run_paper(PAPER, PROFILE, device="cpu", progress=False, methods=METHODS, threads=1)
+    assert f"0 cells computed, {N_CELLS} reused" in out.getvalue()
+
+
+def test_the_lock_is_released_when_its_process_is_killed(tmp_path):
+    code = textwrap.dedent(f"""
+        import time
+        from unlearnlib.harness import RunFolder
+        with RunFolder({PAPER!r}, {PROFILE!r}, root={str(tmp_path)!r}):
+            print("locked", flush=True)
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    with pytest.raises(RunLockedError, match=f"process id {proc.pid}"):
+        with RunFolder(PAPER, PROFILE, root=tmp_path):
+            pass
+    proc.kill()
+    proc.wait()
+    with RunFolder(PAPER, PROFILE, root=tmp_path) as rf:  # the killed holder's flock is gone
+        assert rf.tmp.exists()
+
+
+def test_fair_share_divides_the_cores_among_computing_processes(monkeypatch, tmp_path):
+    monkeypatch.setattr(threads, "_registry", lambda: tmp_path)
+    monkeypatch.setattr(threads, "cpu_budget", lambda: 8)
+    monkeypatch.delenv("UNLEARNLIB_THREADS", raising=False)
+    assert threads.fair_share() == 8
+    with threads.computing():
+        (tmp_path / str(os.getppid())).touch()  # another live process computing
+        (tmp_path / "999999999").touch()  # a killed one: removed, not counted
+        assert threads.computing_processes() == 2 and threads.fair_share() == 4
+        assert not (tmp_path / "999999999").exists()
+    assert threads.computing_processes() == 1  # this one left
+    monkeypatch.setenv("UNLEARNLIB_THREADS", "3")
+    assert threads.use() == 3
+    monkeypatch.setenv("UNLEARNLIB_THREADS", "many")
+    with pytest.raises(ValueError, match="UNLEARNLIB_THREADS"):
+        threads.use()
+
+
+def test_results_table_reads_a_run_with_the_thread_column(reference):
+    t = pd.read_csv(reference["run"].path / "timings.csv")
+    assert list(t.columns)[-4:] == ["seconds", "cached", "device", "threads"]

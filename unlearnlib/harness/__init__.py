@@ -1,0 +1,56 @@
+"""Run a paper as a plan of cells: plan, run the unfinished cells with an executor, store the tables.
+
+``run_paper(paper, profile, seeds, device, executor="local"|"ray", workers=N)`` writes
+``results/<paper>/<profile>/`` atomically: ``config.resolved.yaml``, ``env.json``, ``splits.npz``,
+``metrics.csv`` (long form), ``timings.csv`` and ``traces.csv``. Every finished cell is kept in the cell
+store (``$UNLEARNLIB_CACHE``), so a killed run resumes where it stopped and a second run reuses what the
+first computed; the log has one line per cell, computed or reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+from .. import threads as _threads
+from .executors import make_executor
+from .plan import Cell, RunPlan, build_plan, resolve_device, seed_everything
+from .report import METRIC_COLUMNS, banner_line, cell_line, collect, pending_cells, write_run
+from .store import RunFolder, RunLockedError, Store
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str = "auto",
+              methods: list[str] | None = None, progress: bool = True, executor: str = "local",
+              workers: int | None = None, threads: int | None = None):
+    """Run ``paper`` in ``profile`` and store the results; returns a :class:`unlearnlib.results.Run`.
+
+    executor: ``local`` (this process) or ``ray`` (``workers`` local workers, or the cluster at ``RAY_ADDRESS``);
+    threads: torch threads per cell (None: the fair share of the cores, see :mod:`unlearnlib.threads`).
+    """
+    from ..results import Run
+
+    ex = make_executor(executor, workers, threads, progress)  # bad parameters fail before any work
+    t0 = time.perf_counter()
+    plan = build_plan(paper, profile, seeds, device, methods)
+    store = Store(say=_say)
+    computing = _threads.computing() if ex.name == "local" else contextlib.nullcontext()
+    with RunFolder(paper, plan.profile) as folder, computing:
+        _say(banner_line(plan, ex.describe()))
+        todo, reused = pending_cells(plan, store)
+        for cell in reused:
+            _say(cell_line(plan, store, cell, reused=True))
+        ex.run(plan, store, todo, on_done=lambda cell: _say(cell_line(plan, store, cell)), say=_say)
+        write_run(folder.tmp, plan, *collect(plan, store, {c.key for c in reused}), executor=ex.describe())
+        folder.commit()
+    _say(f"== done in {time.perf_counter() - t0:.0f} s: {len(todo)} cells computed, {len(reused)} reused; "
+         f"results in {folder.final}")
+    return Run.load(folder.final)
+
+
+__all__ = ["run_paper", "build_plan", "RunPlan", "Cell", "Store", "RunFolder", "RunLockedError", "METRIC_COLUMNS",
+           "resolve_device", "seed_everything"]

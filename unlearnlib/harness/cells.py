@@ -1,0 +1,244 @@
+"""Run one cell of a plan: load or train a model, run a method timed, evaluate, return its record.
+
+A cell writes nothing but its own entries in the cell store (checkpoint, record, logits) and leaves no global
+state behind that another cell could see: the RNGs are seeded at its start, the method's traces are collected
+in a context, and the loaders are made afresh. A record holds the cell's rows without the paper and profile
+(the run adds them), so a cell shared by two papers (the same original, the same method on the same split)
+is computed once.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .. import threads as _threads
+from ..config import base_method, to_dict
+from ..data import Loader
+from ..data.splits import Split
+from ..methods import METHODS
+from ..metrics import MODEL_METRICS, Evaluation, ModelContext, Timer, compute_metrics
+from ..trace import collecting
+from ..train import fit, predict_logits
+from .plan import Cell, RunPlan, seed_everything
+from .store import CorruptFile, Store
+
+
+def gather(model: torch.nn.Module, plan: RunPlan, split: Split, seed: int) -> Evaluation:
+    """Logits of ``model`` on the test pool and on the training images it is evaluated on (train pool and unseen,
+    with the scenario's labels and triggers), plus the extras some metrics need."""
+    s = plan.settings
+    spec, dev, bs = plan.data.spec, plan.device, s.eval_batch_size
+    train_x, train_y = plan.training_data(split)
+    test_x, test_y, test_pool, train_idx = plan.data.test_x, plan.data.test_y, plan.test_pool, plan.eval_idx
+
+    def loader(x, y, idx, aug=False):
+        return Loader(x, y, idx, spec, batch_size=bs, augment=aug, seed=seed, device=dev)
+
+    test_logits, test_labels = predict_logits(model, loader(test_x, test_y, test_pool))
+    train_logits, train_labels = predict_logits(model, loader(train_x, train_y, train_idx))
+    aug_logits = None
+    if "mia_svc_augmented" in s.metrics.metrics:
+        aug_logits = predict_logits(model, loader(train_x, train_y, train_idx, aug=True))[0]
+    trig = None
+    if split.kind == "backdoor":
+        keep = test_pool[(test_y[torch.as_tensor(test_pool)] != split.target).cpu().numpy()]
+        tx = split.trigger.apply(test_x[torch.as_tensor(keep, device=test_x.device)])
+        trig = predict_logits(model, loader(tx, test_y[torch.as_tensor(keep)], np.arange(len(keep))))[0]
+    return Evaluation(test_pool, test_logits, test_labels, train_idx, train_logits, train_labels, aug_logits, trig)
+
+
+_EVAL_FIELDS = ("test_idx", "test_logits", "test_labels", "train_idx", "train_logits", "train_labels",
+                "train_aug_logits", "trigger_logits")
+
+
+def evaluation_arrays(ev: Evaluation) -> dict[str, np.ndarray]:
+    out = {}
+    for name in _EVAL_FIELDS:
+        v = getattr(ev, name)
+        if v is not None:
+            out[name] = v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+    return out
+
+
+def evaluation_from(arrays: dict[str, np.ndarray]) -> Evaluation:
+    def t(name):
+        return torch.from_numpy(arrays[name]) if name in arrays else None
+
+    return Evaluation(arrays["test_idx"], t("test_logits"), t("test_labels"), arrays["train_idx"], t("train_logits"),
+                      t("train_labels"), t("train_aug_logits"), t("trigger_logits"))
+
+
+def check_finite(model: torch.nn.Module, name: str) -> None:
+    for k, v in model.state_dict().items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise FloatingPointError(f"method {name!r} produced non-finite values in {k}")
+
+
+class CellRunner:
+    """Runs the cells of one plan in this process. Keeps the last few originals and evaluations in memory,
+    so that a local run does not reload the same original for every method."""
+
+    def __init__(self, plan: RunPlan, store: Store, *, progress: bool = True, threads: int | None = None,
+                 say: Callable[[str], None] = print) -> None:
+        self.plan, self.store, self.progress, self.threads, self.say = plan, store, progress, threads, say
+        self._models: OrderedDict[str, dict] = OrderedDict()
+        self._evals: OrderedDict[str, Evaluation] = OrderedDict()
+
+    # -- finished? ------------------------------------------------------------------------------------
+    def finished(self, cell: Cell) -> bool:
+        if cell.kind == "original":
+            return self.store.has_model(cell.model_key)
+        if self.store.load_record(cell.key) is None:
+            return False
+        return not cell.model_key or self.store.has_model(cell.model_key)
+
+    # -- run ------------------------------------------------------------------------------------------
+    def run(self, cell: Cell) -> dict:
+        """Compute the cell (its inputs must be finished) and store its outputs; returns its record."""
+        with _threads.computing(), _threads.using(self.threads) as n:
+            if cell.kind == "original":
+                return self._original(cell, n)
+            if cell.kind == "evaluate":
+                return self._evaluate(cell)
+            return self._method(cell, n)
+
+    def _original_split(self, cell: Cell) -> Split | None:
+        """The split whose (poisoned) training data the original is trained on; None for clean data."""
+        return None if cell.data_key == "clean" else self.plan.splits[cell.scenario]
+
+    def _loader(self, x, y, idx, name: str, seed: int, **kw) -> Loader:
+        return Loader(x, y, idx, self.plan.data.spec, batch_size=self.plan.settings.train.batch_size, seed=seed,
+                      device=self.plan.device, name=name, **kw)
+
+    def _original(self, cell: Cell, threads: int) -> dict:
+        s, plan = self.plan.settings, self.plan
+        with self.store.building(cell.model_key):
+            seed_everything(cell.seed)
+            model = plan.new_model(cell.model)
+            meta = self.store.load_model(cell.model_key, model)
+            if meta is None:
+                split = self._original_split(cell)
+                x, y = plan.training_data(split) if split is not None else (plan.data.train_x, plan.data.train_y)
+                what = "" if split is None else f" on the poisoned data of {cell.scenario}"
+                self.say(f"   [{plan.profile}] {cell.model} seed {cell.seed}: training the original{what} "
+                         f"({s.train.epochs} epochs on {len(plan.train_pool)} images, {threads} thread(s))")
+                model.to(plan.device)
+                train = self._loader(x, y, plan.train_pool, "train", cell.seed, shuffle=True, augment=s.train.augment)
+                with Timer(plan.device) as t:
+                    fit(model, train, s.train, desc=f"original {cell.model}", progress=self.progress)
+                meta = {"kind": "original", "seconds": t.seconds, "device": str(plan.device), "threads": threads}
+                self.store.save_model(cell.model_key, model, meta)
+        return {"kind": "original", "meta": meta}
+
+    def original_model(self, key: str) -> torch.nn.Module:
+        cell = self.plan.cell(key)
+        if key not in self._models:
+            seed_everything(cell.seed)
+            model = self.plan.new_model(cell.model)
+            if self.store.load_model(key, model) is None:
+                raise CorruptFile(f"the original of {cell.label} is not in the cell store (key {key})")
+            self._models[key] = {k: v.clone() for k, v in model.state_dict().items()}
+            while len(self._models) > 2:
+                self._models.popitem(last=False)
+        model = self.plan.new_model(cell.model)
+        model.load_state_dict(self._models[key], strict=True)
+        return model.to(self.plan.device).eval()
+
+    def original_eval(self, key: str) -> Evaluation:
+        if key not in self._evals:
+            self._evals[key] = evaluation_from(self.store.load_logits(key))
+            while len(self._evals) > 4:
+                self._evals.popitem(last=False)
+        return self._evals[key]
+
+    def _metric_config(self, seed: int):
+        mcfg = copy.copy(self.plan.settings.metrics)
+        mcfg.seed = seed
+        return mcfg
+
+    def _evaluate(self, cell: Cell) -> dict:
+        split = self.plan.splits[cell.scenario]
+        original = self.original_model(cell.original)
+        ev = gather(original, self.plan, split, cell.seed)
+        names = tuple(m for m in self.plan.settings.metrics.metrics if m not in MODEL_METRICS)
+        res = compute_metrics(ev, split, self._metric_config(cell.seed), names=names)
+        record = {"kind": "evaluate", "rows": self._rows(cell, res)}
+        self.store.save_record(cell.key, record, evaluation_arrays(ev))
+        self._evals[cell.key] = ev
+        return record
+
+    def _method(self, cell: Cell, threads: int) -> dict:
+        plan, s = self.plan, self.plan.settings
+        split = plan.splits[cell.scenario]
+        spec = METHODS.get(base_method(cell.method))
+        mc = plan.method_cfgs[cell.method]
+        x, y = plan.training_data(split)
+        original = self.original_model(cell.original)
+        ev_orig = self.original_eval(cell.deps[1])
+        retrained = self._retrained(cell.deps[2]) if len(cell.deps) > 2 else None
+        retain = self._loader(x, y, split.retain_train, "retain", cell.seed)
+        forget = self._loader(x, y, split.forget_train, "forget", cell.seed + 1)
+        unseen = self._loader(x, y, split.unseen, "unseen", cell.seed + 2) if spec.needs_unseen else None
+        seed_everything(cell.seed)
+        model = copy.deepcopy(original)
+        meta = self.store.load_model(cell.model_key, model) if cell.model_key else None
+        trace_rows: list[dict] = []
+        if meta is None:
+            model.train()
+            with collecting() as trace_rows, Timer(plan.device) as t:
+                model = spec(model, retain=retain, forget=forget, unseen=unseen, cfg=mc, device=plan.device)
+            meta = {"kind": cell.method, "seconds": t.seconds, "device": str(plan.device), "threads": threads}
+            if cell.model_key:
+                self.store.save_model(cell.model_key, model, meta)
+            cached = False
+        else:
+            model.to(plan.device)
+            cached = True
+        model.eval()
+        check_finite(model, cell.method)
+        ev = gather(model, plan, split, cell.seed)
+        test_loader = Loader(plan.data.test_x, plan.data.test_y, plan.test_pool, plan.data.spec,
+                             batch_size=s.eval_batch_size, device=plan.device)
+        ctx = ModelContext(model, original, retrained, forget.with_options(augment=False), ev_orig,
+                           extra={"test_images": lambda idx: list(test_loader.subset(
+                               Evaluation.rows(plan.test_pool, idx)))})
+        res = compute_metrics(ev, split, self._metric_config(cell.seed), ctx)
+        res["unlearn_time_s"] = meta["seconds"]
+        record = {"kind": "method", "rows": self._rows(cell, res),
+                  "timings": [self._timing(cell, meta, cached)],
+                  "traces": [{**self._base(cell), **r} for r in trace_rows],
+                  "config": to_dict(mc)}
+        self.store.save_record(cell.key, record, evaluation_arrays(ev))
+        return record
+
+    def _retrained(self, key: str) -> torch.nn.Module:
+        cell = self.plan.cell(key)
+        model = self.plan.new_model(cell.model)
+        if self.store.load_model(cell.model_key, model) is None:
+            raise CorruptFile(f"the retrained model of {cell.label} is not in the cell store (key {cell.model_key})")
+        return model.to(self.plan.device).eval()
+
+    # -- records --------------------------------------------------------------------------------------
+    def _base(self, cell: Cell) -> dict:
+        return {"dataset": self.plan.settings.dataset, "model": cell.model, "scenario": cell.scenario,
+                "method": cell.method, "seed": cell.seed}
+
+    def _rows(self, cell: Cell, res: dict[str, float]) -> list[dict]:
+        base = self._base(cell)
+        return [{**base, "metric": k, "value": float(v)} for k, v in res.items()]
+
+    def _timing(self, cell: Cell, meta: dict, cached: bool) -> dict:
+        return {**self._base(cell), "seconds": meta["seconds"], "cached": cached, "device": meta["device"],
+                "threads": meta.get("threads")}
+
+
+def original_timing(plan: RunPlan, cell: Cell, meta: dict, cached: bool) -> dict:
+    """The timing row of an original (from its checkpoint's metadata)."""
+    return {"dataset": plan.settings.dataset, "model": cell.model, "scenario": cell.scenario, "method": "original",
+            "seed": cell.seed, "seconds": meta["seconds"], "cached": cached, "device": meta["device"],
+            "threads": meta.get("threads")}

@@ -1,0 +1,167 @@
+"""Executors run the unfinished cells of a plan: ``local`` in this process, in order (the default: nothing to
+install or start), or ``ray`` as Ray tasks — on a local instance started for the run with ``workers``
+workers, or on the cluster that ``RAY_ADDRESS`` names. Ray tasks receive the plan's spec, a cell key and
+the cell-store path, and return the key: models and logits travel through the cell store, never as objects.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from .. import threads as _threads
+from ..config import ConfigError
+from .cells import CellRunner
+from .plan import EXECUTORS, PACKAGE, Cell, RunPlan, build_plan
+from .store import Store
+
+OnDone = Callable[[Cell], None]
+
+
+def make_executor(name: str, workers: int | None = None, threads: int | None = None, progress: bool = True):
+    if name not in EXECUTORS:
+        raise ConfigError(f"executor: {name!r}; valid: {', '.join(EXECUTORS)}")
+    for what, v in (("workers", workers), ("threads", threads)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise ConfigError(f"{what}: expected a positive integer (0 or empty: automatic), got {v!r}")
+    if name == "local":
+        if workers not in (None, 0, 1):
+            raise ConfigError(f"workers: the local executor runs one cell at a time (got {workers}); "
+                              f"use executor='ray' for {workers} workers")
+        return LocalExecutor(threads=threads or None, progress=progress)
+    return RayExecutor(workers=workers or None, threads=threads or None)
+
+
+class LocalExecutor:
+    """In this process, in plan order. Torch threads: the fair share of the cores, re-read at each cell."""
+
+    name = "local"
+
+    def __init__(self, threads: int | None = None, progress: bool = True) -> None:
+        self.threads, self.progress = threads, progress
+
+    def describe(self) -> str:
+        return f"local executor, {self.threads or 'fair share of ' + str(_threads.cpu_budget())} thread(s)"
+
+    def run(self, plan: RunPlan, store: Store, todo: list[Cell], on_done: OnDone, say=print) -> None:
+        runner = CellRunner(plan, store, progress=self.progress, threads=self.threads, say=say)
+        for cell in todo:
+            runner.run(cell)
+            on_done(cell)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Ray
+
+_WORKER: dict = {}  # per Ray worker process: the plan and runner of the spec it last ran
+
+
+def _worker_threads(requested: int | None) -> int:
+    """A Ray worker's share: the node's cores divided by the CPUs Ray may schedule on it (one per cell)."""
+    if requested or _threads.fixed_threads():
+        return requested or _threads.fixed_threads()
+    if "node_cpus" not in _WORKER:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+        cpus = next((n["Resources"].get("CPU", 1) for n in ray.nodes() if n["NodeID"] == node), 1)
+        _WORKER["node_cpus"] = max(1, int(cpus))
+    return max(1, _threads.cpu_budget() // _WORKER["node_cpus"])
+
+
+def _ray_cell(payload: dict, key: str, *_deps) -> str:
+    """Body of a Ray task: rebuild the plan (once per worker), run the cell unless it is already stored."""
+    spec = dict(payload["spec"])
+    if spec["device"].startswith("cuda"):
+        spec["device"] = "cuda"  # Ray makes the GPU it assigned the only visible one
+    ident = repr(sorted(spec.items())) + payload["cache"]
+    if _WORKER.get("ident") != ident:
+        plan = build_plan(**spec)
+        store = Store(Path(payload["cache"]), say=lambda msg: None)
+        _WORKER.update(ident=ident, runner=CellRunner(plan, store, progress=False,
+                                                      threads=_worker_threads(payload["threads"]),
+                                                      say=lambda msg: None))
+    runner: CellRunner = _WORKER["runner"]
+    cell = runner.plan.cell(key)
+    if not runner.finished(cell):  # another run on the same cluster may have stored it meanwhile
+        runner.run(cell)
+    return key
+
+
+def import_ray(local: bool):
+    """``import ray``; for a local instance, first make Ray bind to the loopback address only (a run's own
+    instance serves this machine alone). Ray reads that choice when it is first imported."""
+    if local and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # 0: single machine, 127.0.0.1
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+    except ImportError:  # pragma: no cover - ray is a pinned dependency
+        raise ConfigError("executor 'ray' needs the ray package: pip install 'ray==2.60.0'") from None
+    return ray
+
+
+def ray_init(workers: int | None = None, address: str | None = None, cuda: bool = False):
+    """Start a local Ray instance (``workers`` CPUs) or connect to ``address``, with this suite's settings: the
+    workers see the driver's ``UNLEARNLIB_*`` variables and import the same unlearnlib."""
+    ray = import_ray(local=not address)
+    env = {k: v for k, v in os.environ.items() if k.startswith("UNLEARNLIB_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
+    common = dict(include_dashboard=False, log_to_driver=False, configure_logging=False,
+                  runtime_env={"env_vars": env})
+    if address:
+        return ray.init(address=address, **common)
+    return ray.init(num_cpus=workers, num_gpus=None if cuda else 0, object_store_memory=200 * 1024**2, **common)
+
+
+class RayExecutor:
+    """Cells as Ray tasks (one CPU each, or one GPU each on CUDA); dependencies as Ray object references."""
+
+    name = "ray"
+
+    def __init__(self, workers: int | None = None, threads: int | None = None) -> None:
+        self.workers, self.threads = workers, threads
+        self.address = os.environ.get("RAY_ADDRESS") or None
+
+    def describe(self) -> str:
+        where = f"cluster at {self.address}" if self.address else f"local instance, {self._workers()} worker(s)"
+        return f"ray executor ({where})"
+
+    def _workers(self, cuda: bool = False) -> int:
+        if self.workers:
+            return self.workers
+        if cuda:
+            import torch
+
+            return max(1, torch.cuda.device_count())
+        return _threads.cpu_budget()
+
+    def run(self, plan: RunPlan, store: Store, todo: list[Cell], on_done: OnDone, say=print) -> None:
+        ray = import_ray(local=not self.address)
+        cuda = plan.device.type == "cuda"
+        initialised = not ray.is_initialized()  # then it disconnects (and stops an instance it started) at the end
+        if initialised:
+            ray_init(self._workers(cuda), self.address, cuda)
+        try:
+            task = ray.remote(_ray_cell).options(num_cpus=1, num_gpus=1 if cuda else 0, max_retries=0)
+            payload = {"spec": plan.spec, "cache": str(store.root), "threads": self.threads}
+            refs: dict[str, object] = {}
+            for cell in todo:  # plan order is a topological order
+                refs[cell.key] = task.remote(payload, cell.key, *[refs[d] for d in cell.deps if d in refs])
+            pending = {ref: key for key, ref in refs.items()}
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    cell = plan.cell(pending.pop(ref))
+                    try:
+                        ray.get(ref)
+                    except ray.exceptions.RayTaskError as e:
+                        cause = e.cause if getattr(e, "cause", None) is not None else e
+                        raise RuntimeError(f"cell '{cell.label}' failed on a Ray worker: "
+                                           f"{type(cause).__name__}: {cause}") from cause
+                    on_done(cell)
+        finally:
+            if initialised:
+                ray.shutdown()

@@ -1,0 +1,145 @@
+"""From finished cells to the run folder: the log line of each cell, the tidy tables, the files."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from ..config import to_dict
+from ..data import save_splits
+from ..metrics import speedup
+from ..paths import REPO_ROOT
+from .cells import CellRunner, original_timing
+from .plan import Cell, RunPlan
+from .store import Store, read_json
+
+METRIC_COLUMNS = ["paper", "profile", "dataset", "model", "scenario", "method", "seed", "metric", "value"]
+TIMING_COLUMNS = [*METRIC_COLUMNS[:7], "seconds", "cached", "device", "threads"]
+TRACE_COLUMNS = [*METRIC_COLUMNS[:7], "name", "step", "value"]
+
+
+def pending_cells(plan: RunPlan, store: Store) -> tuple[list[Cell], list[Cell]]:
+    """(cells still to run, cells whose outputs are stored and intact), each in plan order."""
+    finished = CellRunner(plan, store, progress=False, say=store.say).finished
+    done = [c for c in plan.cells if finished(c)]
+    keys = {c.key for c in done}
+    return [c for c in plan.cells if c.key not in keys], done
+
+
+def banner_line(plan: RunPlan, executor: str) -> str:
+    return (f"== {plan.cfg.title} ({plan.paper}) | {plan.cfg.profile_label} | device {plan.device} | seeds "
+            f"{plan.seeds} | {executor}\n"
+            f"   data: {plan.settings.dataset} ({plan.data.source}); train pool {len(plan.train_pool)}, unseen "
+            f"{len(plan.unseen)}, test pool {len(plan.test_pool)}; scenarios: {', '.join(plan.splits)}; "
+            f"{len(plan.cells)} cells")
+
+
+_SHOWN = {"test_forget_acc": "forget", "test_retain_acc": "retain", "forget_acc": "forget(train)",
+          "retain_acc": "retain(train)", "test_acc": "test", "asr": "ASR", "mia_svc": "MIA", "mia_lr_cv": "LR-MIA"}
+
+
+def cell_line(plan: RunPlan, store: Store, cell: Cell, reused: bool = False) -> str:
+    """One log line: which cell, computed or reused, its time and its headline numbers."""
+    n = f"[{plan.cells.index(cell) + 1}/{len(plan.cells)}]"
+    head = f"   {n:9s} [{plan.profile}] {cell.model:9s} s{cell.seed} {cell.scenario:14s} {cell.method:16s}"
+    tail = f" (reused from the cell store, {cell.key})" if reused else ""
+    if cell.kind == "original":
+        meta = read_json(store.checkpoint_path(cell.model_key).with_suffix(".json"))
+        return f"{head} trained in {meta['seconds']:7.2f} s on {meta['device']}{tail}"
+    rec = store.load_record(cell.key) or {}
+    res = {r["metric"]: r["value"] for r in rec.get("rows", [])}
+    t = res.get("unlearn_time_s")
+    parts = [f"{label} {res[k]:5.1f}" for k, label in _SHOWN.items() if k in res and res[k] == res[k]][:4]
+    return f"{head} {'' if t is None else f'{t:8.2f} s':11s} " + "  ".join(parts) + tail
+
+
+def collect(plan: RunPlan, store: Store, reused: set[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """metrics, timings and traces of every cell of the plan, in plan order, with the speed-ups."""
+    rows, timings, traces = [], [], []
+    run = {"paper": plan.paper, "profile": plan.profile}
+    for cell in plan.cells:
+        if cell.kind == "original":
+            meta = read_json(store.checkpoint_path(cell.model_key).with_suffix(".json"))
+            timings.append({**run, **original_timing(plan, cell, meta, cell.key in reused)})
+            continue
+        rec = store.load_record(cell.key)
+        if rec is None:
+            raise RuntimeError(f"cell '{cell.label}' ({cell.key}) has no intact record after the run")
+        rows += [{**run, **r} for r in rec.get("rows", [])]
+        timings += [{**run, **t, "cached": bool(t["cached"] or cell.key in reused)} for t in rec.get("timings", [])]
+        traces += [{**run, **t} for t in rec.get("traces", [])]
+    metrics = add_speedups(pd.DataFrame(rows, columns=METRIC_COLUMNS))
+    return (metrics, pd.DataFrame(timings, columns=TIMING_COLUMNS),
+            pd.DataFrame(traces, columns=TRACE_COLUMNS))
+
+
+def add_speedups(metrics: pd.DataFrame) -> pd.DataFrame:
+    """speedup_vs_retrain = retrain time / method time, in the same run, per model/scenario/seed."""
+    times = metrics[metrics.metric == "unlearn_time_s"]
+    keys = ["paper", "profile", "dataset", "model", "scenario", "seed"]
+    retrain = times[times.method == "retrain"][keys + ["value"]].rename(columns={"value": "retrain_s"})
+    if retrain.empty:
+        return metrics
+    merged = times.merge(retrain, on=keys)
+    merged["value"] = [speedup(r, m) for r, m in zip(merged.retrain_s, merged.value, strict=True)]
+    merged["metric"] = "speedup_vs_retrain"
+    return pd.concat([metrics, merged[METRIC_COLUMNS]], ignore_index=True)
+
+
+def environment(plan: RunPlan) -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    import sklearn
+    import torchvision
+
+    dev = plan.device
+    return {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "profile": plan.profile,
+        "seeds": plan.seeds,
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
+        or platform.machine(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "platform": platform.platform(),
+        "git_commit": commit,
+        "git_dirty": dirty,
+    }
+
+
+def write_run(folder: Path, plan: RunPlan, metrics: pd.DataFrame, timings: pd.DataFrame, traces: pd.DataFrame,
+              executor: str = "") -> None:
+    resolved = to_dict(plan.cfg)
+    resolved["settings"]["seeds"] = plan.seeds
+    resolved["resolved_methods"] = {k: to_dict(v) for k, v in plan.method_cfgs.items()}
+    (folder / "config.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False, width=110))
+    env = environment(plan)
+    env["executor"] = executor
+    env["cpu_threads"] = sorted({int(t) for t in timings.threads.dropna()}) if len(timings) else []
+    env["data"] = plan.data.summary()
+    env["data"].update({"train pool": int(len(plan.train_pool)), "unseen (held out)": int(len(plan.unseen)),
+                        "test pool": int(len(plan.test_pool))})
+    (folder / "env.json").write_text(json.dumps(env, indent=1))
+    save_splits(folder / "splits.npz", plan.splits,
+                {"train": plan.train_pool, "unseen": plan.unseen, "test": plan.test_pool})
+    metrics.to_csv(folder / "metrics.csv", index=False)
+    timings.to_csv(folder / "timings.csv", index=False)
+    traces.to_csv(folder / "traces.csv", index=False)
