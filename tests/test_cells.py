@@ -216,3 +216,62 @@ def test_fair_share_divides_the_cores_among_computing_processes(monkeypatch, tmp
 def test_results_table_reads_a_run_with_the_thread_column(reference):
     t = pd.read_csv(reference["run"].path / "timings.csv")
     assert list(t.columns)[-4:] == ["seconds", "cached", "device", "threads"]
+
+
+class _ScriptedTimer:
+    """Stands in for metrics.Timer inside the harness: each call takes the next scripted number of seconds."""
+
+    script: list[float] = []
+
+    def __init__(self, device) -> None:
+        self.seconds = float("nan")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = _ScriptedTimer.script.pop(0)
+
+
+@pytest.mark.parametrize("script,repeats,expect", [
+    ([0.5, 0.1, 0.3], 3, (0.3, 0.1, 0.5, 3)),  # short calls: repeated, the median reported with the spread
+    ([7.0], 1, (7.0, 7.0, 7.0, 1)),  # a call above repeat_below_s (5 s) runs once
+])
+def test_short_calls_are_repeated_from_fresh_copies_and_the_median_is_reported(
+        reference, tmp_path, monkeypatch, script, repeats, expect):
+    import dataclasses
+
+    import unlearnlib.harness.cells as cells_mod
+    from unlearnlib.harness.cells import CellRunner
+    from unlearnlib.methods import METHODS as REGISTRY
+
+    calls = []
+    spec = REGISTRY.get("finetune")
+
+    def counting(model, **kw):
+        calls.append({k: v.clone() for k, v in model.state_dict().items()})  # the state it starts from
+        return spec.fn(model, **kw)
+
+    monkeypatch.setitem(REGISTRY._items, "finetune", dataclasses.replace(spec, fn=counting))
+    monkeypatch.setattr(cells_mod, "Timer", _ScriptedTimer)
+    _ScriptedTimer.script = list(script)
+    r = dict(reference["roots"], UNLEARNLIB_CACHE=str(tmp_path / "cache"))
+    shutil.copytree(reference["roots"]["UNLEARNLIB_CACHE"], r["UNLEARNLIB_CACHE"])
+    with env(**r):
+        plan = build_plan(PAPER, PROFILE, device="cpu", methods=METHODS)
+        plan.settings.timing.repeats = 3  # the smoke profile times once; here the cpu default
+        runner = CellRunner(plan, Store(say=lambda m: None), progress=False, threads=1)
+        cell = next(c for c in plan.cells if c.method == "finetune")
+        record = runner.run(cell)
+    assert len(calls) == repeats and not _ScriptedTimer.script
+    for state in calls[1:]:  # every call starts from the original, not from the previous call's result
+        assert all(torch_equal(state[k], calls[0][k]) for k in state)
+    t = record["timings"][0]
+    assert (t["seconds"], t["seconds_min"], t["seconds_max"], t["repeats"]) == expect
+    assert {r["metric"]: r["value"] for r in record["rows"]}["unlearn_time_s"] == expect[0]
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))

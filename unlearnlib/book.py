@@ -12,7 +12,6 @@ from .config import available_papers, load_paper
 from .paths import REPO_ROOT
 
 BOOK_DIR = REPO_ROOT / "book"
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
 
 def suite() -> list[tuple[str, str]]:

@@ -125,15 +125,15 @@ def _reproduce_side_by_side(papers: list[str], base: list[str], workers: int) ->
     from .harness.executors import ray_init
     from .threads import cpu_budget
 
-    env = dict(os.environ)
     ray = None
-    if not env.get("RAY_ADDRESS"):
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
         ctx = ray_init(workers or cpu_budget())
         import ray
 
-        env["RAY_ADDRESS"] = ctx.address_info["gcs_address"]
-        print(f"== a local Ray instance for all papers at {env['RAY_ADDRESS']} ({workers or cpu_budget()} workers)",
-              flush=True)
+        address = ctx.address_info["gcs_address"]
+        print(f"== a local Ray instance for all papers at {address} ({workers or cpu_budget()} workers)", flush=True)
+    env = dict(os.environ, RAY_ADDRESS=address)  # after ray_init: with the loopback setting it made
     try:
         procs = {p: subprocess.Popen([*base, "--paper", p], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True) for p in papers}

@@ -167,6 +167,15 @@ class SplitConfig:
 
 
 @dataclass
+class TimingConfig:
+    """How an unlearning call is timed (evaluation is never inside the timer)."""
+
+    repeat_below_s: float = 5.0  # a call shorter than this is repeated, each from a fresh copy of the original
+    repeats: int = 3  # calls in all for such a method (the median is reported, with the spread)
+    warmup: bool = True  # one untimed forward/backward pass before the first timed call of a model in a process
+
+
+@dataclass
 class Settings:
     dataset: str
     models: dict[str, ModelSpec]
@@ -179,6 +188,7 @@ class Settings:
     test_subset: int | None = None
     eval_batch_size: int = 1024
     download: bool = True  # may fetch the dataset when no local copy exists
+    timing: TimingConfig = field(default_factory=TimingConfig)
 
 
 @dataclass
@@ -337,6 +347,8 @@ def validate_settings(cfg: PaperConfig) -> None:
         raise ConfigError(f"{w}.split.unseen_classes: {s.split.unseen_classes!r}; valid: all, retain")
     if not s.seeds:
         raise ConfigError(f"{w}.seeds: at least one seed is needed")
+    if s.timing.repeats < 1 or s.timing.repeat_below_s < 0:
+        raise ConfigError(f"{w}.timing: repeats must be >= 1 and repeat_below_s >= 0")
     for c in cfg.claims:
         if c.kind not in ("threshold", "vs_method", "vs_best"):
             raise ConfigError(f"{cfg.id}.claims.{c.id}.kind: {c.kind!r}; valid: threshold, vs_method, vs_best")

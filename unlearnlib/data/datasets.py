@@ -8,6 +8,7 @@ per-image PIL transforms and identical in effect.
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import shutil
 import socket
@@ -102,7 +103,7 @@ def _mnist_locator(folder: str) -> Callable[[Path], Path | None]:
                     dst = raw / f
                     if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
                         continue
-                    tmp = dst.with_suffix(".tmp")
+                    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")  # processes may prepare it at once
                     opener = gzip.open if src.suffix == ".gz" else open
                     with opener(src, "rb") as fin, open(tmp, "wb") as fout:
                         shutil.copyfileobj(fin, fout)

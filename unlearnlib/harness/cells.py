@@ -175,35 +175,25 @@ class CellRunner:
     def _method(self, cell: Cell, threads: int) -> dict:
         plan, s = self.plan, self.plan.settings
         split = plan.splits[cell.scenario]
-        spec = METHODS.get(base_method(cell.method))
-        mc = plan.method_cfgs[cell.method]
-        x, y = plan.training_data(split)
         original = self.original_model(cell.original)
         ev_orig = self.original_eval(cell.deps[1])
         retrained = self._retrained(cell.deps[2]) if len(cell.deps) > 2 else None
-        retain = self._loader(x, y, split.retain_train, "retain", cell.seed)
-        forget = self._loader(x, y, split.forget_train, "forget", cell.seed + 1)
-        unseen = self._loader(x, y, split.unseen, "unseen", cell.seed + 2) if spec.needs_unseen else None
-        seed_everything(cell.seed)
         model = copy.deepcopy(original)
         meta = self.store.load_model(cell.model_key, model) if cell.model_key else None
         trace_rows: list[dict] = []
-        if meta is None:
-            model.train()
-            with collecting() as trace_rows, Timer(plan.device) as t:
-                model = spec(model, retain=retain, forget=forget, unseen=unseen, cfg=mc, device=plan.device)
-            meta = {"kind": cell.method, "seconds": t.seconds, "device": str(plan.device), "threads": threads}
+        cached = meta is not None
+        if cached:
+            model.to(plan.device)
+        else:
+            model, meta, trace_rows = self._timed(cell, original, threads)
             if cell.model_key:
                 self.store.save_model(cell.model_key, model, meta)
-            cached = False
-        else:
-            model.to(plan.device)
-            cached = True
         model.eval()
         check_finite(model, cell.method)
         ev = gather(model, plan, split, cell.seed)
         test_loader = Loader(plan.data.test_x, plan.data.test_y, plan.test_pool, plan.data.spec,
                              batch_size=s.eval_batch_size, device=plan.device)
+        forget = self._loaders(cell)[1]
         ctx = ModelContext(model, original, retrained, forget.with_options(augment=False), ev_orig,
                            extra={"test_images": lambda idx: list(test_loader.subset(
                                Evaluation.rows(plan.test_pool, idx)))})
@@ -212,9 +202,41 @@ class CellRunner:
         record = {"kind": "method", "rows": self._rows(cell, res),
                   "timings": [self._timing(cell, meta, cached)],
                   "traces": [{**self._base(cell), **r} for r in trace_rows],
-                  "config": to_dict(mc)}
+                  "config": to_dict(plan.method_cfgs[cell.method])}
         self.store.save_record(cell.key, record, evaluation_arrays(ev))
         return record
+
+    def _loaders(self, cell: Cell) -> tuple[Loader, Loader, Loader | None]:
+        """Fresh (retain, forget, unseen) loaders of the cell's split: every call starts from the same state."""
+        split = self.plan.splits[cell.scenario]
+        x, y = self.plan.training_data(split)
+        needs_unseen = METHODS.get(base_method(cell.method)).needs_unseen
+        return (self._loader(x, y, split.retain_train, "retain", cell.seed),
+                self._loader(x, y, split.forget_train, "forget", cell.seed + 1),
+                self._loader(x, y, split.unseen, "unseen", cell.seed + 2) if needs_unseen else None)
+
+    def _timed(self, cell: Cell, original: torch.nn.Module, threads: int) -> tuple[torch.nn.Module, dict, list]:
+        """The method's call, timed alone (synchronised; evaluation outside). A call shorter than
+        ``timing.repeat_below_s`` is repeated ``timing.repeats - 1`` more times, each from a fresh copy of the
+        original and fresh loaders under the same seed; the median is reported with the spread. The model of the
+        first call is the one evaluated."""
+        plan, timing = self.plan, self.plan.settings.timing
+        spec, mc = METHODS.get(base_method(cell.method)), plan.method_cfgs[cell.method]
+        if timing.warmup:
+            warm_up(original, self._loaders(cell)[0], plan.device)
+        result, rows, times = None, [], []
+        while len(times) < (1 if times and times[0] >= timing.repeat_below_s else timing.repeats):
+            retain, forget, unseen = self._loaders(cell)
+            seed_everything(cell.seed)
+            model = copy.deepcopy(original).train()
+            with collecting() as trace_rows, Timer(plan.device) as t:
+                model = spec(model, retain=retain, forget=forget, unseen=unseen, cfg=mc, device=plan.device)
+            times.append(t.seconds)
+            if result is None:
+                result, rows = model, trace_rows
+        meta = {"kind": cell.method, "seconds": float(np.median(times)), "seconds_min": min(times),
+                "seconds_max": max(times), "repeats": len(times), "device": str(plan.device), "threads": threads}
+        return result, meta, rows
 
     def _retrained(self, key: str) -> torch.nn.Module:
         cell = self.plan.cell(key)
@@ -233,12 +255,34 @@ class CellRunner:
         return [{**base, "metric": k, "value": float(v)} for k, v in res.items()]
 
     def _timing(self, cell: Cell, meta: dict, cached: bool) -> dict:
-        return {**self._base(cell), "seconds": meta["seconds"], "cached": cached, "device": meta["device"],
-                "threads": meta.get("threads")}
+        return {**self._base(cell), **timing_fields(meta), "cached": cached}
+
+
+def timing_fields(meta: dict) -> dict:
+    """The timing columns from a checkpoint's or a call's metadata (one call: its time is the median)."""
+    sec = meta["seconds"]
+    return {"seconds": sec, "seconds_min": meta.get("seconds_min", sec), "seconds_max": meta.get("seconds_max", sec),
+            "repeats": meta.get("repeats", 1), "device": meta["device"], "threads": meta.get("threads")}
 
 
 def original_timing(plan: RunPlan, cell: Cell, meta: dict, cached: bool) -> dict:
     """The timing row of an original (from its checkpoint's metadata)."""
     return {"dataset": plan.settings.dataset, "model": cell.model, "scenario": cell.scenario, "method": "original",
-            "seed": cell.seed, "seconds": meta["seconds"], "cached": cached, "device": meta["device"],
-            "threads": meta.get("threads")}
+            "seed": cell.seed, **timing_fields(meta), "cached": cached}
+
+
+_WARM: set[tuple[str, str]] = set()
+
+
+def warm_up(model: torch.nn.Module, retain: Loader, device: torch.device) -> None:
+    """Once per process and architecture: one untimed forward/backward pass on a copy (lazy initialisation,
+    allocator and kernel selection happen here, not inside the first timed call)."""
+    key = (type(model).__name__ + str(sum(p.numel() for p in model.parameters())), str(device))
+    if key in _WARM or not retain.num_samples:
+        return
+    _WARM.add(key)
+    m = copy.deepcopy(model).train()
+    x, y = retain.batch(np.arange(min(retain.batch_size, retain.num_samples)))
+    torch.nn.functional.cross_entropy(m(x), y).backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

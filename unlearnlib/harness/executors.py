@@ -90,9 +90,15 @@ def _ray_cell(payload: dict, key: str, *_deps) -> str:
     return key
 
 
+def _loopback(address: str | None) -> bool:
+    host = (address or "").split("://")[-1].rsplit(":", 1)[0]
+    return host in ("localhost", "::1", "[::1]") or host.startswith("127.")
+
+
 def import_ray(local: bool):
-    """``import ray``; for a local instance, first make Ray bind to the loopback address only (a run's own
-    instance serves this machine alone). Ray reads that choice when it is first imported."""
+    """``import ray``; for a local instance (or one on this machine's loopback address), first make Ray use the
+    loopback address only: a run's own instance serves this machine alone. Ray reads that choice when it is
+    first imported."""
     if local and "ray" not in sys.modules:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # 0: single machine, 127.0.0.1
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -106,7 +112,7 @@ def import_ray(local: bool):
 def ray_init(workers: int | None = None, address: str | None = None, cuda: bool = False):
     """Start a local Ray instance (``workers`` CPUs) or connect to ``address``, with this suite's settings: the
     workers see the driver's ``UNLEARNLIB_*`` variables and import the same unlearnlib."""
-    ray = import_ray(local=not address)
+    ray = import_ray(local=not address or _loopback(address))
     env = {k: v for k, v in os.environ.items() if k.startswith("UNLEARNLIB_")}
     env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
     common = dict(include_dashboard=False, log_to_driver=False, configure_logging=False,
@@ -139,7 +145,7 @@ class RayExecutor:
         return _threads.cpu_budget()
 
     def run(self, plan: RunPlan, store: Store, todo: list[Cell], on_done: OnDone, say=print) -> None:
-        ray = import_ray(local=not self.address)
+        ray = import_ray(local=not self.address or _loopback(self.address))
         cuda = plan.device.type == "cuda"
         initialised = not ray.is_initialized()  # then it disconnects (and stops an instance it started) at the end
         if initialised:

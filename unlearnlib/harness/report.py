@@ -23,7 +23,8 @@ from .plan import Cell, RunPlan
 from .store import Store, read_json
 
 METRIC_COLUMNS = ["paper", "profile", "dataset", "model", "scenario", "method", "seed", "metric", "value"]
-TIMING_COLUMNS = [*METRIC_COLUMNS[:7], "seconds", "cached", "device", "threads"]
+TIMING_COLUMNS = [*METRIC_COLUMNS[:7], "seconds", "seconds_min", "seconds_max", "repeats", "cached", "device",
+                  "threads"]
 TRACE_COLUMNS = [*METRIC_COLUMNS[:7], "name", "step", "value"]
 
 

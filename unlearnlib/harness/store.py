@@ -255,10 +255,8 @@ class RunFolder:
         self.tmp = self.parent / f".{profile}.tmp-{os.getpid()}"
         self.lock_path = self.parent / f".{profile}.lock"
         self._lock: int | None = None
-        self._made_parent = False
 
     def __enter__(self) -> "RunFolder":
-        self._made_parent = not self.parent.exists()
         self.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._acquire()

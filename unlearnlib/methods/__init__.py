@@ -63,10 +63,6 @@ def forget_classes_from_retain(retain_labels, num_classes: int) -> list[int]:
     return sorted(set(range(num_classes)) - present)
 
 
-def get_method(name: str) -> MethodSpec:
-    return METHODS.get(name)
-
-
 def _import_all() -> None:
     """Importing a module registers its methods: every module in this package is imported."""
     import importlib
@@ -78,4 +74,4 @@ def _import_all() -> None:
 
 _import_all()
 
-__all__ = ["METHODS", "MethodSpec", "register_method", "get_method"]
+__all__ = ["METHODS", "MethodSpec", "register_method", "forget_classes_from_retain"]
