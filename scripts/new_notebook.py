@@ -25,7 +25,7 @@ def main() -> None:
                   'executor = "local"  # or "ray": the cells as Ray tasks (RAY_ADDRESS joins a cluster)\n'
                   'workers = 0  # ray: local workers (0: one per core, or per GPU)\n'
                   'threads = 0  # torch threads per cell (0: the fair share of the cores)')
-    params.metadata["tags"] = ["parameters"]
+    params.metadata["tags"] = ["parameters", "remove-cell"]  # the book shows papermill's injected values
     run = code("run = ul.run_paper(paper, profile, seeds=seeds, device=device, executor=executor, workers=workers,\n"
                "                   threads=threads)")
     run.metadata["tags"] = ["hide-output"]
@@ -41,11 +41,15 @@ def main() -> None:
            "(expand the output to read the log)."),
         run,
         code("run.data_summary()"),
-        md("## Claims\n\nEach verdict is computed from this run's numbers: *holds*, *fails*, or "
-           "*not comparable on this profile*."),
+        md("## Claims\n\nEach verdict is computed from this run's numbers and their uncertainty: the estimate "
+           "is the mean over training seeds with a 95% t-interval (the scenarios pooled within a seed as the "
+           "paper pools them; times by their median). *holds* / *fails*: the whole interval is on one side "
+           "of the check; *inconclusive*: it contains the threshold; *not comparable on this profile*; "
+           "the `smoke` profile is a *pipeline check only*."),
         code("ul.claims_table(run)"),
-        md("## Paper vs ours\n\nOurs: mean ± std over forget scenarios and seeds. Paper: its table, with its "
-           "source in the caption."),
+        md("## Paper vs ours\n\nOurs: mean ± half-width of the 95% interval over training seeds, one row "
+           "group per kind of forget scenario. |Δ retrain|: the gap to retraining from scratch, with the "
+           "retrain-vs-retrain noise floor below each group. Paper: its table, with its source in the caption."),
         code("ul.results_table(run)"),
         md("## Figures"),
         *[code(f) for f in figures],

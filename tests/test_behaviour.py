@@ -149,3 +149,34 @@ def test_deep_unlearning_forget_predictions_move_elsewhere(problem):
     logits, _ = predict_logits(model, f)
     pred = logits.argmax(1).numpy()
     assert np.mean(pred == FORGET_CLASS) < 0.1  # the forget training samples are forgotten too
+
+
+def test_linear_probe_recovers_a_class_that_only_the_head_forgot(problem, fmnist):
+    """Depth probe: zeroing the forget class's head row removes it from the predictions (forget accuracy 0)
+    but not from the features; the probe recovers it about as well as on the original."""
+    from unlearnlib.data import Loader
+    from unlearnlib.metrics import METRICS, Evaluation, MetricConfig, ModelContext
+
+    data, split = fmnist, problem["split"]
+    edited = copy.deepcopy(problem["model"])
+    with torch.no_grad():
+        edited.head.weight[FORGET_CLASS] = 0.0
+        edited.head.bias[FORGET_CLASS] = -1e4
+    assert problem["evaluate"](edited)[0] == 0.0  # "forgotten" by its predictions
+
+    train_idx = np.union1d(split.forget_train, split.retain_train)
+    test_idx = np.union1d(split.forget_test, split.retain_test)
+    ev = Evaluation(test_idx, torch.zeros(len(test_idx), 10), data.test_y[torch.as_tensor(test_idx)], train_idx,
+                    torch.zeros(len(train_idx), 10), data.train_y[torch.as_tensor(train_idx)])
+    train = Loader(data.train_x, data.train_y, train_idx, data.spec, batch_size=500)
+    test = Loader(data.test_x, data.test_y, test_idx, data.spec, batch_size=500)
+    images = {"train_images": lambda idx: list(train.subset(Evaluation.rows(train_idx, idx))),
+              "test_images": lambda idx: list(test.subset(Evaluation.rows(test_idx, idx)))}
+    probe = METRICS.get("probe_forget_acc")
+    cfg = MetricConfig(probe_per_class=20)
+    on_original = probe(ev, split, cfg, ModelContext(problem["model"], problem["model"], extra=images))
+    on_edited = probe(ev, split, cfg, ModelContext(edited, problem["model"], extra=images))
+    assert on_original > 60.0 and on_edited == pytest.approx(on_original, abs=1e-9)  # same features, same probe
+    untrained = build_model("vgg11_bn", num_classes=10, in_channels=1, width=8)
+    on_random = probe(ev, split, cfg, ModelContext(untrained, problem["model"], extra=images))
+    assert on_random < on_original - 20  # a probe on features that never learned anything recovers far less

@@ -66,3 +66,18 @@ def loss_lr_cv_mia(member_losses: np.ndarray, nonmember_losses: np.ndarray, *, n
     y = np.concatenate([np.ones(k), np.zeros(k)])
     cv = StratifiedShuffleSplit(n_splits=n_splits, random_state=seed)
     return float(100.0 * cross_val_score(LogisticRegression(), x, y, cv=cv, scoring="accuracy").mean())
+
+
+def linear_probe_accuracy(x_fit: np.ndarray, y_fit: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray, *,
+                          c: float = 1.0, seed: int = 0) -> float:
+    """Accuracy (fraction) on ``x_eval`` of a multinomial logistic regression fitted on standardised features
+    ``x_fit`` (the probe an attacker with a few labelled images would train on a model's frozen features)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if len(y_eval) == 0 or len(np.unique(y_fit)) < 2:
+        return float("nan")
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
+    probe.fit(np.asarray(x_fit, dtype=np.float64), y_fit)
+    return float((probe.predict(np.asarray(x_eval, dtype=np.float64)) == y_eval).mean())

@@ -7,11 +7,22 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
-from .config import Claim, PaperConfig, from_dict, load_paper
+from .claims import (
+    FAILS,
+    HOLDS,
+    INCONCLUSIVE,
+    INTERVAL_NOTE,
+    NOT_COMPARABLE,
+    PIPELINE_ONLY,
+    evaluate_claim,
+    per_seed,
+    select,
+    t_interval,
+)
+from .config import PaperConfig, from_dict, load_paper
 from .paths import results_root
 
 METRIC_LABELS = {
@@ -30,11 +41,11 @@ METRIC_LABELS = {
     "asr": "attack success rate (%)",
     "mia_lr_cv": "loss-LR MIA acc (%)",
     "relearn_epochs": "relearn time (epochs)",
+    "probe_forget_acc": "linear-probe recovery: forget-class test acc (%)",
     "weight_distance_original": "weight distance to original",
     "weight_distance_retrain": "weight distance to retrain",
     "forget_prediction": "forget-class test images predicted as class (%)",
 }
-HOLDS, FAILS, NOT_COMPARABLE = "holds", "fails", "not comparable on this profile"
 
 
 @dataclass
@@ -76,25 +87,14 @@ class Run:
         d["device"] = f"{self.env.get('device')} ({self.env.get('device_name')})"
         return pd.DataFrame({"value": [str(v) for v in d.values()]}, index=list(d.keys()))
 
-    def mean(self, method: str, metric: str, model: str | None = None, kind: str = "") -> float:
-        """Mean over scenarios (of one ``kind``: class, random, backdoor) and seeds (the paper's protocol
-        averages over forget classes)."""
-        m = self.metrics
-        sel = (m.method == method) & (m.metric == metric)
-        if model is not None:
-            sel &= m.model == model
-        if kind:
-            sel &= m.scenario.str.startswith(kind)
-        v = m.loc[sel, "value"].dropna()
-        return float(v.mean()) if len(v) else float("nan")
+    @property
+    def datasets(self) -> list[str]:
+        return list(dict.fromkeys(self.metrics.dataset)) or [self.config.settings.dataset]
 
-    def summary(self, metrics: list[str] | None = None) -> pd.DataFrame:
-        """mean and std over scenarios x seeds, per model and method."""
-        m = self.metrics
-        if metrics is not None:
-            m = m[m.metric.isin(metrics)]
-        g = m.groupby(["model", "method", "metric"], sort=False)["value"]
-        return pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()}).reset_index()
+    def per_seed(self, method: str, metric: str, model: str | None = None, dataset: str | None = None,
+                 kind: str = "") -> pd.Series:
+        """One value per training seed, pooled over the scenarios (of one ``kind``) as the paper pools them."""
+        return per_seed(self.metrics, method, metric, model, dataset, kind)
 
 
 def load_run(paper: str, profile: str) -> Run:
@@ -116,68 +116,49 @@ def latest_runs(paper: str) -> list[Run]:
 # ----------------------------------------------------------------------------------------------
 # claims
 
-_OPS = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
-
-
-def evaluate_claim(run: Run, claim: Claim, model: str) -> dict:
-    """Verdict of one claim for one model, from the run's numbers."""
-    out = {"claim": claim.text, "model": model, "source": claim.source, "ours": float("nan"),
-           "target": "", "verdict": NOT_COMPARABLE}
-    if run.profile not in claim.profiles:
-        out["target"] = f"checked on: {', '.join(claim.profiles)}"
-        return out
-    k = claim.scenario_kind
-    if claim.requires_metric:
-        pre = run.mean(claim.requires_method, claim.requires_metric, model, k)
-        if math.isnan(pre) or not _OPS[claim.requires_op](pre, claim.requires_threshold):
-            out["target"] = (f"precondition not met: {claim.requires_method} {claim.requires_metric} = "
-                             f"{pre:.3g}, needs {claim.requires_op} {claim.requires_threshold:g}")
-            return out
-    value = run.mean(claim.method, claim.metric, model, k)
-    if claim.kind == "threshold":
-        target = claim.threshold
-        desc = f"{claim.op} {target:g}"
-    elif claim.kind == "vs_method":
-        ref = run.mean(claim.reference, claim.metric, model, k)
-        value = {"diff": value - ref, "drop": ref - value, "abs_diff": abs(value - ref)}[claim.transform]
-        target = claim.threshold
-        word = {"diff": f"{claim.method} - {claim.reference}", "drop": f"{claim.reference} - {claim.method}",
-                "abs_diff": f"|{claim.method} - {claim.reference}|"}[claim.transform]
-        desc = f"{word} {claim.op} {target:g}"
-    else:  # vs_best
-        refs = {r: run.mean(r, claim.metric, model, k) for r in claim.references}
-        refs = {r: v for r, v in refs.items() if not math.isnan(v)}
-        if not refs:
-            out["target"] = "no baseline in this run"
-            return out
-        best = min(refs, key=refs.get) if claim.op in ("<", "<=") else max(refs, key=refs.get)
-        target = refs[best]
-        desc = f"{claim.op} best baseline ({best}: {target:.3g})"
-    out["ours"], out["target"] = value, desc
-    if math.isnan(value) or target is None or math.isnan(target):
-        out["verdict"] = NOT_COMPARABLE
-        out["target"] = desc + " (missing in this run)"
-    else:
-        out["verdict"] = HOLDS if bool(_OPS[claim.op](value, target)) else FAILS
-    return out
-
 
 def claims_frame(run: Run) -> pd.DataFrame:
-    rows = [evaluate_claim(run, c, model) | {"id": c.id, "metric": c.metric}
-            for c in run.config.claims for model in run.config.settings.models]
-    return pd.DataFrame(rows, columns=["id", "claim", "model", "metric", "ours", "target", "verdict", "source"])
+    """Every claim for every model and dataset of the run: estimate, 95 % interval, seeds, verdict."""
+    datasets = run.datasets
+    rows = [evaluate_claim(run.metrics, run.profile, c, model, ds) | {"id": c.id, "metric": c.metric}
+            for c in run.config.claims for ds in datasets for model in run.config.settings.models]
+    cols = ["id", "claim", "dataset", "model", "metric", "estimate", "ci_low", "ci_high", "seeds", "scenarios",
+            "target", "verdict", "source"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+_VERDICT_STYLE = {HOLDS: "background-color:#d4edda", FAILS: "background-color:#f8d7da",
+                  INCONCLUSIVE: "background-color:#fff3cd"}
 
 
 def _verdict_style(v: str) -> str:
-    return {HOLDS: "background-color:#d4edda", FAILS: "background-color:#f8d7da"}.get(v, "color:#6c757d")
+    return _VERDICT_STYLE.get(v, "color:#6c757d")
+
+
+def _num(v: float) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}"
 
 
 def claims_table(run: Run):
-    """The claims table: our value, the check, the verdict — computed from the run's numbers."""
-    df = claims_frame(run).drop(columns=["id"])
-    df["ours"] = [f"{v:.3g}" if not math.isnan(v) else "n/a" for v in df.ours]
-    return (df.style.map(_verdict_style, subset=["verdict"]).hide(axis="index")
-            .set_caption(f"Claims, verdicts from this run [{run.stamp}]"))
+    """The claims table: estimate, 95 % interval, seeds and scenarios, the check, the verdict."""
+    df = claims_frame(run)
+    out = pd.DataFrame({
+        "claim": df.claim, "dataset": df.dataset, "model": df.model,
+        "estimate": [_num(v) for v in df.estimate],
+        "95% CI": ["–" if math.isnan(lo) else f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(df.ci_low, df.ci_high,
+                                                                                           strict=True)],
+        "seeds × scenarios": [f"{a} × {b}" if a else "–" for a, b in zip(df.seeds, df.scenarios, strict=True)],
+        "check": df.target, "verdict": df.verdict, "source": df.source})
+    if out.dataset.nunique() <= 1:
+        out = out.drop(columns=["dataset"])
+    return (out.style.map(_verdict_style, subset=["verdict"]).hide(axis="index")
+            .set_caption(f"Claims, verdicts from this run [{run.stamp}]. Estimate: {INTERVAL_NOTE}. holds / fails: "
+                         f"the whole interval is on one side of the check; inconclusive: it contains the "
+                         f"threshold."))
+
+
+# ----------------------------------------------------------------------------------------------
+# the results table
 
 
 def _fmt(mean: float, std: float | None = None) -> str:
@@ -188,35 +169,103 @@ def _fmt(mean: float, std: float | None = None) -> str:
     return f"{mean:.2f} ± {std:.2f}"
 
 
+def _fmt_interval(values) -> str:
+    mean, lo, _hi = t_interval(values)
+    return _fmt(mean, None if math.isnan(lo) else mean - lo)
+
+
+KIND_ORDER = ("class", "random", "backdoor")
+
+
+def scenario_kind(tag: str) -> str:
+    return next((k for k in KIND_ORDER if tag.startswith(k)), tag)
+
+
+def gap_to_retrain(metrics: pd.DataFrame, method: str, metric: str, model: str, dataset: str,
+                   kind: str) -> pd.Series:
+    """Per seed: the mean over the scenarios of |method - retrain| (the same seed's original and retrain)."""
+    a = select(metrics, method, metric, model, dataset, kind).set_index(["seed", "scenario"]).value
+    b = select(metrics, "retrain", metric, model, dataset, kind).set_index(["seed", "scenario"]).value
+    both = a.index.intersection(b.index)
+    return (a.loc[both] - b.loc[both]).abs().groupby(level="seed").mean()
+
+
+def retrain_floor(metrics: pd.DataFrame, metric: str, model: str, dataset: str, kind: str) -> pd.Series:
+    """Retrain vs retrain: per pair of seeds, the mean over the scenarios of |retrain_s - retrain_s'|."""
+    r = select(metrics, "retrain", metric, model, dataset, kind).set_index(["seed", "scenario"]).value
+    seeds = sorted(set(r.index.get_level_values("seed")))
+    out = {}
+    for i, s in enumerate(seeds):
+        for t in seeds[i + 1:]:
+            a, b = r.xs(s, level="seed"), r.xs(t, level="seed")
+            both = a.index.intersection(b.index)
+            out[f"{s}-{t}"] = float((a.loc[both] - b.loc[both]).abs().mean())
+    return pd.Series(out, dtype=float)
+
+
+NO_GAP = ("unlearn_time_s", "speedup_vs_retrain", "weight_distance_original", "weight_distance_retrain")
+
+
 def results_frame(run: Run, metrics: list[str] | None = None) -> pd.DataFrame:
-    """Ours (mean ± std over forget scenarios and seeds) next to the paper's numbers, per model/method."""
-    cfg = run.config
+    """Per scenario kind (never pooled across kinds), dataset, model and method: ours (mean ± 95 % half-width over
+    seeds, scenarios pooled within a seed) and the gap to retrain |method - retrain| with its interval, next to the
+    paper's numbers; a "retrain vs retrain" row gives the noise floor of the gaps (pairs of seeds)."""
+    cfg, m = run.config, run.metrics
     wanted = cfg.table_metrics or ["test_retain_acc", "test_forget_acc", "mia_svc", "unlearn_time_s",
                                    "speedup_vs_retrain"]
-    metrics = metrics or [m for m in wanted if m in set(run.metrics.metric)]
-    summ = run.summary(metrics)
+    metrics = metrics or [x for x in wanted if x in set(m.metric)]
+    kinds = [k for k in KIND_ORDER if any(scenario_kind(t) == k for t in set(m.scenario))]
+    methods = ["original", *cfg.settings.methods, *cfg.pending]
+    has_retrain = (m.method == "retrain").any()
     rows = []
-    methods = ["original", *[m for m in cfg.settings.methods], *cfg.pending]
-    for model in cfg.settings.models:
-        exp = next((e for e in cfg.expected if e.model == model and e.dataset == cfg.settings.dataset), None)
-        exp = exp or next((e for e in cfg.expected if e.model == model), None)
-        for method in methods:
-            row = {"model": model, "method": method}
-            for metric in metrics:
-                hit = summ[(summ.model == model) & (summ.method == method) & (summ.metric == metric)]
-                label = METRIC_LABELS.get(metric, metric)
-                row[f"ours: {label}"] = "pending" if method in cfg.pending else (
-                    _fmt(hit["mean"].iloc[0], hit["std"].iloc[0]) if len(hit) else "–")
-                if exp is not None and metric in (exp.rows.get(method) or {}):
-                    vals = exp.rows[method][metric]
-                    row[f"paper: {label}"] = _fmt(vals[0], vals[1] if len(vals) > 1 else None)
-                elif exp is not None and any(metric in r for r in exp.rows.values()):
-                    row[f"paper: {label}"] = "–"
-            rows.append(row)
+    for kind in kinds:
+        n_scen = m[m.scenario.map(scenario_kind) == kind].scenario.nunique()
+        for ds in run.datasets:
+            for model in cfg.settings.models:
+                exp = next((e for e in cfg.expected if e.model == model and e.dataset == ds), None)
+                exp = exp or next((e for e in cfg.expected if e.model == model), None)
+                for method in methods:
+                    rows.append(_result_row(run, kind, n_scen, ds, model, method, metrics, exp, has_retrain))
+                if has_retrain:
+                    rows.append(_floor_row(run, kind, n_scen, ds, model, metrics))
     df = pd.DataFrame(rows)
+    if df.empty:
+        return df
     if not any(c.startswith("paper: ") for c in df.columns):
         df["paper"] = "not available"  # no confirmed number for any model of the run
+    if df.dataset.nunique() <= 1:
+        df = df.drop(columns=["dataset"])
     return df.fillna("n/a")
+
+
+def _result_row(run: Run, kind: str, n_scen: int, ds: str, model: str, method: str, metrics: list[str], exp,
+                has_retrain: bool) -> dict:
+    row = {"scenarios": f"{kind} ({n_scen})", "dataset": ds, "model": model, "method": method}
+    for metric in metrics:
+        label = METRIC_LABELS.get(metric, metric)
+        if method in run.config.pending:
+            row[f"ours: {label}"] = "pending"
+            continue
+        row[f"ours: {label}"] = _fmt_interval(per_seed(run.metrics, method, metric, model, ds, kind).to_numpy())
+        if has_retrain and metric not in NO_GAP:
+            gap = gap_to_retrain(run.metrics, method, metric, model, ds, kind)
+            row[f"|Δ retrain|: {label}"] = "0" if method == "retrain" else _fmt_interval(gap.to_numpy())
+        if exp is not None and metric in (exp.rows.get(method) or {}):
+            vals = exp.rows[method][metric]
+            row[f"paper: {label}"] = _fmt(vals[0], vals[1] if len(vals) > 1 else None)
+        elif exp is not None and any(metric in r for r in exp.rows.values()):
+            row[f"paper: {label}"] = "–"
+    return row
+
+
+def _floor_row(run: Run, kind: str, n_scen: int, ds: str, model: str, metrics: list[str]) -> dict:
+    row = {"scenarios": f"{kind} ({n_scen})", "dataset": ds, "model": model, "method": "retrain vs retrain (floor)"}
+    for metric in metrics:
+        if metric not in NO_GAP:
+            floor = retrain_floor(run.metrics, metric, model, ds, kind)
+            row[f"|Δ retrain|: {METRIC_LABELS.get(metric, metric)}"] = (
+                "one seed" if floor.empty else _fmt(float(floor.mean())))
+    return row
 
 
 def results_table(run: Run):
@@ -230,12 +279,19 @@ def results_table(run: Run):
         src += f". n/a: the paper has no confirmed numbers for {', '.join(missing)}"
     if exp:
         src += ". –: the paper's table has the metric but not the method"
-    return df.style.hide(axis="index").set_caption(f"Ours [{run.stamp}] vs the paper. {src}.")
+    return df.style.hide(axis="index").set_caption(
+        f"Ours [{run.stamp}] vs the paper. Ours: mean ± half-width of the {INTERVAL_NOTE}; one row group per kind "
+        f"of forget scenario (the number of scenarios in brackets). |Δ retrain|: the gap to retraining from scratch "
+        f"(same seed, per scenario, then pooled); its 'retrain vs retrain' row is the noise floor: the mean gap "
+        f"between retrains of different seeds. {src}.")
 
 
-def deviations_table(cfg: PaperConfig) -> pd.DataFrame:
-    return pd.DataFrame([{"what": d.what, "upstream code": d.upstream, "this suite (default)": d.ours,
-                          "switch": d.switch} for d in cfg.deviations])
+def deviations_table(cfg: PaperConfig):
+    """Every deviation and interpretation, whole (a Styler: no cell is cut short)."""
+    df = pd.DataFrame([{"what": d.what, "upstream code": d.upstream, "this suite (default)": d.ours,
+                        "switch": d.switch} for d in cfg.deviations])
+    return df.style.hide(axis="index").set_caption("Deviations and interpretations: the default is the paper's "
+                                                   "behaviour; the switch selects the alternative")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -369,10 +425,13 @@ def paper_status(paper: str) -> dict:
     row = {"paper": cfg.title, "id": paper, "status": "not run yet", "profile": "–", "claims": "–", "date": "–"}
     if runs:
         run = runs[0]
-        c = claims_frame(run)
-        row.update(status="run", profile=run.profile, date=run.env.get("created", "")[:10],
-                   claims=f"{(c.verdict == HOLDS).sum()} hold, {(c.verdict == FAILS).sum()} fail, "
-                          f"{(c.verdict == NOT_COMPARABLE).sum()} not comparable")
+        row.update(status="run", profile=run.profile, date=run.env.get("created", "")[:10])
+        if run.profile == "smoke":
+            row["claims"] = PIPELINE_ONLY
+        else:
+            v = claims_frame(run).verdict
+            row["claims"] = (f"{(v == HOLDS).sum()} hold, {(v == FAILS).sum()} fail, {(v == INCONCLUSIVE).sum()} "
+                             f"inconclusive, {(v == NOT_COMPARABLE).sum()} not comparable")
     return row
 
 

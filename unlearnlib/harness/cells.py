@@ -88,6 +88,7 @@ class CellRunner:
         self.plan, self.store, self.progress, self.threads, self.say = plan, store, progress, threads, say
         self._models: OrderedDict[str, dict] = OrderedDict()
         self._evals: OrderedDict[str, Evaluation] = OrderedDict()
+        self._gathered: dict[tuple[str, str], Evaluation] = {}
 
     # -- finished? ------------------------------------------------------------------------------------
     def finished(self, cell: Cell) -> bool:
@@ -163,17 +164,24 @@ class CellRunner:
 
     def _evaluate(self, cell: Cell) -> dict:
         split = self.plan.splits[cell.scenario]
+        # the original's logits are the same for every scenario on its (clean) data: gathered once per process
+        seen = (cell.original, split.tag if split.kind == "backdoor" else "clean")
         original = self.original_model(cell.original)
-        ev = gather(original, self.plan, split, cell.seed)
-        names = tuple(m for m in self.plan.settings.metrics.metrics if m not in MODEL_METRICS)
-        res = compute_metrics(ev, split, self._metric_config(cell.seed), names=names)
+        if seen not in self._gathered:
+            self._gathered = {seen: gather(original, self.plan, split, cell.seed)}
+        ev = self._gathered[seen]
+        # of the model metrics only the probe means something for the original (a distance to itself is 0)
+        names = tuple(m for m in self.plan.settings.metrics.metrics
+                      if m not in MODEL_METRICS or m == "probe_forget_acc")
+        ctx = ModelContext(original, original, None, None, ev, extra=self._images(split))
+        res = compute_metrics(ev, split, self._metric_config(cell.seed), ctx, names=names)
         record = {"kind": "evaluate", "rows": self._rows(cell, res)}
         self.store.save_record(cell.key, record, evaluation_arrays(ev))
         self._evals[cell.key] = ev
         return record
 
     def _method(self, cell: Cell, threads: int) -> dict:
-        plan, s = self.plan, self.plan.settings
+        plan = self.plan
         split = plan.splits[cell.scenario]
         original = self.original_model(cell.original)
         ev_orig = self.original_eval(cell.deps[1])
@@ -191,12 +199,9 @@ class CellRunner:
         model.eval()
         check_finite(model, cell.method)
         ev = gather(model, plan, split, cell.seed)
-        test_loader = Loader(plan.data.test_x, plan.data.test_y, plan.test_pool, plan.data.spec,
-                             batch_size=s.eval_batch_size, device=plan.device)
         forget = self._loaders(cell)[1]
         ctx = ModelContext(model, original, retrained, forget.with_options(augment=False), ev_orig,
-                           extra={"test_images": lambda idx: list(test_loader.subset(
-                               Evaluation.rows(plan.test_pool, idx)))})
+                           extra=self._images(split))
         res = compute_metrics(ev, split, self._metric_config(cell.seed), ctx)
         res["unlearn_time_s"] = meta["seconds"]
         record = {"kind": "method", "rows": self._rows(cell, res),
@@ -237,6 +242,16 @@ class CellRunner:
         meta = {"kind": cell.method, "seconds": float(np.median(times)), "seconds_min": min(times),
                 "seconds_max": max(times), "repeats": len(times), "device": str(plan.device), "threads": threads}
         return result, meta, rows
+
+    def _images(self, split: Split) -> dict:
+        """Batches of test or training images at dataset indices (test-time transform), for model metrics."""
+        plan, bs = self.plan, self.plan.settings.eval_batch_size
+        x, y = plan.training_data(split)
+        test = Loader(plan.data.test_x, plan.data.test_y, plan.test_pool, plan.data.spec, batch_size=bs,
+                      device=plan.device)
+        train = Loader(x, y, plan.eval_idx, plan.data.spec, batch_size=bs, device=plan.device)
+        return {"test_images": lambda idx: list(test.subset(Evaluation.rows(plan.test_pool, idx))),
+                "train_images": lambda idx: list(train.subset(Evaluation.rows(plan.eval_idx, idx)))}
 
     def _retrained(self, key: str) -> torch.nn.Module:
         cell = self.plan.cell(key)

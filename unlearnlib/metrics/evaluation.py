@@ -31,6 +31,8 @@ class MetricConfig:
     relearn_target: float = 0.9  # relearn time: forget accuracy >= target x the original's
     relearn_samples: int = 256  # relearn time: forget training samples used to relearn
     relearn_batch_size: int = 64
+    probe_per_class: int = 20  # linear probe: labelled training images per class (UNCONFIRMED: "a few")
+    probe_c: float = 1.0  # linear probe: inverse L2 strength of the logistic regression (scikit-learn's default)
     seed: int = 0
 
 
@@ -231,8 +233,38 @@ def _relearn(ev: Evaluation, split: Split, cfg: MetricConfig, ctx: ModelContext 
 
 METRICS.register("relearn_epochs", _relearn)
 
+def _probe(ev: Evaluation, split: Split, cfg: MetricConfig, ctx: ModelContext | None) -> float:
+    """Linear-probe recovery of a forgotten class (evaluation.md §6, "Are We Truly Forgetting?"): a logistic
+    regression on the model's frozen penultimate features, fitted on ``probe_per_class`` labelled training images of
+    every class (the forgotten ones included), scored on the forgotten classes' test images (%). A method that only
+    edits the classifier head leaves the features, so the probe recovers the class; compare with retrain's value
+    (features that never saw the class)."""
+    if split.kind != "class" or ctx is None or "train_images" not in ctx.extra:
+        return float("nan")
+    from ..attacks import linear_probe_accuracy
+
+    rng = np.random.default_rng(cfg.seed)
+    labels = ev.train(split.forget_train)[1].numpy()
+    pools = [split.forget_train[labels == c] for c in split.forget_classes]
+    rl = ev.train(split.retain_train)[1].numpy()
+    pools += [split.retain_train[rl == c] for c in np.unique(rl)]
+    fit_idx = np.sort(np.concatenate([rng.permutation(p)[:cfg.probe_per_class] for p in pools]))
+
+    def features(batches) -> tuple[np.ndarray, np.ndarray]:
+        ctx.model.eval()
+        with torch.no_grad():
+            pairs = [(ctx.model.penultimate(x).float().cpu(), y.cpu()) for x, y in batches]
+        return torch.cat([f for f, _ in pairs]).numpy(), torch.cat([y for _, y in pairs]).numpy()
+
+    xf, yf = features(ctx.extra["train_images"](fit_idx))
+    xt, yt = features(ctx.extra["test_images"](split.forget_test))
+    return 100.0 * linear_probe_accuracy(xf, yf, xt, yt, c=cfg.probe_c, seed=cfg.seed)
+
+
+METRICS.register("probe_forget_acc", _probe)
+
 # metrics whose values depend on the models themselves (need a ModelContext)
-MODEL_METRICS = {"weight_distance_original", "weight_distance_retrain", "relearn_epochs"}
+MODEL_METRICS = {"weight_distance_original", "weight_distance_retrain", "relearn_epochs", "probe_forget_acc"}
 
 
 def compute_metrics(ev: Evaluation, split: Split, cfg: MetricConfig, ctx: ModelContext | None = None,

@@ -1,0 +1,127 @@
+"""Claim verdicts from a run's numbers and their uncertainty.
+
+A claim is checked per model and dataset on one value per training seed: the metric pooled over the run's
+forget scenarios (of the claim's kind) the way the paper pools them — the mean, or for times the median, so one
+slow call cannot decide a timing claim. Comparisons with another method are paired by seed. Over the seeds:
+the mean and a 95 % t-interval. The verdict:
+
+- *holds*: the whole interval satisfies the claim's comparison;
+- *fails*: the whole interval violates it;
+- *inconclusive*: the interval contains the threshold (or a single seed gives no interval);
+- *not comparable on this profile*: the claim is not checked here, a number it needs is missing, or its
+  precondition is not met;
+- *pipeline check only*: the ``smoke`` profile gives no verdicts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from .config import Claim
+
+HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
+NOT_COMPARABLE, PIPELINE_ONLY = "not comparable on this profile", "pipeline check only"
+VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, NOT_COMPARABLE, PIPELINE_ONLY)
+TIME_METRICS = ("unlearn_time_s", "speedup_vs_retrain")
+LEVEL = 0.95
+INTERVAL_NOTE = (f"{LEVEL:.0%} t-interval over training seeds; within a seed the scenarios are pooled as the "
+                 f"paper pools them (mean; times: median)")
+_OPS = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
+
+
+def t_interval(values, level: float = LEVEL) -> tuple[float, float, float]:
+    """(mean, low, high) of a t-interval; low/high are NaN for fewer than two values."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=np.float64)
+    x = x[~np.isnan(x)]
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return mean, mean - half, mean + half
+
+
+def verdict(low: float, high: float, op: str, threshold: float) -> str:
+    """holds / fails / inconclusive from an interval and a comparison with a threshold."""
+    if math.isnan(low) or math.isnan(high):
+        return INCONCLUSIVE
+    a, b = bool(_OPS[op](low, threshold)), bool(_OPS[op](high, threshold))
+    return HOLDS if a and b else FAILS if not a and not b else INCONCLUSIVE
+
+
+def select(metrics: pd.DataFrame, method: str, metric: str, model: str | None = None, dataset: str | None = None,
+           kind: str = "") -> pd.DataFrame:
+    m = metrics
+    sel = (m.method == method) & (m.metric == metric)
+    if model is not None:
+        sel &= m.model == model
+    if dataset is not None:
+        sel &= m.dataset == dataset
+    if kind:
+        sel &= m.scenario.str.startswith(kind)
+    return m.loc[sel].dropna(subset=["value"])
+
+
+def per_seed(metrics: pd.DataFrame, method: str, metric: str, model: str | None = None, dataset: str | None = None,
+             kind: str = "") -> pd.Series:
+    """One value per training seed: the metric pooled over the scenarios (mean; median for times)."""
+    g = select(metrics, method, metric, model, dataset, kind).groupby("seed")["value"]
+    return g.median() if metric in TIME_METRICS else g.mean()
+
+
+def _paired(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
+    seeds = a.index.intersection(b.index)
+    return a.loc[seeds], b.loc[seeds]
+
+
+def evaluate_claim(metrics: pd.DataFrame, profile: str, claim: Claim, model: str,
+                   dataset: str | None = None) -> dict:
+    """The verdict of one claim for one model (and dataset) with its estimate and interval."""
+    out = {"claim": claim.text, "dataset": dataset, "model": model, "source": claim.source, "estimate": math.nan,
+           "ci_low": math.nan, "ci_high": math.nan, "seeds": 0, "scenarios": 0, "target": "",
+           "verdict": NOT_COMPARABLE}
+    if profile == "smoke":
+        return {**out, "verdict": PIPELINE_ONLY, "target": "smoke profile: a pipeline check, no verdicts"}
+    if profile not in claim.profiles:
+        return {**out, "target": f"checked on: {', '.join(claim.profiles)}"}
+    k = claim.scenario_kind
+    if claim.requires_metric:
+        pre = per_seed(metrics, claim.requires_method, claim.requires_metric, model, dataset, k).mean()
+        if math.isnan(pre) or not _OPS[claim.requires_op](pre, claim.requires_threshold):
+            return {**out, "target": f"precondition not met: {claim.requires_method} {claim.requires_metric} = "
+                                     f"{pre:.3g}, needs {claim.requires_op} {claim.requires_threshold:g}"}
+    mine = per_seed(metrics, claim.method, claim.metric, model, dataset, k)
+    threshold = claim.threshold
+    if claim.kind == "threshold":
+        d, desc = mine, f"{claim.op} {threshold:g}"
+    elif claim.kind == "vs_method":
+        a, b = _paired(mine, per_seed(metrics, claim.reference, claim.metric, model, dataset, k))
+        d = {"diff": a - b, "drop": b - a, "abs_diff": (a - b).abs()}[claim.transform]
+        word = {"diff": f"{claim.method} - {claim.reference}", "drop": f"{claim.reference} - {claim.method}",
+                "abs_diff": f"|{claim.method} - {claim.reference}|"}[claim.transform]
+        desc = f"{word} {claim.op} {threshold:g}"
+    else:  # vs_best: paired difference to the baseline with the best mean
+        refs = {r: per_seed(metrics, r, claim.metric, model, dataset, k) for r in claim.references}
+        refs = {r: v for r, v in refs.items() if len(v)}
+        if not refs:
+            return {**out, "target": "no baseline in this run"}
+        pick = min if claim.op in ("<", "<=") else max
+        best = pick(refs, key=lambda r: refs[r].mean())
+        a, b = _paired(mine, refs[best])
+        d, threshold = a - b, 0.0
+        desc = f"{claim.method} - best baseline ({best}: {refs[best].mean():.3g}) {claim.op} 0"
+    est, lo, hi = t_interval(d.to_numpy())
+    n_scen = select(metrics, claim.method, claim.metric, model, dataset, k).scenario.nunique()
+    out.update(estimate=est, ci_low=lo, ci_high=hi, seeds=int(d.notna().sum()), scenarios=int(n_scen),
+               target=desc)
+    if math.isnan(est):
+        return {**out, "verdict": NOT_COMPARABLE, "target": desc + " (missing in this run)"}
+    if out["seeds"] < 2:
+        return {**out, "verdict": INCONCLUSIVE, "target": desc + " (one seed: no interval)"}
+    return {**out, "verdict": verdict(lo, hi, claim.op, threshold)}
