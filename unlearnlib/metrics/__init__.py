@@ -15,6 +15,7 @@ from .accuracy import class_accuracy, forget_retain_accuracy, true_class_probabi
 from .evaluation import MODEL_METRICS, Evaluation, MetricConfig, ModelContext, compute_metrics, weight_distance  # noqa: E402
 from .mia import loss_lr_cv_mia, svc_mia_kodge  # noqa: E402
 from .timing import Timer, speedup  # noqa: E402
+from . import zrf as zrf  # noqa: E402  (registers the ZRF metric)
 
 __all__ = [
     "METRICS", "Evaluation", "MetricConfig", "compute_metrics", "class_accuracy", "forget_retain_accuracy",
