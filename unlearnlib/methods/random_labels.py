@@ -99,11 +99,12 @@ def relabel_batches(retain, forget, cfg: RLConfig):
     num_classes = forget.spec.num_classes
     f_parts = [(forget, np.arange(forget.num_samples))]
     r_parts = [(retain, np.arange(retain.num_samples))]
+    # (batches, which part of them is the forget set: None for a retain-only pass)
     if cfg.schedule == "mixed":
-        passes = [mixed_batches(f_parts + r_parts, cfg.batch_size, cfg.augment)]
+        passes = [(mixed_batches(f_parts + r_parts, cfg.batch_size, cfg.augment), 0)]
     elif cfg.schedule == "sequential":
-        passes = [mixed_batches(f_parts, cfg.batch_size, cfg.augment), mixed_batches(r_parts, cfg.batch_size,
-                                                                                     cfg.augment)]
+        passes = [(mixed_batches(f_parts, cfg.batch_size, cfg.augment), 0),
+                  (mixed_batches(r_parts, cfg.batch_size, cfg.augment), None)]
     else:
         raise ValueError(f"schedule {cfg.schedule!r}; valid: mixed, sequential")
     if cfg.relabel not in ("once", "per_epoch", "per_batch"):
@@ -113,9 +114,9 @@ def relabel_batches(retain, forget, cfg: RLConfig):
     def epoch():
         if cfg.relabel == "per_epoch" or (cfg.relabel == "once" and state["labels"] is None):
             state["labels"] = draw_labels(forget.labels, num_classes, cfg.label_policy)
-        for one_pass in passes:
+        for one_pass, forget_part in passes:
             for x, y, part, index in one_pass():
-                is_f = part == 0  # the forget part comes first in both schedules
+                is_f = part == forget_part if forget_part is not None else torch.zeros_like(part, dtype=torch.bool)
                 if bool(is_f.any()):
                     y = y.clone()
                     if cfg.relabel == "per_batch":

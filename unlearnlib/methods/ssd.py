@@ -48,9 +48,12 @@ class Config:
     batch_size: int = 64  # class forgetting: [SSD] cifar100/cifar20_fullclass_exps.sh -b 64
     batch_size_random: int = 128  # random forgetting (every class keeps retain samples): [SSD] forget_random_main.py
     #                               DataLoader(..., batch_size=128)
-    # the retain part of D, in upstream order: "auto" = by class for class forgetting (get_classwise_ds lists),
-    # a random permutation (torch's global RNG) for random forgetting (random_split) | "dataset": dataset order
-    retain_order: Literal["auto", "class_major", "random", "dataset"] = "auto"
+    # order of D's batches. "auto": [SSD], the retain samples then the forget samples (ConcatDataset, no shuffle),
+    # the retain part by class for class forgetting (get_classwise_ds lists) and in random order for random
+    # forgetting (random_split) | "class_major" / "random" / "dataset": that retain order, then the forget
+    # samples | "shuffled": all of D shuffled together (sangamesh-kodge/class_forgetting main.py ssd_unlearn,
+    # the SSD rows of Deep Unlearning's tables). Random draws: torch's global generator
+    full_order: Literal["auto", "class_major", "random", "dataset", "shuffled"] = "auto"
     augment: bool = False  # [SSD] datasets.py transform_unlearning: ToTensor + Normalize only
 
 
@@ -94,9 +97,12 @@ def dampen(model: nn.Module, imp_full: dict[str, torch.Tensor], imp_forget: dict
 
 
 def full_order(retain_labels: torch.Tensor, n_forget: int, is_class: bool, order: str) -> list[tuple[str, int]]:
-    """The samples of D in upstream order: the retain samples (class-major, random or dataset order), then the
-    forget samples in loader order, as (part, position) pairs."""
+    """The samples of D as (part, position) pairs: the retain samples (class-major, random or dataset order),
+    then the forget samples in loader order; or all of them shuffled together ("shuffled")."""
     n_r = len(retain_labels)
+    if order == "shuffled":
+        pairs = [("r", i) for i in range(n_r)] + [("f", i) for i in range(n_forget)]
+        return [pairs[i] for i in torch.randperm(len(pairs)).tolist()]
     if order == "auto":
         order = "class_major" if is_class else "random"
     if order == "class_major":
@@ -106,7 +112,7 @@ def full_order(retain_labels: torch.Tensor, n_forget: int, is_class: bool, order
     elif order == "dataset":
         r = np.arange(n_r)
     else:
-        raise ValueError(f"ssd retain_order {order!r}; valid: auto, class_major, random, dataset")
+        raise ValueError(f"ssd full_order {order!r}; valid: auto, class_major, random, dataset, shuffled")
     return [("r", int(i)) for i in r] + [("f", i) for i in range(n_forget)]
 
 
@@ -140,7 +146,7 @@ def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Modu
     model.eval()
     with torch.enable_grad():
         imp_f = importance(model, loader_batches(forget, bs, cfg.augment))
-        pairs = full_order(retain_labels, forget.num_samples, is_class, cfg.retain_order)
+        pairs = full_order(retain_labels, forget.num_samples, is_class, cfg.full_order)
         imp_d = importance(model, concat_batches(retain, forget, pairs, bs, cfg.augment))
     counts = dampen(model, imp_d, imp_f, cfg.selection_weighting, cfg.dampening_constant)
     for step, c in enumerate(counts.values()):
