@@ -313,7 +313,8 @@ def test_run_paper_cuda_without_cuda(isolated_env):
     ({"scenario_kind": "subset"}, r"claims\.c\.scenario_kind"),
     ({"requires_metric": "asr"}, r"claims\.c\.requires_metric: a precondition needs requires_threshold"),
     ({"requires_metric": "asr", "requires_threshold": 50.0, "requires_op": "=>"}, r"claims\.c\.requires_metric"),
-    ({"requires_metric": "asr", "requires_threshold": 50.0, "requires_method": "scrub"}, r"unknown method 'scrub'"),
+    ({"requires_metric": "asr", "requires_threshold": 50.0, "requires_method": "boundary_shrink"},
+     r"unknown method 'boundary_shrink'"),
 ])
 def test_bad_claims_are_rejected_with_the_field(change, expect):
     import dataclasses

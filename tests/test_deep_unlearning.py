@@ -88,7 +88,7 @@ class _DS:
         return r, f
 
 
-@pytest.mark.parametrize("name,size", [("resnet18", 12), ("vgg11_bn", 12)])
+@pytest.mark.parametrize("name,size", [("resnet18", 12), ("vgg11_bn", 12), ("mobilenetv2", 12)])
 def test_whole_model_exact_vs_lowrank(make_spec, name, size):
     # 12x12 inputs: the first conv (12 > 9) takes the random 9x9 window path, the deeper ones do not
     ds = _DS(make_spec, 40, 4, size)
@@ -299,3 +299,70 @@ def test_project_classifier_false_leaves_the_last_linear(make_spec):
     out2 = unlearn(model2, retain=r, forget=f, cfg=dataclasses.replace(cfg, project_classifier=True),
                    device="cpu").state_dict()
     assert not torch.equal(out2["classifier.6.weight"], before["classifier.6.weight"])
+
+
+# ----------------------------------------------------------------------------------------------
+# (e) grouped and depthwise convolutions: one projection per group
+
+
+@pytest.mark.parametrize("c_in,c_out,groups", [(4, 6, 2), (3, 3, 3), (2, 4, 2)],
+                         ids=["grouped", "depthwise", "depthwise-x2"])
+@pytest.mark.parametrize("path", ["exact", "lowrank"])
+def test_grouped_conv_projects_each_group_against_numpy(make_spec, c_in, c_out, groups, path):
+    # Conv2d(c_in, c_out, 3, pad 1, groups) -> ReLU -> Flatten -> Linear on 5x5 images: group j's weight block
+    # is updated with projectors built from group j's input channels only (an independent numpy computation)
+    n, k_cls = 24, 4
+    g = torch.Generator().manual_seed(0)
+    spec = make_spec(num_classes=k_cls, channels=c_in, size=5)
+    images = torch.randint(0, 256, (n, c_in, 5, 5), generator=g, dtype=torch.uint8)
+    labels = torch.arange(n) % k_cls
+    forget_idx = np.flatnonzero(labels.numpy() == 0)
+    retain_idx = np.flatnonzero(labels.numpy() != 0)
+    r = Loader(images, labels, retain_idx, spec, batch_size=8, seed=0)
+    f = Loader(images, labels, forget_idx, spec, batch_size=8, seed=1)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, groups=groups), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(c_out * 25, k_cls))
+    cfg = Config(n_samples=6, alpha_r=100.0, alpha_f=3.0, max_patches=10_000, augment_samples=False, path=path)
+    x = ((images.double() / 255.0 - 0.5) / 0.25).numpy()
+    # n_samples 6 -> the first 2 of each retain class; the forget batch (6 >= 6 forget images) is all of class 0
+    xr = x[np.sort(np.concatenate([retain_idx[labels.numpy()[retain_idx] == c][:2] for c in (1, 2, 3)]))]
+    xf = x[forget_idx]
+    wc, bc = net[0].weight.detach().double().numpy(), net[0].bias.detach().double().numpy()
+    wl = net[3].weight.detach().double().numpy()
+    ci, co = c_in // groups, c_out // groups
+
+    def inputs(xs):  # per group im2col rows, and the linear's input through the original grouped conv
+        rows = [_np_im2col(xs[:, j * ci:(j + 1) * ci]) for j in range(groups)]
+        outs = [rows[j] @ wc[j * co:(j + 1) * co].reshape(co, -1).T + bc[j * co:(j + 1) * co] for j in range(groups)]
+        out = np.concatenate(outs, axis=1).reshape(len(xs), 5, 5, -1).transpose(0, 3, 1, 2)
+        return rows, np.maximum(out, 0).reshape(len(xs), -1)
+
+    (rr, lr_in), (rf, lf_in) = inputs(xr), inputs(xf)
+    want_c = np.concatenate([_np_update(wc[j * co:(j + 1) * co], rr[j], rf[j], 100.0, 3.0) for j in range(groups)])
+    want_l = _np_update(wl, lr_in, lf_in, 100.0, 3.0)
+    torch.manual_seed(0)
+    out = METHODS.get("deep_unlearning")(net, retain=r, forget=f, cfg=cfg, device="cpu")
+    got_c = out[0].weight.detach().double().numpy()
+    assert got_c.shape == wc.shape
+    np.testing.assert_allclose(got_c, want_c, rtol=1e-4, atol=1e-5 * np.abs(want_c).max())
+    np.testing.assert_allclose(out[3].weight.detach().double().numpy(), want_l, rtol=1e-4,
+                               atol=1e-5 * np.abs(want_l).max())
+    assert np.abs(want_c - wc).max() > 1e-3  # the update is not a no-op
+
+
+def test_mobilenetv2_forgets_per_group(make_spec):
+    # the registry's MobileNetV2 (depthwise 3x3 convs) runs; every conv/linear weight moves, nothing else
+    ds = _DS(make_spec, 40, 4, 8)
+    torch.manual_seed(0)
+    model = build_model("mobilenetv2", num_classes=4, in_channels=1, width=4)
+    assert any(m.groups > 1 for m in model.modules() if isinstance(m, nn.Conv2d))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r, f = ds.loaders()
+    torch.manual_seed(0)
+    out = unlearn(model, retain=r, forget=f, cfg=Config(n_samples=9, max_patches=500, augment_samples=False),
+                  device="cpu").state_dict()
+    weights = set(_projected_weight_keys(model))
+    for k, v in before.items():
+        assert torch.isfinite(out[k].float()).all(), k
+        assert torch.equal(out[k], v) == (k not in weights), k

@@ -20,7 +20,8 @@ from tqdm import tqdm
 Batch = Any
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 Optimizer = Literal["sgd", "adam"]
-Scheduler = Literal["plateau", "cosine", "none"]
+Scheduler = Literal["plateau", "cosine", "multistep", "none"]
+AfterStep = Callable[[nn.Module, torch.optim.Optimizer, int], None]
 
 
 @dataclass
@@ -35,9 +36,12 @@ class TrainConfig:
     weight_decay: float = 5e-4
     nesterov: bool = True
     batch_size: int = 64
-    scheduler: Scheduler = "plateau"  # plateau | cosine | none; upstream: ReduceLROnPlateau on summed train loss
+    scheduler: Scheduler = "plateau"  # plateau | cosine | multistep | none; upstream: ReduceLROnPlateau on train loss
     plateau_factor: float = 0.5
     plateau_patience: int = 10
+    lr_milestones: tuple[int, ...] = ()  # multistep: lr x lr_decay after each of these epochs (1-based: during
+    #                                      epoch e the lr is lr * lr_decay ** #(milestones < e), as SCRUB's helper)
+    lr_decay: float = 0.1  # multistep
     grad_clip_value: float | None = None  # clip each gradient element to [-v, v] (UNSIR's recipe uses 0.1)
     grad_clip_norm: float | None = None
     augment: bool = True  # the dataset's training augmentation
@@ -58,9 +62,11 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
                                                           patience=cfg.plateau_patience)
     if cfg.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs))
+    if cfg.scheduler == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.lr_milestones), gamma=cfg.lr_decay)
     if cfg.scheduler == "none":
         return None
-    raise ValueError(f"unknown scheduler {cfg.scheduler!r}; valid: plateau, cosine, none")
+    raise ValueError(f"unknown scheduler {cfg.scheduler!r}; valid: plateau, cosine, multistep, none")
 
 
 def cross_entropy(model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -78,7 +84,7 @@ class FitHistory:
 def fit(model: nn.Module, data: Any, cfg: TrainConfig, *, loss_fn: LossFn = cross_entropy,
         params: Iterable[torch.nn.Parameter] | None = None,
         stop: Callable[[nn.Module, int], bool] | None = None, check_every: int = 100,
-        desc: str = "train", progress: bool = True) -> FitHistory:
+        desc: str = "train", progress: bool = True, after_step: AfterStep | None = None) -> FitHistory:
     """Train ``model`` in place.
 
     data:     a Loader, or a callable returning an iterable of batches (called once per epoch).
@@ -87,6 +93,8 @@ def fit(model: nn.Module, data: Any, cfg: TrainConfig, *, loss_fn: LossFn = cros
     stop:     ``stop(model, step) -> bool`` checked every ``check_every`` steps and after each epoch (at most
               once per step), with the model in eval mode and no gradients; True ends training (NegGrad's
               "no forget sample correct"). :class:`PatienceStop` makes one from a per-check rule.
+    after_step: ``after_step(model, optimizer, step)`` called right after every optimiser step (``step`` = steps
+              done so far), e.g. to restore hard-masked weights and their momentum (SalUn).
     """
     opt = make_optimizer(params if params is not None else [p for p in model.parameters() if p.requires_grad],
                          cfg)
@@ -118,6 +126,9 @@ def fit(model: nn.Module, data: Any, cfg: TrainConfig, *, loss_fn: LossFn = cros
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
                 opt.step()
                 history.steps += 1
+                if after_step is not None:
+                    with torch.no_grad():
+                        after_step(model, opt, history.steps)
                 running += float(loss.detach())
                 n += 1
                 bar.update(1)

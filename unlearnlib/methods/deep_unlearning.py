@@ -17,6 +17,13 @@ Two numerically equivalent paths: ``exact`` forms the d x d matrices; ``lowrank`
 :math:`W P^\top = W - (W - W M_r) M_f` with the factors :math:`U, \lambda`, never forming a d x d
 matrix (memory O(d k)).
 
+Grouped and depthwise convolutions (MobileNetV2): a conv with ``groups`` = g computes its output channels
+:math:`[j\,C_{out}/g, (j+1)\,C_{out}/g)` from its input channels :math:`[j\,C_{in}/g, (j+1)\,C_{in}/g)` only,
+so group :math:`j`'s weight block (:math:`C_{out}/g \times (C_{in}/g)\,k\,k`) acts on that group's patches alone.
+Each group gets its own representation matrices (the group's columns of the same im2col patches), its own
+projector and its own update: a batch of g independent projections (a depthwise 3x3 conv: g projections in
+9 dimensions). Upstream has no grouped architecture; with ``groups`` = 1 this is the code's projection.
+
 Source: official code sangamesh-kodge/class_forgetting (master e27aeb2): models/model_utils.py,
 models/vgg.py, models/resnet.py, main.py; defaults from scripts/our_cifar10.sh.
 """
@@ -70,18 +77,29 @@ def conv_patches(x: torch.Tensor, conv: nn.Conv2d, max_patches: int) -> torch.Te
     return rows[keep]
 
 
+def layer_groups(layer: nn.Module) -> int:
+    return int(getattr(layer, "groups", 1)) if isinstance(layer, nn.Conv2d) else 1
+
+
 def layer_input_matrix(x: torch.Tensor, layer: nn.Module, max_patches: int) -> torch.Tensor:
-    """R^T: one row per sample (linear) or per patch (conv); columns = the layer's input dimension d."""
+    """R^T: one row per sample (linear) or per patch (conv); columns = the layer's input dimension d.
+    A conv with g > 1 groups: a (g, n, d / g) stack, group j's columns of the same patches (unfold orders the
+    columns channel-major, so group j's input channels are one contiguous block)."""
     if isinstance(layer, nn.Conv2d):
-        return conv_patches(x, layer, max_patches)
+        rows = conv_patches(x, layer, max_patches)
+        g = layer_groups(layer)
+        if g > 1:
+            return rows.reshape(rows.shape[0], g, -1).transpose(0, 1)
+        return rows
     return x.reshape(x.shape[0], -1)
 
 
 def scaled_basis(rows: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(U, lambda) of the thin SVD of R = rows^T (d x n): M = U diag(lambda) U^T."""
-    u, s, _ = torch.linalg.svd(rows.T, full_matrices=False)
+    """(U, lambda) of the thin SVD of R = rows^T (d x n): M = U diag(lambda) U^T. A (g, n, d) stack of rows gives
+    a (g, d, r) stack of bases and (g, r) lambdas, one per group."""
+    u, s, _ = torch.linalg.svd(rows.transpose(-1, -2), full_matrices=False)
     energy = s ** 2
-    ratio = energy / energy.sum().clamp_min(torch.finfo(energy.dtype).tiny)
+    ratio = energy / energy.sum(-1, keepdim=True).clamp_min(torch.finfo(energy.dtype).tiny)
     return u, importance(ratio, alpha)
 
 
@@ -115,22 +133,31 @@ def scaled_bases(model: nn.Module, x: torch.Tensor, alpha: float, layers: dict[s
 
 
 def projector(u: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    return (u * lam) @ u.T
+    return (u * lam.unsqueeze(-2)) @ u.transpose(-1, -2)
+
+
+def _grouped(w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The weight as (out, d), or as (g, out / g, d / g) when the bases are a (g, d / g, r) stack."""
+    if u.dim() == 3:
+        g = u.shape[0]
+        return w.reshape(g, w.shape[0] // g, -1)
+    return w.flatten(1)
 
 
 def updated_weight_exact(w: torch.Tensor, ur, lr_, uf, lf) -> torch.Tensor:
-    """W P^T with P = I - (M_f - M_f M_r), forming the d x d matrices (reference path)."""
-    w2 = w.flatten(1)
+    """W P^T with P = I - (M_f - M_f M_r), forming the d x d matrices (reference path); per group for a
+    (g, d, r) stack of bases."""
+    w2 = _grouped(w, ur)
     mr, mf = projector(ur, lr_), projector(uf, lf)
-    p = torch.eye(w2.shape[1], dtype=w2.dtype, device=w2.device) - (mf - mf @ mr)
-    return (w2 @ p.T).view_as(w)
+    p = torch.eye(w2.shape[-1], dtype=w2.dtype, device=w2.device) - (mf - mf @ mr)
+    return (w2 @ p.transpose(-1, -2)).reshape(w.shape)
 
 
 def updated_weight_lowrank(w: torch.Tensor, ur, lr_, uf, lf) -> torch.Tensor:
-    """W P^T = W - (W - W M_r) M_f, using only the (d x k) factors."""
-    w2 = w.flatten(1)
-    a = w2 - ((w2 @ ur) * lr_) @ ur.T
-    return (w2 - ((a @ uf) * lf) @ uf.T).view_as(w)
+    """W P^T = W - (W - W M_r) M_f, using only the (d x k) factors; per group for a (g, d, r) stack."""
+    w2 = _grouped(w, ur)
+    a = w2 - ((w2 @ ur) * lr_.unsqueeze(-2)) @ ur.transpose(-1, -2)
+    return (w2 - ((a @ uf) * lf.unsqueeze(-2)) @ uf.transpose(-1, -2)).reshape(w.shape)
 
 
 def select_samples(retain, forget, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:

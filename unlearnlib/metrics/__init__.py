@@ -13,6 +13,7 @@ from ..registry import Registry
 METRICS = Registry("metric")
 
 from ..attacks import loss_lr_cv_mia, svc_mia_kodge  # noqa: E402
+from . import zrf as zrf  # noqa: E402  (registers the ZRF metric)
 from .accuracy import class_accuracy, forget_retain_accuracy, true_class_probability  # noqa: E402
 from .evaluation import MODEL_METRICS, Evaluation, MetricConfig, ModelContext, compute_metrics, weight_distance  # noqa: E402
 from .timing import Timer, speedup  # noqa: E402
