@@ -34,7 +34,8 @@ def test_a_new_paper_yaml_reaches_the_toc_and_status_table_without_python_edits(
     (book_dir / "papers" / ".unsir.partial.ipynb").write_text("{}")  # a killed run's scratch file
     assert book.write_generated(book_dir) == ["zz_new", "unsir"]
     toc = (book_dir / "_toc.yml").read_text()
-    assert "papers/zz_new" in toc and "partial" not in toc
+    assert "papers/zz_new" in toc and "partial" not in toc and "- file: judging" in toc
+    assert (book_dir / "_generated" / "judging.png").stat().st_size > 10_000
     status = (book_dir / "_generated" / "status.md").read_text()
     assert "[A new paper (Someone; 2027)](papers/zz_new.ipynb)" in status
     assert "not run yet" in status

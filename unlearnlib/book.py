@@ -38,16 +38,55 @@ def status_markdown(book_dir: Path) -> str:
 
 
 def write_generated(book_dir: Path) -> list[str]:
-    """_generated/status.md and _toc.yml (intro + every executed paper notebook, in suite order)."""
+    """_generated/status.md, the figure of the metrics page, and _toc.yml (intro, the metrics page, every executed
+    paper notebook in book order)."""
     gen = book_dir / "_generated"
     gen.mkdir(parents=True, exist_ok=True)
     (gen / "status.md").write_text(status_markdown(book_dir))
+    judging_figure(gen / "judging.png")
     chapters = [pid for pid, _ in suite() if (book_dir / "papers" / f"{pid}.ipynb").exists()]
-    toc = ["format: jb-book", "root: intro"]
-    if chapters:
-        toc += ["chapters:"] + [f"- file: papers/{pid}" for pid in chapters]
+    toc = ["format: jb-book", "root: intro", "chapters:", "- file: judging"]
+    toc += [f"- file: papers/{pid}" for pid in chapters]
     (book_dir / "_toc.yml").write_text("\n".join(toc) + "\n")
     return chapters
+
+
+def judging_figure(path: Path) -> None:
+    """The metrics page's figure, drawn from fixed, seeded illustrative numbers (not from a run): verdicts from
+    intervals, and one example's per-example test between retrained and unlearned models."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .claims import t_interval, verdict
+
+    rng = np.random.default_rng(0)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1, 1.3]})
+    colours = {"holds": "#2e7d32", "fails": "#c62828", "inconclusive": "#b8860b"}
+    for i, (centre, spread) in enumerate(((0.3, 0.15), (0.9, 0.5), (2.2, 0.2))):
+        seeds = centre + spread * rng.standard_normal(3)
+        mean, lo, hi = t_interval(seeds)
+        v = verdict(lo, hi, "<", 1.0)
+        a.errorbar(mean, i, xerr=[[mean - lo], [hi - mean]], fmt="o", color=colours[v], capsize=5)
+        a.scatter(seeds, [i] * 3, s=12, color="grey", zorder=3)
+        a.text(max(hi, 1.2) + 0.1, i, v, va="center", color=colours[v])
+    a.axvline(1.0, ls="--", color="black")
+    a.set(yticks=[0, 1, 2], yticklabels=["method A", "method B", "method C"], xlim=(-0.5, 4.2),
+          xlabel="forget accuracy (%): seeds (grey), mean and 95% interval", title="claim: forget accuracy < 1 %")
+    retrained = rng.normal(-1.5, 0.8, 16)
+    unlearned = rng.normal(1.0, 0.5, 16)
+    bins = np.linspace(-4, 3, 29)
+    b.hist(retrained, bins=bins, alpha=0.6, label="16 retrained models", color="#1565c0")
+    b.hist(unlearned, bins=bins, alpha=0.6, label="16 unlearned models", color="#ef6c00")
+    b.axvline(0.0, ls=":", color="black", label="a threshold test")
+    b.set(xlabel="logit-scaled confidence of one forget image, ln p_y - ln(1 - p_y)", ylabel="models",
+          title="one example: separable distributions give a large ε")
+    b.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def ensure_mathjax(book_dir: Path) -> None:

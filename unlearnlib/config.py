@@ -176,6 +176,25 @@ class TimingConfig:
 
 
 @dataclass
+class EnsembleConfig:
+    """N models per side for per-example forgetting scores (evaluation.md §2-4), on one forget scenario: N originals
+    (training seeds ``seed`` .. ``seed+n-1``), each unlearned once (the *marginal* scores), the first original
+    unlearned with N method seeds (the *conditional* ones), and 2N retrains (two independent sets: the oracle and
+    the retrain-vs-retrain noise floor). ``overrides`` changes the settings for these models only (e.g. a smaller
+    training subset, so that 4N trainings fit a budget); they are reported as their own experiment."""
+
+    n: int = 0  # models per side; 0: no ensemble
+    scenario: str = ""  # the forget scenario's tag (default: the first class scenario)
+    methods: list[str] = field(default_factory=list)  # default: every configured method but retrain
+    model: str = ""  # default: the first model
+    dataset: str = ""  # default: the run's first dataset
+    seed: int = 1000
+    overrides: dict[str, Any] = field(default_factory=dict)
+    metrics: list[str] = field(default_factory=lambda: ["forget_acc", "retain_acc", "test_acc", "test_forget_acc",
+                                                         "test_retain_acc"])  # per model (the scores use logits)
+
+
+@dataclass
 class Settings:
     dataset: str
     models: dict[str, ModelSpec]
@@ -189,6 +208,10 @@ class Settings:
     eval_batch_size: int = 1024
     download: bool = True  # may fetch the dataset when no local copy exists
     timing: TimingConfig = field(default_factory=TimingConfig)
+    # further datasets the same methods and scenarios run on, each with overrides of these settings (its own
+    # training recipe, subsets, unseen pool); methods, models, seeds and metrics are shared by every dataset
+    more_datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
 
 
 @dataclass
@@ -247,12 +270,38 @@ class PaperConfig:
     expected: list[ExpectedTable] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)
     deviations: list[Deviation] = field(default_factory=list)
-    pending: dict[str, str] = field(default_factory=dict)  # method -> why it is not run yet
     table_metrics: list[str] = field(default_factory=list)  # columns of the paper-vs-ours table
     profile_labels: dict[str, str] = field(default_factory=dict)  # descriptions of extra profiles (presets)
     profile: str = "paper"  # which profile `settings` was resolved for
     chapter: str = ""  # the title of its chapter in the book (default: title)
     order: int = 100  # the chapter's place in the book
+
+    @property
+    def datasets(self) -> list[str]:
+        """Every dataset of the run: the profile's, then ``more_datasets`` in order."""
+        return [self.settings.dataset, *self.settings.more_datasets]
+
+    def ensemble_settings(self) -> "Settings":
+        """The settings of the ensemble's models: its dataset's, with the ensemble's overrides and metrics."""
+        e = self.settings.ensemble
+        raw = to_dict(self.settings_for(e.dataset or self.settings.dataset))
+        raw.pop("more_datasets")
+        raw.pop("ensemble")
+        merged = _merge(raw, {**e.overrides, "metrics": {**raw["metrics"], **e.overrides.get("metrics", {}),
+                                                          "metrics": list(e.metrics)}}, "settings")
+        return from_dict(Settings, merged, f"{self.id}.settings.ensemble.overrides")
+
+    def settings_for(self, dataset: str) -> "Settings":
+        """The settings one dataset runs with: the profile's, with that dataset's overrides merged in."""
+        if dataset == self.settings.dataset:
+            return self.settings
+        if dataset not in self.settings.more_datasets:
+            raise ConfigError(f"{self.id}: dataset {dataset!r} is not in this run; valid: {', '.join(self.datasets)}")
+        raw = to_dict(self.settings)
+        raw.pop("more_datasets")
+        raw["ensemble"] = {}  # the ensemble belongs to the run, not to each dataset
+        merged = _merge(raw, {**self.settings.more_datasets[dataset], "dataset": dataset}, "settings")
+        return from_dict(Settings, merged, f"{self.id}.settings.more_datasets.{dataset}")
 
     @property
     def profile_label(self) -> str:
@@ -322,6 +371,20 @@ def validate_settings(cfg: PaperConfig) -> None:
     from .models import MODELS
 
     s, w = cfg.settings, f"{cfg.id}.settings"
+    shared = ("methods", "models", "seeds", "metrics", "more_datasets", "ensemble")
+    for ds, over in s.more_datasets.items():
+        bad = [k for k in over if k in shared]
+        if bad:
+            raise ConfigError(f"{w}.more_datasets.{ds}: {', '.join(bad)} cannot differ between datasets (one set of "
+                              f"options per method for every dataset); valid overrides: train, train_subset, "
+                              f"test_subset, split, eval_batch_size, download, timing")
+        if ds == s.dataset:
+            raise ConfigError(f"{w}.more_datasets.{ds}: already the run's first dataset")
+        try:
+            DATASETS.get(ds)
+        except KeyError as e:
+            raise ConfigError(f"{w}.more_datasets: {e}") from None
+        cfg.settings_for(ds)  # its overrides are valid keys and types
     try:
         DATASETS.get(s.dataset)
         for m in s.models:
@@ -347,6 +410,7 @@ def validate_settings(cfg: PaperConfig) -> None:
         raise ConfigError(f"{w}.split.unseen_classes: {s.split.unseen_classes!r}; valid: all, retain")
     if not s.seeds:
         raise ConfigError(f"{w}.seeds: at least one seed is needed")
+    _validate_ensemble(cfg)
     if s.timing.repeats < 1 or s.timing.repeat_below_s < 0:
         raise ConfigError(f"{w}.timing: repeats must be >= 1 and repeat_below_s >= 0")
     for c in cfg.claims:
@@ -367,6 +431,25 @@ def validate_settings(cfg: PaperConfig) -> None:
                               f"and requires_op in <, <=, >, >=")
         if c.kind == "vs_best" and not c.references:
             raise ConfigError(f"{cfg.id}.claims.{c.id}.references: a vs_best claim needs methods to compare with")
+
+
+def _validate_ensemble(cfg: PaperConfig) -> None:
+    s, e, w = cfg.settings, cfg.settings.ensemble, f"{cfg.id}.settings.ensemble"
+    if not e.n:
+        return
+    if e.n < 4:
+        raise ConfigError(f"{w}.n: {e.n}; an ensemble needs at least 4 models per side (0 switches it off)")
+    if e.dataset and e.dataset not in cfg.datasets:
+        raise ConfigError(f"{w}.dataset: {e.dataset!r} is not a dataset of this run; valid: {', '.join(cfg.datasets)}")
+    if e.model and e.model not in s.models:
+        raise ConfigError(f"{w}.model: {e.model!r}; valid: {', '.join(s.models)}")
+    bad = [m for m in e.methods if m not in s.methods]
+    if bad:
+        raise ConfigError(f"{w}.methods: {bad} are not configured for this run; valid: {', '.join(s.methods)}")
+    bad = [k for k in e.overrides if k in ("methods", "models", "seeds", "more_datasets", "ensemble", "dataset")]
+    if bad:
+        raise ConfigError(f"{w}.overrides: {', '.join(bad)} cannot be overridden for the ensemble")
+    cfg.ensemble_settings()  # the overrides are valid keys and types
 
 
 def base_method(name: str) -> str:

@@ -42,6 +42,7 @@ METRIC_LABELS = {
     "mia_lr_cv": "loss-LR MIA acc (%)",
     "relearn_epochs": "relearn time (epochs)",
     "probe_forget_acc": "linear-probe recovery: forget-class test acc (%)",
+    "stopped_by_rule": "ended by its stopping rule (% of calls)",
     "weight_distance_original": "weight distance to original",
     "weight_distance_retrain": "weight distance to retrain",
     "forget_prediction": "forget-class test images predicted as class (%)",
@@ -66,6 +67,7 @@ class Run:
             raise FileNotFoundError(f"no results in {path}; run `make reproduce PAPER=...` first")
         raw = yaml.safe_load((path / "config.resolved.yaml").read_text())
         raw.pop("resolved_methods", None)
+        raw.pop("resolved_methods_by_dataset", None)
         cfg = from_dict(PaperConfig, raw, raw.get("id", "run"))
         traces = pd.read_csv(path / "traces.csv") if (path / "traces.csv").exists() else None
         return cls(path, cfg, pd.read_csv(path / "metrics.csv"), pd.read_csv(path / "timings.csv"),
@@ -78,14 +80,20 @@ class Run:
     @property
     def stamp(self) -> str:
         """Short label stamped on every table and figure."""
-        return f"{self.profile} profile: {self.config.settings.dataset}, {_models(self.config)}"
+        return f"{self.profile} profile: {', '.join(self.datasets)}, {_models(self.config)}"
 
     def data_summary(self) -> pd.DataFrame:
-        d = dict(self.env.get("data", {}))
-        d["forget scenarios"] = ", ".join(sorted(set(self.metrics.scenario)))
-        d["seeds"] = ", ".join(str(x) for x in self.env.get("seeds", []))
-        d["device"] = f"{self.env.get('device')} ({self.env.get('device_name')})"
-        return pd.DataFrame({"value": [str(v) for v in d.values()]}, index=list(d.keys()))
+        """The data of the run (one column per dataset), its scenarios, seeds, device and executor."""
+        per = self.env.get("datasets") or {self.env.get("data", {}).get("dataset", "data"): self.env.get("data", {})}
+        df = pd.DataFrame({name: {k: str(v) for k, v in d.items()} for name, d in per.items()})
+        common = {"forget scenarios": ", ".join(sorted(set(self.metrics.scenario))),
+                  "seeds": ", ".join(str(x) for x in self.env.get("seeds", [])),
+                  "device": f"{self.env.get('device')} ({self.env.get('device_name')})",
+                  "executor": self.env.get("executor", ""),
+                  "torch threads per cell": ", ".join(str(t) for t in self.env.get("cpu_threads", []))}
+        for k, v in common.items():
+            df.loc[k] = [v] + [""] * (len(df.columns) - 1)
+        return df
 
     @property
     def datasets(self) -> list[str]:
@@ -215,7 +223,7 @@ def results_frame(run: Run, metrics: list[str] | None = None) -> pd.DataFrame:
                                    "speedup_vs_retrain"]
     metrics = metrics or [x for x in wanted if x in set(m.metric)]
     kinds = [k for k in KIND_ORDER if any(scenario_kind(t) == k for t in set(m.scenario))]
-    methods = ["original", *cfg.settings.methods, *cfg.pending]
+    methods = ["original", *cfg.settings.methods]
     has_retrain = (m.method == "retrain").any()
     rows = []
     for kind in kinds:
@@ -243,9 +251,6 @@ def _result_row(run: Run, kind: str, n_scen: int, ds: str, model: str, method: s
     row = {"scenarios": f"{kind} ({n_scen})", "dataset": ds, "model": model, "method": method}
     for metric in metrics:
         label = METRIC_LABELS.get(metric, metric)
-        if method in run.config.pending:
-            row[f"ours: {label}"] = "pending"
-            continue
         row[f"ours: {label}"] = _fmt_interval(per_seed(run.metrics, method, metric, model, ds, kind).to_numpy())
         if has_retrain and metric not in NO_GAP:
             gap = gap_to_retrain(run.metrics, method, metric, model, ds, kind)
@@ -413,7 +418,7 @@ def banner(cfg: PaperConfig | Run, device: str = "auto") -> str:
         cfg = cfg.config
     s = cfg.settings
     return (f"{cfg.title} ({cfg.id}) — {cfg.profile_label}\n"
-            f"dataset {s.dataset}; models {_models(cfg)}; "
+            f"dataset{'s' if len(cfg.datasets) > 1 else ''} {', '.join(cfg.datasets)}; models {_models(cfg)}; "
             f"{s.train.epochs} training epochs; {len(s.split.all_scenarios())} forget scenario(s); seeds {s.seeds}; "
             f"device {device}")
 

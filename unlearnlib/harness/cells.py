@@ -24,17 +24,17 @@ from ..methods import METHODS
 from ..metrics import MODEL_METRICS, Evaluation, ModelContext, Timer, compute_metrics
 from ..trace import collecting
 from ..train import fit, predict_logits
-from .plan import Cell, RunPlan, seed_everything
+from .plan import Cell, DataPart, RunPlan, seed_everything
 from .store import CorruptFile, Store
 
 
-def gather(model: torch.nn.Module, plan: RunPlan, split: Split, seed: int) -> Evaluation:
+def gather(model: torch.nn.Module, part: DataPart, split: Split, seed: int, device: torch.device) -> Evaluation:
     """Logits of ``model`` on the test pool and on the training images it is evaluated on (train pool and unseen,
     with the scenario's labels and triggers), plus the extras some metrics need."""
-    s = plan.settings
-    spec, dev, bs = plan.data.spec, plan.device, s.eval_batch_size
-    train_x, train_y = plan.training_data(split)
-    test_x, test_y, test_pool, train_idx = plan.data.test_x, plan.data.test_y, plan.test_pool, plan.eval_idx
+    s = part.settings
+    spec, dev, bs = part.data.spec, device, s.eval_batch_size
+    train_x, train_y = part.training_data(split)
+    test_x, test_y, test_pool, train_idx = part.data.test_x, part.data.test_y, part.test_pool, part.eval_idx
 
     def loader(x, y, idx, aug=False):
         return Loader(x, y, idx, spec, batch_size=bs, augment=aug, seed=seed, device=dev)
@@ -108,28 +108,32 @@ class CellRunner:
                 return self._evaluate(cell)
             return self._method(cell, n)
 
-    def _original_split(self, cell: Cell) -> Split | None:
-        """The split whose (poisoned) training data the original is trained on; None for clean data."""
-        return None if cell.data_key == "clean" else self.plan.splits[cell.scenario]
+    def _part(self, cell: Cell) -> DataPart:
+        return self.plan.part(cell.part or cell.dataset)
 
-    def _loader(self, x, y, idx, name: str, seed: int, **kw) -> Loader:
-        return Loader(x, y, idx, self.plan.data.spec, batch_size=self.plan.settings.train.batch_size, seed=seed,
+    def _split(self, cell: Cell) -> Split:
+        return self._part(cell).splits[cell.scenario]
+
+    def _loader(self, part: DataPart, x, y, idx, name: str, seed: int, **kw) -> Loader:
+        return Loader(x, y, idx, part.data.spec, batch_size=part.settings.train.batch_size, seed=seed,
                       device=self.plan.device, name=name, **kw)
 
     def _original(self, cell: Cell, threads: int) -> dict:
-        s, plan = self.plan.settings, self.plan
+        plan, part = self.plan, self._part(cell)
+        s = part.settings
         with self.store.building(cell.model_key):
             seed_everything(cell.seed)
-            model = plan.new_model(cell.model)
+            model = part.new_model(cell.model)
             meta = self.store.load_model(cell.model_key, model)
             if meta is None:
-                split = self._original_split(cell)
-                x, y = plan.training_data(split) if split is not None else (plan.data.train_x, plan.data.train_y)
+                split = None if cell.data_key == "clean" else part.splits[cell.scenario]  # poisoned data
+                x, y = part.training_data(split)
                 what = "" if split is None else f" on the poisoned data of {cell.scenario}"
-                self.say(f"   [{plan.profile}] {cell.model} seed {cell.seed}: training the original{what} "
-                         f"({s.train.epochs} epochs on {len(plan.train_pool)} images, {threads} thread(s))")
+                self.say(f"   [{plan.profile}] {cell.dataset} {cell.model} seed {cell.seed}: training the original"
+                         f"{what} ({s.train.epochs} epochs on {len(part.train_pool)} images, {threads} thread(s))")
                 model.to(plan.device)
-                train = self._loader(x, y, plan.train_pool, "train", cell.seed, shuffle=True, augment=s.train.augment)
+                train = self._loader(part, x, y, part.train_pool, "train", cell.seed, shuffle=True,
+                                     augment=s.train.augment)
                 with Timer(plan.device) as t:
                     fit(model, train, s.train, desc=f"original {cell.model}", progress=self.progress)
                 meta = {"kind": "original", "seconds": t.seconds, "device": str(plan.device), "threads": threads}
@@ -138,15 +142,16 @@ class CellRunner:
 
     def original_model(self, key: str) -> torch.nn.Module:
         cell = self.plan.cell(key)
+        part = self._part(cell)
         if key not in self._models:
             seed_everything(cell.seed)
-            model = self.plan.new_model(cell.model)
+            model = part.new_model(cell.model)
             if self.store.load_model(key, model) is None:
                 raise CorruptFile(f"the original of {cell.label} is not in the cell store (key {key})")
             self._models[key] = {k: v.clone() for k, v in model.state_dict().items()}
             while len(self._models) > 2:
                 self._models.popitem(last=False)
-        model = self.plan.new_model(cell.model)
+        model = part.new_model(cell.model)
         model.load_state_dict(self._models[key], strict=True)
         return model.to(self.plan.device).eval()
 
@@ -157,32 +162,30 @@ class CellRunner:
                 self._evals.popitem(last=False)
         return self._evals[key]
 
-    def _metric_config(self, seed: int):
-        mcfg = copy.copy(self.plan.settings.metrics)
-        mcfg.seed = seed
+    def _metric_config(self, cell: Cell):
+        mcfg = copy.copy(self._part(cell).settings.metrics)
+        mcfg.seed = cell.run_seed
         return mcfg
 
     def _evaluate(self, cell: Cell) -> dict:
-        split = self.plan.splits[cell.scenario]
+        part, split = self._part(cell), self._split(cell)
         # the original's logits are the same for every scenario on its (clean) data: gathered once per process
         seen = (cell.original, split.tag if split.kind == "backdoor" else "clean")
         original = self.original_model(cell.original)
         if seen not in self._gathered:
-            self._gathered = {seen: gather(original, self.plan, split, cell.seed)}
+            self._gathered = {seen: gather(original, part, split, cell.seed, self.plan.device)}
         ev = self._gathered[seen]
         # of the model metrics only the probe means something for the original (a distance to itself is 0)
-        names = tuple(m for m in self.plan.settings.metrics.metrics
-                      if m not in MODEL_METRICS or m == "probe_forget_acc")
-        ctx = ModelContext(original, original, None, None, ev, extra=self._images(split))
-        res = compute_metrics(ev, split, self._metric_config(cell.seed), ctx, names=names)
+        names = tuple(m for m in part.settings.metrics.metrics if m not in MODEL_METRICS or m == "probe_forget_acc")
+        ctx = ModelContext(original, original, None, None, ev, extra=self._images(part, split))
+        res = compute_metrics(ev, split, self._metric_config(cell), ctx, names=names)
         record = {"kind": "evaluate", "rows": self._rows(cell, res)}
         self.store.save_record(cell.key, record, evaluation_arrays(ev))
         self._evals[cell.key] = ev
         return record
 
     def _method(self, cell: Cell, threads: int) -> dict:
-        plan = self.plan
-        split = plan.splits[cell.scenario]
+        plan, part, split = self.plan, self._part(cell), self._split(cell)
         original = self.original_model(cell.original)
         ev_orig = self.original_eval(cell.deps[1])
         retrained = self._retrained(cell.deps[2]) if len(cell.deps) > 2 else None
@@ -198,41 +201,44 @@ class CellRunner:
                 self.store.save_model(cell.model_key, model, meta)
         model.eval()
         check_finite(model, cell.method)
-        ev = gather(model, plan, split, cell.seed)
+        ev = gather(model, part, split, cell.run_seed, plan.device)
         forget = self._loaders(cell)[1]
         ctx = ModelContext(model, original, retrained, forget.with_options(augment=False), ev_orig,
-                           extra=self._images(split))
-        res = compute_metrics(ev, split, self._metric_config(cell.seed), ctx)
+                           extra=self._images(part, split))
+        res = compute_metrics(ev, split, self._metric_config(cell), ctx)
         res["unlearn_time_s"] = meta["seconds"]
+        res.update(trace_metrics(trace_rows))
         record = {"kind": "method", "rows": self._rows(cell, res),
                   "timings": [self._timing(cell, meta, cached)],
                   "traces": [{**self._base(cell), **r} for r in trace_rows],
-                  "config": to_dict(plan.method_cfgs[cell.method])}
+                  "config": to_dict(part.method_cfgs[cell.method])}
         self.store.save_record(cell.key, record, evaluation_arrays(ev))
         return record
 
     def _loaders(self, cell: Cell) -> tuple[Loader, Loader, Loader | None]:
         """Fresh (retain, forget, unseen) loaders of the cell's split: every call starts from the same state."""
-        split = self.plan.splits[cell.scenario]
-        x, y = self.plan.training_data(split)
+        part, split = self._part(cell), self._split(cell)
+        x, y = part.training_data(split)
         needs_unseen = METHODS.get(base_method(cell.method)).needs_unseen
-        return (self._loader(x, y, split.retain_train, "retain", cell.seed),
-                self._loader(x, y, split.forget_train, "forget", cell.seed + 1),
-                self._loader(x, y, split.unseen, "unseen", cell.seed + 2) if needs_unseen else None)
+        seed = cell.run_seed
+        return (self._loader(part, x, y, split.retain_train, "retain", seed),
+                self._loader(part, x, y, split.forget_train, "forget", seed + 1),
+                self._loader(part, x, y, split.unseen, "unseen", seed + 2) if needs_unseen else None)
 
     def _timed(self, cell: Cell, original: torch.nn.Module, threads: int) -> tuple[torch.nn.Module, dict, list]:
         """The method's call, timed alone (synchronised; evaluation outside). A call shorter than
         ``timing.repeat_below_s`` is repeated ``timing.repeats - 1`` more times, each from a fresh copy of the
         original and fresh loaders under the same seed; the median is reported with the spread. The model of the
         first call is the one evaluated."""
-        plan, timing = self.plan, self.plan.settings.timing
-        spec, mc = METHODS.get(base_method(cell.method)), plan.method_cfgs[cell.method]
+        plan, part = self.plan, self._part(cell)
+        timing = part.settings.timing
+        spec, mc = METHODS.get(base_method(cell.method)), part.method_cfgs[cell.method]
         if timing.warmup:
             warm_up(original, self._loaders(cell)[0], plan.device)
         result, rows, times = None, [], []
         while len(times) < (1 if times and times[0] >= timing.repeat_below_s else timing.repeats):
             retain, forget, unseen = self._loaders(cell)
-            seed_everything(cell.seed)
+            seed_everything(cell.run_seed)
             model = copy.deepcopy(original).train()
             with collecting() as trace_rows, Timer(plan.device) as t:
                 model = spec(model, retain=retain, forget=forget, unseen=unseen, cfg=mc, device=plan.device)
@@ -243,27 +249,26 @@ class CellRunner:
                 "seconds_max": max(times), "repeats": len(times), "device": str(plan.device), "threads": threads}
         return result, meta, rows
 
-    def _images(self, split: Split) -> dict:
+    def _images(self, part: DataPart, split: Split) -> dict:
         """Batches of test or training images at dataset indices (test-time transform), for model metrics."""
-        plan, bs = self.plan, self.plan.settings.eval_batch_size
-        x, y = plan.training_data(split)
-        test = Loader(plan.data.test_x, plan.data.test_y, plan.test_pool, plan.data.spec, batch_size=bs,
-                      device=plan.device)
-        train = Loader(x, y, plan.eval_idx, plan.data.spec, batch_size=bs, device=plan.device)
-        return {"test_images": lambda idx: list(test.subset(Evaluation.rows(plan.test_pool, idx))),
-                "train_images": lambda idx: list(train.subset(Evaluation.rows(plan.eval_idx, idx)))}
+        bs, dev = part.settings.eval_batch_size, self.plan.device
+        x, y = part.training_data(split)
+        test = Loader(part.data.test_x, part.data.test_y, part.test_pool, part.data.spec, batch_size=bs, device=dev)
+        train = Loader(x, y, part.eval_idx, part.data.spec, batch_size=bs, device=dev)
+        return {"test_images": lambda idx: list(test.subset(Evaluation.rows(part.test_pool, idx))),
+                "train_images": lambda idx: list(train.subset(Evaluation.rows(part.eval_idx, idx)))}
 
     def _retrained(self, key: str) -> torch.nn.Module:
         cell = self.plan.cell(key)
-        model = self.plan.new_model(cell.model)
+        model = self._part(cell).new_model(cell.model)
         if self.store.load_model(cell.model_key, model) is None:
             raise CorruptFile(f"the retrained model of {cell.label} is not in the cell store (key {cell.model_key})")
         return model.to(self.plan.device).eval()
 
     # -- records --------------------------------------------------------------------------------------
     def _base(self, cell: Cell) -> dict:
-        return {"dataset": self.plan.settings.dataset, "model": cell.model, "scenario": cell.scenario,
-                "method": cell.method, "seed": cell.seed}
+        return {"dataset": cell.dataset, "model": cell.model, "scenario": cell.scenario,
+                "method": cell.method, "seed": cell.run_seed}
 
     def _rows(self, cell: Cell, res: dict[str, float]) -> list[dict]:
         base = self._base(cell)
@@ -273,6 +278,20 @@ class CellRunner:
         return {**self._base(cell), **timing_fields(meta), "cached": cached}
 
 
+# traces whose last value is also a metric of the run (in percent): whether a method's stopping rule, not its
+# maximum, ended it (lightweight, versatile); a rule that never fires is a finding for the claims table
+TRACE_METRICS = ("stopped_by_rule",)
+
+
+def trace_metrics(rows: list[dict]) -> dict[str, float]:
+    out = {}
+    for name in TRACE_METRICS:
+        values = [r["value"] for r in rows if r["name"] == name]
+        if values:
+            out[name] = 100.0 * values[-1]
+    return out
+
+
 def timing_fields(meta: dict) -> dict:
     """The timing columns from a checkpoint's or a call's metadata (one call: its time is the median)."""
     sec = meta["seconds"]
@@ -280,9 +299,9 @@ def timing_fields(meta: dict) -> dict:
             "repeats": meta.get("repeats", 1), "device": meta["device"], "threads": meta.get("threads")}
 
 
-def original_timing(plan: RunPlan, cell: Cell, meta: dict, cached: bool) -> dict:
+def original_timing(cell: Cell, meta: dict, cached: bool) -> dict:
     """The timing row of an original (from its checkpoint's metadata)."""
-    return {"dataset": plan.settings.dataset, "model": cell.model, "scenario": cell.scenario, "method": "original",
+    return {"dataset": cell.dataset, "model": cell.model, "scenario": cell.scenario, "method": "original",
             "seed": cell.seed, **timing_fields(meta), "cached": cached}
 
 

@@ -29,7 +29,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import ConfigError, PaperConfig, base_method, config_hash, load_paper, method_config, parse_seeds
+from ..config import (
+    ConfigError,
+    PaperConfig,
+    Settings,
+    base_method,
+    config_hash,
+    load_paper,
+    method_config,
+    parse_seeds,
+)
 from ..data import (
     ImageData,
     Trigger,
@@ -109,56 +118,47 @@ class Cell:
     model_key: str = ""  # the checkpoint: the original's (original cells) or the method's own (retrain)
     original: str = ""  # the key of the original cell this one starts from
     data_key: str = "clean"  # the scenario's training data: clean, or a hash of the poisoning
+    dataset: str = ""
+    part: str = ""  # the plan's data part (default: the dataset's; "ensemble" for the ensemble's models)
+    method_seed: int | None = None  # the method's own seed (default: the original's), for N unlearning seeds
+
+    @property
+    def run_seed(self) -> int:
+        """The seed of what this cell computes: the method's (ensemble) or, by default, the original's."""
+        return self.seed if self.method_seed is None else self.method_seed
 
     @property
     def label(self) -> str:
         what = {"original": "train the original", "evaluate": "evaluate the original"}.get(self.kind, self.method)
-        return f"{self.model} seed {self.seed} {self.scenario}: {what}"
+        seeds = f"seed {self.seed}" + ("" if self.method_seed is None else f", method seed {self.method_seed}")
+        return f"{self.part or self.dataset} {self.model} {seeds} {self.scenario}: {what}"
 
 
 @dataclass
-class RunPlan:
-    """Everything a run needs, rebuilt identically from :attr:`spec` in any process (a Ray worker)."""
+class DataPart:
+    """One dataset of a run: its settings (the profile's, with that dataset's overrides), images, pools, splits
+    and the methods' resolved options (retrain inherits this dataset's training recipe)."""
 
-    cfg: PaperConfig
-    seeds: list[int]
-    device: torch.device
-    methods: list[str]
-    method_cfgs: dict[str, Any]
+    settings: Settings
     data: ImageData
     train_pool: np.ndarray
     unseen: np.ndarray
     test_pool: np.ndarray
     splits: dict[str, Split]
-    cells: list[Cell]
-    spec: dict
+    method_cfgs: dict[str, Any]
     _poisoned: dict = field(default_factory=dict, repr=False)
 
     @property
-    def paper(self) -> str:
-        return self.cfg.id
-
-    @property
-    def profile(self) -> str:
-        return self.cfg.profile
-
-    @property
-    def settings(self):
-        return self.cfg.settings
+    def name(self) -> str:
+        return self.settings.dataset
 
     @property
     def eval_idx(self) -> np.ndarray:
         return np.union1d(self.train_pool, self.unseen)
 
-    def cell(self, key: str) -> Cell:
-        for c in self.cells:
-            if c.key == key:
-                return c
-        raise KeyError(f"no cell {key} in the plan of {self.paper}/{self.profile}")
-
-    def training_data(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_data(self, split: Split | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The images and labels the scenario's original is trained on (poisoned for a backdoor)."""
-        if split.kind != "backdoor":
+        if split is None or split.kind != "backdoor":
             return self.data.train_x, self.data.train_y
         if split.tag not in self._poisoned:
             self._poisoned[split.tag] = poison(self.data.train_x, self.data.train_y, split)
@@ -169,6 +169,41 @@ class RunPlan:
 
         return build_model(name, num_classes=self.data.spec.num_classes, in_channels=self.data.spec.channels,
                            width=self.settings.models[name].width)
+
+
+@dataclass
+class RunPlan:
+    """Everything a run needs, rebuilt identically from :attr:`spec` in any process (a Ray worker)."""
+
+    cfg: PaperConfig
+    seeds: list[int]
+    device: torch.device
+    methods: list[str]
+    parts: dict[str, DataPart]
+    cells: list[Cell]
+    spec: dict
+
+    @property
+    def paper(self) -> str:
+        return self.cfg.id
+
+    @property
+    def profile(self) -> str:
+        return self.cfg.profile
+
+    @property
+    def settings(self) -> Settings:
+        """The profile's settings (its first dataset's)."""
+        return self.cfg.settings
+
+    def part(self, dataset: str) -> DataPart:
+        return self.parts[dataset]
+
+    def cell(self, key: str) -> Cell:
+        for c in self.cells:
+            if c.key == key:
+                return c
+        raise KeyError(f"no cell {key} in the plan of {self.paper}/{self.profile}")
 
 
 def make_pools(data: ImageData, s) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -231,62 +266,133 @@ def build_plan(paper: str, profile: str = "auto", seeds: Any = None, device: str
     seed_list = parse_seeds(seeds, s.seeds)
     dev = resolve_device(device)
     names = select_methods(paper, s.methods, methods)
-    method_cfgs = {m: method_config(m, s.methods[m], s.train, where=f"{paper}.methods.{m}") for m in names}
+    parts = {ds: _part(cfg, cfg.settings_for(ds), names, dev) for ds in cfg.datasets}
+    spec = {"paper": paper, "profile": cfg.profile, "seeds": seed_list, "device": str(dev), "methods": names}
+    plan = RunPlan(cfg, seed_list, dev, names, parts, [], spec)
+    plan.cells = [c for part in parts.values() for c in _cells(plan, part)]
+    if s.ensemble.n:
+        part = _part(cfg, cfg.ensemble_settings(), names, dev)
+        tags = [t for t, sp in part.splits.items() if sp.kind == "class"]
+        s.ensemble.scenario = s.ensemble.scenario or (tags[0] if tags else next(iter(part.splits)))
+        if s.ensemble.scenario not in part.splits:
+            raise ConfigError(f"{paper}.settings.ensemble.scenario: {s.ensemble.scenario!r}; valid: "
+                              f"{', '.join(part.splits)}")
+        plan.parts[ENSEMBLE] = part
+        plan.cells += _ensemble_cells(plan, part)
+    return plan
+
+
+def _part(cfg: PaperConfig, s: Settings, names: list[str], dev: torch.device) -> DataPart:
+    where = f"{cfg.id}.methods" if s.dataset == cfg.settings.dataset else f"{cfg.id}.more_datasets.{s.dataset}"
+    method_cfgs = {m: method_config(m, s.methods[m], s.train, where=f"{where}.{m}") for m in names}
     for m in names:
         if METHODS.get(base_method(m)).needs_unseen and not s.split.unseen:
-            raise ConfigError(f"{paper}.methods.{m}: the method needs unseen data; set split.unseen > 0")
+            raise ConfigError(f"{where}.{m}: the method needs unseen data; set split.unseen > 0 for {s.dataset}")
     data = load_dataset(s.dataset, download=s.download)
     if dev.type == "cuda":
         data.train_x, data.test_x = data.train_x.to(dev), data.test_x.to(dev)
     train_pool, unseen, test_pool = make_pools(data, s)
-    splits = make_splits(data, s, train_pool, unseen, test_pool)
-    spec = {"paper": paper, "profile": cfg.profile, "seeds": seed_list, "device": str(dev), "methods": names}
-    plan = RunPlan(cfg, seed_list, dev, names, method_cfgs, data, train_pool, unseen, test_pool, splits, [], spec)
-    plan.cells = _cells(plan)
-    return plan
+    return DataPart(s, data, train_pool, unseen, test_pool, make_splits(data, s, train_pool, unseen, test_pool),
+                    method_cfgs)
 
 
-def _cells(plan: RunPlan) -> list[Cell]:
-    s = plan.settings
-    eval_part = (s.metrics, s.eval_batch_size, hash_array(plan.test_pool), hash_array(plan.eval_idx))
-    metric_names = set(s.metrics.metrics)
-    needs_retrain = bool(metric_names & {m for m in MODEL_METRICS if "retrain" in m})
-    retrain_name = next((m for m in plan.methods if METHODS.get(base_method(m)).trains_from_scratch), None)
-    cells: list[Cell] = []
+class _CellMaker:
+    """Builds the cells of one data part, with their keys (see the module docstring)."""
+
+    def __init__(self, plan: RunPlan, part: DataPart, key: str) -> None:
+        s = part.settings
+        self.plan, self.part, self.key, self.s = plan, part, key, s
+        self.eval_part = (s.metrics, s.eval_batch_size, hash_array(part.test_pool), hash_array(part.eval_idx))
+        self.needs_retrain = bool(set(s.metrics.metrics) & {m for m in MODEL_METRICS if "retrain" in m})
+        self.originals: dict[tuple, Cell] = {}
+
+    @staticmethod
+    def data_key(split: Split) -> str:
+        return "clean" if split.kind != "backdoor" else config_hash(hash_array(split.forget_train), split.target,
+                                                                    split.trigger)
+
+    def original(self, model: str, seed: int, split: Split) -> tuple[Cell, bool]:
+        """The original of ``split``'s training data (shared by the scenarios on clean data); True if new."""
+        dk = self.data_key(split)
+        if (model, seed, dk) in self.originals:
+            return self.originals[(model, seed, dk)], False
+        s = self.s
+        key = config_hash("original", s.dataset, hash_array(self.part.train_pool), dk, model, s.models[model],
+                          s.train, seed)
+        cell = Cell(key, "original", seed, model, "all" if dk == "clean" else split.tag, "original", model_key=key,
+                    original=key, data_key=dk, dataset=s.dataset, part=self.key)
+        self.originals[(model, seed, dk)] = cell
+        return cell, True
+
+    def evaluate(self, orig: Cell, split: Split) -> Cell:
+        key = config_hash("evaluate", orig.key, _split_hash(split), *self.eval_part, orig.seed,
+                          code_fingerprint(*EVAL_CODE))
+        return Cell(key, "evaluate", orig.seed, orig.model, split.tag, "original", deps=(orig.key,),
+                    original=orig.key, data_key=orig.data_key, dataset=orig.dataset, part=self.key)
+
+    def method(self, name: str, orig: Cell, ev: Cell, split: Split, retrain: Cell | None,
+               method_seed: int | None = None) -> Cell:
+        s, spec, mc = self.s, METHODS.get(base_method(name)), self.part.method_cfgs[name]
+        seed = orig.seed if method_seed is None else method_seed
+        deps, model_key = [orig.key, ev.key], ""
+        if spec.trains_from_scratch:
+            model_key = config_hash(name, s.dataset, hash_array(split.retain_train), orig.data_key, orig.model,
+                                    s.models[orig.model], mc, seed)
+        elif self.needs_retrain and retrain is not None:
+            deps.append(retrain.key)
+        key = config_hash("method", name, orig.key, model_key, _split_hash(split), mc, *self.eval_part, orig.seed,
+                          deps[2] if len(deps) > 2 else "", method_code(name),
+                          *(() if method_seed is None else ("method seed", method_seed)))
+        return Cell(key, "method", orig.seed, orig.model, split.tag, name, deps=tuple(deps), model_key=model_key,
+                    original=orig.key, data_key=orig.data_key, dataset=orig.dataset, part=self.key,
+                    method_seed=method_seed)
+
+
+def _retrain_name(methods: list[str]) -> str | None:
+    return next((m for m in methods if METHODS.get(base_method(m)).trains_from_scratch), None)
+
+
+def _cells(plan: RunPlan, part: DataPart) -> list[Cell]:
+    make, cells = _CellMaker(plan, part, part.name), []
+    retrain_name = _retrain_name(plan.methods)
     for seed in plan.seeds:
-        for model_name, mspec in s.models.items():
-            originals: dict[str, Cell] = {}
-            for tag, split in plan.splits.items():
-                data_key = "clean" if split.kind != "backdoor" else config_hash(
-                    hash_array(split.forget_train), split.target, split.trigger)
-                if data_key not in originals:
-                    okey = config_hash("original", s.dataset, hash_array(plan.train_pool), data_key, model_name,
-                                       mspec, s.train, seed)
-                    originals[data_key] = Cell(okey, "original", seed, model_name,
-                                               "all" if data_key == "clean" else tag, "original",
-                                               model_key=okey, original=okey, data_key=data_key)
-                    cells.append(originals[data_key])
-                orig = originals[data_key]
-                sh = _split_hash(split)
-                ekey = config_hash("evaluate", orig.key, sh, *eval_part, seed, code_fingerprint(*EVAL_CODE))
-                cells.append(Cell(ekey, "evaluate", seed, model_name, tag, "original", deps=(orig.key,),
-                                  original=orig.key, data_key=data_key))
-                retrain_key = ""
-                for name in plan.methods:
-                    spec = METHODS.get(base_method(name))
-                    mc = plan.method_cfgs[name]
-                    model_key = ""
-                    deps = [orig.key, ekey]
-                    if spec.trains_from_scratch:
-                        model_key = config_hash(name, s.dataset, hash_array(split.retain_train), data_key,
-                                                model_name, mspec, mc, seed)
-                    elif needs_retrain and retrain_key:
-                        deps.append(retrain_key)
-                    key = config_hash("method", name, orig.key, model_key, sh, mc, *eval_part, seed,
-                                      retrain_key if not spec.trains_from_scratch and needs_retrain else "",
-                                      method_code(name))
-                    cells.append(Cell(key, "method", seed, model_name, tag, name, deps=tuple(deps),
-                                      model_key=model_key, original=orig.key, data_key=data_key))
-                    if name == retrain_name:
-                        retrain_key = key
+        for model in part.settings.models:
+            for split in part.splits.values():
+                orig, new = make.original(model, seed, split)
+                if new:
+                    cells.append(orig)
+                ev = make.evaluate(orig, split)
+                cells.append(ev)
+                retrain = None
+                for name in plan.methods:  # retrain first (select_methods)
+                    cell = make.method(name, orig, ev, split, retrain)
+                    cells.append(cell)
+                    retrain = cell if name == retrain_name else retrain
+    return cells
+
+
+ENSEMBLE = "ensemble"
+
+
+def _ensemble_cells(plan: RunPlan, part: DataPart) -> list[Cell]:
+    """N originals, each with its evaluation and one run of each method (marginal); N more runs of each method
+    from the first original (conditional); two sets of N retrains (oracle and floor)."""
+    e = plan.cfg.settings.ensemble
+    make, cells = _CellMaker(plan, part, ENSEMBLE), []
+    split = part.splits[e.scenario]
+    model = e.model or next(iter(part.settings.models))
+    retrain_name = _retrain_name(plan.methods) or "retrain"
+    methods = [m for m in (e.methods or plan.methods) if m != retrain_name]
+    first = None
+    for i in range(e.n):
+        orig, _ = make.original(model, e.seed + i, split)
+        ev = make.evaluate(orig, split)
+        cells += [orig, ev]
+        first = first or (orig, ev)
+        oracle = make.method(retrain_name, orig, ev, split, None)
+        floor = make.method(retrain_name, orig, ev, split, None, method_seed=e.seed + e.n + i)
+        cells += [oracle, floor]
+        cells += [make.method(m, orig, ev, split, oracle) for m in methods]
+    for j in range(e.n):
+        cells += [make.method(m, *first, split, None, method_seed=e.seed + 2 * e.n + j) for m in methods]
     return cells

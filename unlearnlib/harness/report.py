@@ -19,7 +19,7 @@ from ..data import save_splits
 from ..metrics import speedup
 from ..paths import REPO_ROOT
 from .cells import CellRunner, original_timing
-from .plan import Cell, RunPlan
+from .plan import ENSEMBLE, Cell, RunPlan
 from .store import Store, read_json
 
 METRIC_COLUMNS = ["paper", "profile", "dataset", "model", "scenario", "method", "seed", "metric", "value"]
@@ -37,11 +37,10 @@ def pending_cells(plan: RunPlan, store: Store) -> tuple[list[Cell], list[Cell]]:
 
 
 def banner_line(plan: RunPlan, executor: str) -> str:
+    data = "\n".join(f"   data: {p.name} ({p.data.source}); train pool {len(p.train_pool)}, unseen {len(p.unseen)}, "
+                     f"test pool {len(p.test_pool)}; scenarios: {', '.join(p.splits)}" for p in plan.parts.values())
     return (f"== {plan.cfg.title} ({plan.paper}) | {plan.cfg.profile_label} | device {plan.device} | seeds "
-            f"{plan.seeds} | {executor}\n"
-            f"   data: {plan.settings.dataset} ({plan.data.source}); train pool {len(plan.train_pool)}, unseen "
-            f"{len(plan.unseen)}, test pool {len(plan.test_pool)}; scenarios: {', '.join(plan.splits)}; "
-            f"{len(plan.cells)} cells")
+            f"{plan.seeds} | {executor}\n{data}\n   {len(plan.cells)} cells")
 
 
 _SHOWN = {"test_forget_acc": "forget", "test_retain_acc": "retain", "forget_acc": "forget(train)",
@@ -51,7 +50,8 @@ _SHOWN = {"test_forget_acc": "forget", "test_retain_acc": "retain", "forget_acc"
 def cell_line(plan: RunPlan, store: Store, cell: Cell, reused: bool = False) -> str:
     """One log line: which cell, computed or reused, its time and its headline numbers."""
     n = f"[{plan.cells.index(cell) + 1}/{len(plan.cells)}]"
-    head = f"   {n:9s} [{plan.profile}] {cell.model:9s} s{cell.seed} {cell.scenario:14s} {cell.method:16s}"
+    ds = f"{cell.dataset} " if len(plan.parts) > 1 else ""
+    head = f"   {n:9s} [{plan.profile}] {ds}{cell.model:9s} s{cell.seed} {cell.scenario:14s} {cell.method:16s}"
     tail = f" (reused from the cell store, {cell.key})" if reused else ""
     if cell.kind == "original":
         meta = read_json(store.checkpoint_path(cell.model_key).with_suffix(".json"))
@@ -60,27 +60,35 @@ def cell_line(plan: RunPlan, store: Store, cell: Cell, reused: bool = False) -> 
     res = {r["metric"]: r["value"] for r in rec.get("rows", [])}
     t = res.get("unlearn_time_s")
     parts = [f"{label} {res[k]:5.1f}" for k, label in _SHOWN.items() if k in res and res[k] == res[k]][:4]
+    if res.get("stopped_by_rule") == 0.0:
+        parts.append("[its stopping rule never fired: it ran to its maximum]")
     return f"{head} {'' if t is None else f'{t:8.2f} s':11s} " + "  ".join(parts) + tail
 
 
-def collect(plan: RunPlan, store: Store, reused: set[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """metrics, timings and traces of every cell of the plan, in plan order, with the speed-ups."""
-    rows, timings, traces = [], [], []
+def collect(plan: RunPlan, store: Store, reused: set[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame,
+                                                                  pd.DataFrame]:
+    """metrics, timings and traces of every cell of the plan, in plan order, with the speed-ups; and the metrics
+    of the ensemble's models (kept apart: another recipe, other seeds)."""
+    rows, timings, traces, ensemble = [], [], [], []
     run = {"paper": plan.paper, "profile": plan.profile}
     for cell in plan.cells:
         if cell.kind == "original":
             meta = read_json(store.checkpoint_path(cell.model_key).with_suffix(".json"))
-            timings.append({**run, **original_timing(plan, cell, meta, cell.key in reused)})
+            if cell.part != ENSEMBLE:
+                timings.append({**run, **original_timing(cell, meta, cell.key in reused)})
             continue
         rec = store.load_record(cell.key)
         if rec is None:
             raise RuntimeError(f"cell '{cell.label}' ({cell.key}) has no intact record after the run")
+        if cell.part == ENSEMBLE:
+            ensemble += [{**run, **r, "original_seed": cell.seed, "cell": cell.key} for r in rec.get("rows", [])]
+            continue
         rows += [{**run, **r} for r in rec.get("rows", [])]
         timings += [{**run, **t, "cached": bool(t["cached"] or cell.key in reused)} for t in rec.get("timings", [])]
         traces += [{**run, **t} for t in rec.get("traces", [])]
     metrics = add_speedups(pd.DataFrame(rows, columns=METRIC_COLUMNS))
-    return (metrics, pd.DataFrame(timings, columns=TIMING_COLUMNS),
-            pd.DataFrame(traces, columns=TRACE_COLUMNS))
+    return (metrics, pd.DataFrame(timings, columns=TIMING_COLUMNS), pd.DataFrame(traces, columns=TRACE_COLUMNS),
+            pd.DataFrame(ensemble, columns=[*METRIC_COLUMNS, "original_seed", "cell"]))
 
 
 def add_speedups(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -127,20 +135,38 @@ def environment(plan: RunPlan) -> dict:
 
 
 def write_run(folder: Path, plan: RunPlan, metrics: pd.DataFrame, timings: pd.DataFrame, traces: pd.DataFrame,
-              executor: str = "") -> None:
+              ensemble: pd.DataFrame, executor: str = "") -> None:
     resolved = to_dict(plan.cfg)
     resolved["settings"]["seeds"] = plan.seeds
-    resolved["resolved_methods"] = {k: to_dict(v) for k, v in plan.method_cfgs.items()}
+    first = plan.parts[plan.settings.dataset]
+    resolved["resolved_methods"] = {k: to_dict(v) for k, v in first.method_cfgs.items()}
+    for name, part in plan.parts.items():
+        if part is not first:  # what differs (retrain's recipe) is visible per dataset
+            resolved.setdefault("resolved_methods_by_dataset", {})[name] = {
+                k: to_dict(v) for k, v in part.method_cfgs.items()}
     (folder / "config.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False, width=110))
     env = environment(plan)
     env["executor"] = executor
     env["cpu_threads"] = sorted({int(t) for t in timings.threads.dropna()}) if len(timings) else []
-    env["data"] = plan.data.summary()
-    env["data"].update({"train pool": int(len(plan.train_pool)), "unseen (held out)": int(len(plan.unseen)),
-                        "test pool": int(len(plan.test_pool))})
+    summaries = {}
+    for name, part in plan.parts.items():
+        if name == ENSEMBLE:
+            continue
+        summaries[name] = {**part.data.summary(), "train pool": int(len(part.train_pool)),
+                           "unseen (held out)": int(len(part.unseen)), "test pool": int(len(part.test_pool))}
+    env["data"] = summaries[first.name]
+    if len(plan.parts) > 1:
+        env["datasets"] = summaries
     (folder / "env.json").write_text(json.dumps(env, indent=1))
-    save_splits(folder / "splits.npz", plan.splits,
-                {"train": plan.train_pool, "unseen": plan.unseen, "test": plan.test_pool})
+    splits, pools = {}, {}
+    for name, part in plan.parts.items():
+        prefix = "" if part is first else f"{name}/"  # the first dataset keeps the single-dataset layout
+        splits.update({f"{prefix}{tag}": sp for tag, sp in part.splits.items()})
+        pools.update({f"{prefix}train": part.train_pool, f"{prefix}unseen": part.unseen,
+                      f"{prefix}test": part.test_pool})
+    save_splits(folder / "splits.npz", splits, pools)
     metrics.to_csv(folder / "metrics.csv", index=False)
     timings.to_csv(folder / "timings.csv", index=False)
     traces.to_csv(folder / "traces.csv", index=False)
+    if len(ensemble):
+        ensemble.to_csv(folder / "ensemble_models.csv", index=False)

@@ -439,6 +439,7 @@ def unlearn(model: nn.Module, *, retain, forget, unseen, cfg: Config, device) ->
 
     stopper = PatienceStop(passes, cfg.patience)
     if stopper.check(model, 0):  # the perturbation alone made forget data look unseen (patience 1), retain held
+        trace("stopped_by_rule", 1.0, 0)
         model.eval()
         return model
 
@@ -460,6 +461,7 @@ def unlearn(model: nn.Module, *, retain, forget, unseen, cfg: Config, device) ->
     kw = {} if loss_fn is None else {"loss_fn": loss_fn}
     history = fit(model, data, cfg, stop=stopper, check_every=cfg.check_every,
                   desc=f"lightweight {cfg.interpretation}", **kw)
+    trace("stopped_by_rule", float(history.stopped_early), history.steps)  # 0: the rule never ended it
     if not history.stopped_early:  # ended at the maximum: log where it ended
         stopper.check(model, history.steps)
     model.eval()

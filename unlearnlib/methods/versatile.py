@@ -366,9 +366,12 @@ def unlearn(model: nn.Module, *, retain, forget, unseen, cfg: Config, device) ->
             loss = loss + cfg.beta * F.cross_entropy(z[len(xf):], r[1])
         return loss
 
-    if not stopper.check(model, 0):
+    if stopper.check(model, 0):
+        trace("stopped_by_rule", 1.0, 0)
+    else:
         history = fit(model, _Batches(forget, unseen, retain, cfg), cfg, loss_fn=loss_fn, stop=stopper,
                       check_every=cfg.check_every, desc=f"versatile {cfg.interpretation}")
+        trace("stopped_by_rule", float(history.stopped_early), history.steps)  # 0: the rule never ended it
         if not history.stopped_early:  # ended at the maximum: log where it ended
             stopper.check(model, history.steps)
     model.eval()
