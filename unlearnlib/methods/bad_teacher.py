@@ -43,8 +43,9 @@ class Config(TrainConfig):
 
     temperature: float = 1.0  # [BT] cell 15 KL_temperature = 1
     retain_fraction: float = 0.3  # [BT] cell 15 random.sample(retain, int(0.3 * len(retain)))
-    teacher_seed: int = 0  # ours: seed of the incompetent teacher's initialisation (upstream: unseeded); the ZRF
-    #                        metric's teacher uses the same seed (metrics.zrf_teacher_seed, default 0)
+    teacher_seed: int = 0  # ours: seed of the incompetent teacher's initialisation (upstream: unseeded). The ZRF
+    #                        metric builds the same teacher from its own seed field (zrf_teacher_seed of the metric
+    #                        config; 0 = this default when that field is absent): keep the two equal
     # [BT] unlearn.py:21 F.kl_div(student, target) default "mean": sum / (B * C) (PyTorch warns) |
     kl_reduction: Literal["mean", "batchmean"] = "mean"  # "batchmean": sum / B, the KL per sample
     optimizer: Optimizer = "adam"  # [BT] blindspot_unlearner: torch.optim.Adam(model.parameters(), lr=lr)
