@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from unlearnlib.data import Loader
 from unlearnlib.methods import METHODS, bad_teacher, l1_sparse, random_labels, salun, scrub, ssd
 from unlearnlib.methods.common import distill_kl, incompetent_teacher, mixed_batches
+from unlearnlib.metrics import MetricConfig
 from unlearnlib.metrics import zrf as zrf_metric
 from unlearnlib.models import build_model
 from unlearnlib.train import TrainConfig, fit, make_optimizer, make_scheduler
@@ -394,7 +395,7 @@ def test_zrf_is_not_the_upstream_mean_reduced_kl():
 
 
 def test_zrf_teacher_is_bad_teachers_teacher():
-    assert zrf_metric.DEFAULT_TEACHER_SEED == bad_teacher.Config().teacher_seed
+    assert MetricConfig().zrf_teacher_seed == bad_teacher.Config().teacher_seed
 
 
 def test_zrf_metric_on_a_model_context(tiny_problem):

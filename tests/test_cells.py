@@ -206,16 +206,21 @@ def test_fair_share_divides_the_cores_among_computing_processes(monkeypatch, tmp
         assert threads.computing_processes() == 2 and threads.fair_share() == 4
         assert not (tmp_path / "999999999").exists()
     assert threads.computing_processes() == 1  # this one left
+    import torch
+
+    before = torch.get_num_threads()
     monkeypatch.setenv("UNLEARNLIB_THREADS", "3")
-    assert threads.use() == 3
+    with threads.using() as n:  # the count for one block; the process's own count comes back after it
+        assert n == 3 and torch.get_num_threads() == 3
+    assert torch.get_num_threads() == before
     monkeypatch.setenv("UNLEARNLIB_THREADS", "many")
     with pytest.raises(ValueError, match="UNLEARNLIB_THREADS"):
         threads.use()
 
 
-def test_results_table_reads_a_run_with_the_thread_column(reference):
+def test_timings_record_the_spread_device_and_threads(reference):
     t = pd.read_csv(reference["run"].path / "timings.csv")
-    assert list(t.columns)[-4:] == ["seconds", "cached", "device", "threads"]
+    assert {"seconds", "seconds_min", "seconds_max", "repeats", "cached", "device", "threads"} <= set(t.columns)
 
 
 class _ScriptedTimer:
@@ -275,3 +280,45 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return bool(torch.equal(a, b))
+
+
+def test_an_ensemble_gives_per_example_scores_beside_their_floor(fmnist_system_dir, tmp_path, monkeypatch):
+    """A tiny ensemble (N = 4 per side) on the smoke profile: 4 originals, 4 + 4 retrains, each method once per
+    original (marginal) and 4 times from the first (conditional); scores from the stored logits."""
+    import yaml
+
+    import unlearnlib.config as config_mod
+
+    papers = tmp_path / "papers"
+    shutil.copytree(config_mod.PAPERS_DIR, papers)
+    raw = yaml.safe_load((papers / f"{PAPER}.yaml").read_text())
+    raw["profiles"]["smoke"]["ensemble"] = {"n": 4, "scenario": "class7", "methods": ["finetune"],
+                                            "overrides": {"train_subset": 400, "test_subset": 300}}
+    (papers / f"{PAPER}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    monkeypatch.setattr(config_mod, "PAPERS_DIR", papers)
+    r = roots(tmp_path, fmnist_system_dir)
+    result, log = run(r)
+    with env(**r):
+        plan = build_plan(PAPER, PROFILE, device="cpu", methods=METHODS)
+    ens = [c for c in plan.cells if c.part == "ensemble"]
+    kinds = pd.Series([(c.kind, c.method, c.method_seed is not None) for c in ens]).value_counts()
+    assert kinds[("original", "original", False)] == 4 and kinds[("method", "retrain", False)] == 4
+    assert kinds[("method", "retrain", True)] == 4  # the floor's retrains: other seeds, same originals
+    assert kinds[("method", "finetune", False)] == 4 and kinds[("method", "finetune", True)] == 4
+    assert len(ens) == 4 * 2 + 4 * 2 + 4 + 4
+    e = result.ensemble
+    assert e is not None and set(e.method) == {"finetune", "retrain vs retrain"}
+    f = e.set_index(["method", "variant", "metric"]).value
+    assert 0.0 <= f[("finetune", "marginal", "F")] <= 1.0 and 0.0 <= f[("retrain vs retrain", "floor", "F")] <= 1.0
+    assert ("finetune", "conditional", "F") in f.index and ("finetune", "marginal", "ulira_auc") in f.index
+    assert f[("retrain vs retrain", "floor", "klom_forget_mean")] >= 0.0
+    # the ensemble's models are not rows of metrics.csv (other recipe, other seeds): they have their own file
+    assert set(result.metrics.seed) == set(load_smoke_seeds()) and (result.path / "ensemble_models.csv").exists()
+    table = __import__("unlearnlib").ensemble_frame(result)
+    assert list(table.method) == ["finetune", "retrain vs retrain"] and table.N.tolist() == [4, 4]
+
+
+def load_smoke_seeds() -> list[int]:
+    from unlearnlib.config import load_paper
+
+    return load_paper(PAPER, PROFILE).settings.seeds

@@ -24,6 +24,8 @@ from .results import (
                       claims_frame,
                       claims_table,
                       deviations_table,
+                      ensemble_frame,
+                      ensemble_table,
                       header,
                       load_run,
                       plot_accuracy,
@@ -39,6 +41,6 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigError", "available_papers", "load_paper", "DATASETS", "DatasetNotAvailableError", "load_dataset",
     "run_paper", "RunLockedError", "METHODS", "METRICS", "MODELS", "build_model", "Run", "banner", "header",
-    "claims_frame", "claims_table", "deviations_table", "load_run", "plot_accuracy", "plot_prefixed", "plot_times",
-    "plot_traces", "results_frame", "results_table",
+    "claims_frame", "claims_table", "deviations_table", "ensemble_frame", "ensemble_table", "load_run",
+    "plot_accuracy", "plot_prefixed", "plot_times", "plot_traces", "results_frame", "results_table",
 ]

@@ -59,6 +59,7 @@ class Run:
     timings: pd.DataFrame
     env: dict
     traces: pd.DataFrame | None = None
+    ensemble: pd.DataFrame | None = None  # per-example scores of the ensemble (ensemble.csv), when the run has one
 
     @classmethod
     def load(cls, path: Path) -> "Run":
@@ -70,8 +71,9 @@ class Run:
         raw.pop("resolved_methods_by_dataset", None)
         cfg = from_dict(PaperConfig, raw, raw.get("id", "run"))
         traces = pd.read_csv(path / "traces.csv") if (path / "traces.csv").exists() else None
+        ensemble = pd.read_csv(path / "ensemble.csv") if (path / "ensemble.csv").exists() else None
         return cls(path, cfg, pd.read_csv(path / "metrics.csv"), pd.read_csv(path / "timings.csv"),
-                   json.loads((path / "env.json").read_text()), traces)
+                   json.loads((path / "env.json").read_text()), traces, ensemble)
 
     @property
     def profile(self) -> str:
@@ -289,6 +291,51 @@ def results_table(run: Run):
         f"of forget scenario (the number of scenarios in brackets). |Δ retrain|: the gap to retraining from scratch "
         f"(same seed, per scenario, then pooled); its 'retrain vs retrain' row is the noise floor: the mean gap "
         f"between retrains of different seeds. {src}.")
+
+
+ENSEMBLE_SHOWN = {  # (metric, variant) -> column
+    ("F", "marginal"): "F marginal", ("F", "conditional"): "F conditional", ("score", "marginal"): "score marginal",
+    ("ulira_accuracy", "marginal"): "U-LiRA acc", ("ulira_auc", "marginal"): "U-LiRA AUC",
+    ("ulira_tpr_at_fpr_0.01", "marginal"): "U-LiRA TPR@1%FPR", ("klom_forget_mean", "marginal"): "KLOM forget",
+    ("klom_retain_mean", "marginal"): "KLOM retain", ("klom_test_mean", "marginal"): "KLOM test",
+}
+
+
+def ensemble_frame(run: Run) -> pd.DataFrame:
+    """One row per method (and the retrain-vs-retrain floor): F, its final score, U-LiRA and KLOM."""
+    e = run.ensemble
+    if e is None or e.empty:
+        return pd.DataFrame()
+    floor = e[e.method == "retrain vs retrain"]
+    rows = []
+    for method in [*[m for m in dict.fromkeys(e.method) if m != "retrain vs retrain"], "retrain vs retrain"]:
+        d = floor if method == "retrain vs retrain" else e[e.method == method]
+        row = {"method": method, "N": int(d.n_models.max())}
+        for (metric, variant), col in ENSEMBLE_SHOWN.items():
+            hit = d[(d.metric == metric) & ((d.variant == variant) | (d.variant == "floor"))]
+            row[col] = _num(float(hit.value.iloc[0])) if len(hit) else "–"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def ensemble_table(run: Run):
+    """The per-example scores of the run's ensemble; a note when the profile has none."""
+    from IPython.display import Markdown
+
+    df = ensemble_frame(run)
+    if df.empty:
+        return Markdown("*This profile has no ensemble (`ensemble:` in the paper YAML): no per-example scores.*")
+    e = run.config.settings.ensemble
+    model = e.model or next(iter(run.config.settings.models))
+    return df.style.hide(axis="index").set_caption(
+        f"Per-example forgetting scores [{run.profile} profile; ensemble: N = {e.n} models per side on "
+        f"{e.scenario}, {model}; its own recipe: {e.overrides or 'the profile'}]. "
+        f"F (NeurIPS 2023): mean points of the per-example ε, higher is better, read against the 'retrain vs retrain' "
+        f"row (two independent retrain sets of the same N: identical distributions do not score 1 at small N). "
+        f"Marginal: N originals unlearned once each; conditional: one original, N method seeds (a deterministic "
+        f"method's N outputs coincide and score 0). Score: F × RA_u/RA_r × TA_u/TA_r. U-LiRA: per-example Gaussian "
+        f"likelihood-ratio attack, ideal accuracy/AUC 0.5. KLOM: mean per-example KL of margins to the retrains, "
+        f"ideal: the floor row.")
 
 
 def deviations_table(cfg: PaperConfig):

@@ -135,7 +135,7 @@ def environment(plan: RunPlan) -> dict:
 
 
 def write_run(folder: Path, plan: RunPlan, metrics: pd.DataFrame, timings: pd.DataFrame, traces: pd.DataFrame,
-              ensemble: pd.DataFrame, executor: str = "") -> None:
+              ensemble: pd.DataFrame, scores: pd.DataFrame, executor: str = "") -> None:
     resolved = to_dict(plan.cfg)
     resolved["settings"]["seeds"] = plan.seeds
     first = plan.parts[plan.settings.dataset]
@@ -170,3 +170,4 @@ def write_run(folder: Path, plan: RunPlan, metrics: pd.DataFrame, timings: pd.Da
     traces.to_csv(folder / "traces.csv", index=False)
     if len(ensemble):
         ensemble.to_csv(folder / "ensemble_models.csv", index=False)
+        scores.to_csv(folder / "ensemble.csv", index=False)

@@ -33,6 +33,7 @@ class MetricConfig:
     relearn_batch_size: int = 64
     probe_per_class: int = 20  # linear probe: labelled training images per class (UNCONFIRMED: "a few")
     probe_c: float = 1.0  # linear probe: inverse L2 strength of the logistic regression (scikit-learn's default)
+    zrf_teacher_seed: int = 0  # ZRF: seed of the incompetent teacher (= bad_teacher's teacher_seed default)
     seed: int = 0
 
 

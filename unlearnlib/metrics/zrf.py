@@ -25,8 +25,6 @@ from ..data.splits import Split
 from . import METRICS
 from .evaluation import MODEL_METRICS, Evaluation
 
-DEFAULT_TEACHER_SEED = 0  # = unlearnlib.methods.bad_teacher.Config.teacher_seed (a test keeps them equal)
-
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Per-sample Jensen-Shannon divergence (natural log) between the rows of two probability matrices, in
@@ -53,7 +51,7 @@ def _zrf(ev: Evaluation, split: Split, cfg, ctx) -> float:
     from ..methods.common import incompetent_teacher
     from ..train import predict_logits
 
-    seed = getattr(cfg, "zrf_teacher_seed", DEFAULT_TEACHER_SEED)
+    seed = cfg.zrf_teacher_seed
     loader = ctx.forget.with_options(shuffle=False, augment=False)
     teacher = incompetent_teacher(ctx.model, seed)
     t_logits, t_labels = predict_logits(teacher, loader)
@@ -66,4 +64,4 @@ def _zrf(ev: Evaluation, split: Split, cfg, ctx) -> float:
 METRICS.register("zrf", _zrf)
 MODEL_METRICS.add("zrf")  # needs the model (its architecture, for the teacher): not computed for the original
 
-__all__ = ["js_divergence", "zrf_score", "DEFAULT_TEACHER_SEED"]
+__all__ = ["js_divergence", "zrf_score"]
