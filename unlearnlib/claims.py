@@ -82,12 +82,18 @@ def _paired(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 def evaluate_claim(metrics: pd.DataFrame, profile: str, claim: Claim, model: str,
                    dataset: str | None = None) -> dict:
-    """The verdict of one claim for one model (and dataset) with its estimate and interval."""
+    """The verdict of one claim for one model (and dataset) with its estimate and interval. In the smoke profile
+    the estimate is computed (the pipeline made it) but the verdict is "pipeline check only"."""
+    out = _evaluate(metrics, profile, claim, model, dataset)
+    if profile == "smoke" and out["verdict"] != NOT_COMPARABLE:
+        out["verdict"] = PIPELINE_ONLY
+    return out
+
+
+def _evaluate(metrics: pd.DataFrame, profile: str, claim: Claim, model: str, dataset: str | None) -> dict:
     out = {"claim": claim.text, "dataset": dataset, "model": model, "source": claim.source, "estimate": math.nan,
            "ci_low": math.nan, "ci_high": math.nan, "seeds": 0, "scenarios": 0, "target": "",
            "verdict": NOT_COMPARABLE}
-    if profile == "smoke":
-        return {**out, "verdict": PIPELINE_ONLY, "target": "smoke profile: a pipeline check, no verdicts"}
     if profile not in claim.profiles:
         return {**out, "target": f"checked on: {', '.join(claim.profiles)}"}
     k = claim.scenario_kind

@@ -205,6 +205,9 @@ class Settings:
     metrics: MetricConfig = field(default_factory=MetricConfig)
     train_subset: int | None = None  # class-stratified subset of the training set (None: all)
     test_subset: int | None = None
+    # training images evaluated per model: a class-stratified sample of the train pool of this size, plus every
+    # forget and unseen image (None: the whole pool). Retain metrics then read that sample.
+    eval_train_subset: int | None = None
     eval_batch_size: int = 1024
     download: bool = True  # may fetch the dataset when no local copy exists
     timing: TimingConfig = field(default_factory=TimingConfig)

@@ -162,9 +162,7 @@ def claims_table(run: Run):
     if out.dataset.nunique() <= 1:
         out = out.drop(columns=["dataset"])
     return (out.style.map(_verdict_style, subset=["verdict"]).hide(axis="index")
-            .set_caption(f"Claims, verdicts from this run [{run.stamp}]. Estimate: {INTERVAL_NOTE}. holds / fails: "
-                         f"the whole interval is on one side of the check; inconclusive: it contains the "
-                         f"threshold."))
+            .set_caption(f"Claims, verdicts from this run [{run.stamp}]. Estimate: {INTERVAL_NOTE}."))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -287,10 +285,8 @@ def results_table(run: Run):
     if exp:
         src += ". –: the paper's table has the metric but not the method"
     return df.style.hide(axis="index").set_caption(
-        f"Ours [{run.stamp}] vs the paper. Ours: mean ± half-width of the {INTERVAL_NOTE}; one row group per kind "
-        f"of forget scenario (the number of scenarios in brackets). |Δ retrain|: the gap to retraining from scratch "
-        f"(same seed, per scenario, then pooled); its 'retrain vs retrain' row is the noise floor: the mean gap "
-        f"between retrains of different seeds. {src}.")
+        f"Ours [{run.stamp}]: mean ± half-width of the 95 % interval over seeds; |Δ retrain|: gap to retraining, "
+        f"its noise floor in each group's last row. {src}.")
 
 
 ENSEMBLE_SHOWN = {  # (metric, variant) -> column
@@ -493,8 +489,9 @@ def header(cfg: PaperConfig | Run):
 
     if isinstance(cfg, Run):
         cfg = cfg.config
+    label = cfg.profile_label.removeprefix(f"{cfg.profile} profile: ")
     warn = "" if cfg.profile == "paper" else (
-        f"\n\n> **{cfg.profile} profile.** {cfg.profile_label}. Every number on this page comes from "
+        f"\n\n> **{cfg.profile} profile.** {label[:1].upper() + label[1:]}. Every number on this page comes from "
         f"this profile; verdicts say whether the claim holds *in this run*, not in the paper's setting.")
     return Markdown(f"**Paper.** {cfg.title}. {cfg.authors}. {cfg.venue}. arXiv {cfg.arxiv}. "
                     f"Code: {cfg.code}.\n\n**Claim.** {cfg.headline}\n\n**Sources.** {cfg.availability}{warn}")

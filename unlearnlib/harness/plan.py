@@ -146,15 +146,12 @@ class DataPart:
     test_pool: np.ndarray
     splits: dict[str, Split]
     method_cfgs: dict[str, Any]
+    eval_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # training images evaluated
     _poisoned: dict = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
         return self.settings.dataset
-
-    @property
-    def eval_idx(self) -> np.ndarray:
-        return np.union1d(self.train_pool, self.unseen)
 
     def training_data(self, split: Split | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The images and labels the scenario's original is trained on (poisoned for a backdoor)."""
@@ -292,8 +289,20 @@ def _part(cfg: PaperConfig, s: Settings, names: list[str], dev: torch.device) ->
     if dev.type == "cuda":
         data.train_x, data.test_x = data.train_x.to(dev), data.test_x.to(dev)
     train_pool, unseen, test_pool = make_pools(data, s)
-    return DataPart(s, data, train_pool, unseen, test_pool, make_splits(data, s, train_pool, unseen, test_pool),
-                    method_cfgs)
+    splits = make_splits(data, s, train_pool, unseen, test_pool)
+    return DataPart(s, data, train_pool, unseen, test_pool, splits, method_cfgs,
+                    eval_indices(data, s, train_pool, unseen, splits))
+
+
+def eval_indices(data: ImageData, s: Settings, train_pool: np.ndarray, unseen: np.ndarray,
+                 splits: dict[str, Split]) -> np.ndarray:
+    """The training images every model is evaluated on: the whole pool, or (``eval_train_subset``) a seeded
+    class-stratified sample of it with every forget image of every scenario; the unseen images always."""
+    if s.eval_train_subset is None or s.eval_train_subset >= len(train_pool):
+        return np.union1d(train_pool, unseen)
+    sample = stratified_subset(data.train_y, s.eval_train_subset, seed=2, among=train_pool)
+    forget = [sp.forget_train for sp in splits.values()]
+    return np.union1d(np.union1d(sample, unseen), np.concatenate(forget) if forget else sample)
 
 
 class _CellMaker:

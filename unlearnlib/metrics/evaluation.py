@@ -31,6 +31,7 @@ class MetricConfig:
     relearn_target: float = 0.9  # relearn time: forget accuracy >= target x the original's
     relearn_samples: int = 256  # relearn time: forget training samples used to relearn
     relearn_batch_size: int = 64
+    relearn_eval_samples: int | None = None  # relearn time: forget-class test images checked per step (None: all)
     probe_per_class: int = 20  # linear probe: labelled training images per class (UNCONFIRMED: "a few")
     probe_c: float = 1.0  # linear probe: inverse L2 strength of the logistic regression (scikit-learn's default)
     zrf_teacher_seed: int = 0  # ZRF: seed of the incompetent teacher (= bad_teacher's teacher_seed default)
@@ -60,6 +61,11 @@ class Evaluation:
         if len(wanted) and (pos.max() >= len(pool_idx) or not np.array_equal(pool_idx[pos], wanted)):
             raise ValueError("split indices are not all in the evaluated pool")
         return pos
+
+    def evaluated(self, idx: np.ndarray) -> np.ndarray:
+        """The training indices among ``idx`` that were evaluated (a run may evaluate a retain sample only:
+        ``settings.eval_train_subset``; forget and unseen images are always evaluated)."""
+        return np.intersect1d(np.asarray(idx), self.train_idx)
 
     def test(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         r = torch.as_tensor(self.rows(self.test_idx, idx))
@@ -102,7 +108,7 @@ METRICS.register("test_forget_acc", lambda ev, split, cfg, ctx: _class_acc(ev, s
 METRICS.register("test_retain_acc", lambda ev, split, cfg, ctx: _class_acc(ev, split, "retain"))
 # training samples, test-time transform, labels as trained on (backdoor: the target label)
 METRICS.register("forget_acc", lambda ev, split, cfg, ctx: _pct(*ev.train(split.forget_train)))
-METRICS.register("retain_acc", lambda ev, split, cfg, ctx: _pct(*ev.train(split.retain_train)))
+METRICS.register("retain_acc", lambda ev, split, cfg, ctx: _pct(*ev.train(ev.evaluated(split.retain_train))))
 METRICS.register("test_acc", lambda ev, split, cfg, ctx: _pct(ev.test_logits, ev.test_labels))
 METRICS.register("unseen_acc", lambda ev, split, cfg, ctx: _pct(*ev.train(split.unseen)) if len(split.unseen)
                  else float("nan"))
@@ -121,7 +127,7 @@ METRICS.register("asr", _asr)
 def _mia_svc(ev: Evaluation, split: Split, cfg: MetricConfig, augmented: bool) -> float:
     if split.kind != "class":
         return float("nan")
-    pr = true_class_probability(*ev.train(split.retain_train, augmented))
+    pr = true_class_probability(*ev.train(ev.evaluated(split.retain_train), augmented))
     pf = true_class_probability(*ev.train(split.forget_train, augmented))
     pt = true_class_probability(*ev.test(split.forget_test))
     return svc_mia_kodge(pr, pf, pt, max_train=cfg.mia_max_train, seed=cfg.seed)
@@ -214,6 +220,8 @@ def _relearn(ev: Evaluation, split: Split, cfg: MetricConfig, ctx: ModelContext 
         return float("nan")
     if split.kind == "class":
         idx = split.forget_test
+        if cfg.relearn_eval_samples is not None and len(idx) > cfg.relearn_eval_samples:  # each check's cost
+            idx = np.sort(np.random.default_rng(cfg.seed).choice(idx, cfg.relearn_eval_samples, replace=False))
         ref = _pct(*ctx.original_eval.test(idx))
         xs = ctx.extra["test_images"](idx)
 
@@ -247,8 +255,9 @@ def _probe(ev: Evaluation, split: Split, cfg: MetricConfig, ctx: ModelContext | 
     rng = np.random.default_rng(cfg.seed)
     labels = ev.train(split.forget_train)[1].numpy()
     pools = [split.forget_train[labels == c] for c in split.forget_classes]
-    rl = ev.train(split.retain_train)[1].numpy()
-    pools += [split.retain_train[rl == c] for c in np.unique(rl)]
+    retain = ev.evaluated(split.retain_train)
+    rl = ev.train(retain)[1].numpy()
+    pools += [retain[rl == c] for c in np.unique(rl)]
     fit_idx = np.sort(np.concatenate([rng.permutation(p)[:cfg.probe_per_class] for p in pools]))
 
     def features(batches) -> tuple[np.ndarray, np.ndarray]:
