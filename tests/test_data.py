@@ -262,10 +262,10 @@ def test_unknown_dataset_lists_valid_names():
         load_dataset("imagenet", download=False)
     msg = str(exc.value)
     assert "'imagenet'" in msg
-    for valid in ("cifar10", "cifar100", "fashion_mnist", "mnist", "svhn"):
+    for valid in ("cifar10", "cifar100", "digits", "fashion_mnist", "mnist", "svhn"):
         assert valid in msg
     assert isinstance(exc.value, KeyError)
-    assert DATASETS.names() == sorted(["cifar10", "cifar100", "fashion_mnist", "mnist", "svhn"])
+    assert DATASETS.names() == sorted(["cifar10", "cifar100", "digits", "fashion_mnist", "mnist", "svhn"])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Dataset registry over torchvision's loaders, with lookup of an existing copy before any download.
+"""Dataset registry over torchvision's loaders, with lookup of an existing copy before any download, and
+scikit-learn's bundled 8x8 digits (no file to find, nothing to download).
 
 Images are kept in memory as a uint8 tensor (N, C, H, W); normalisation and augmentation are applied
 per batch by :class:`unlearnlib.data.loaders.Loader`, on the device, which is much faster than
@@ -30,6 +31,14 @@ class DatasetNotAvailableError(RuntimeError):
     """No local copy of a dataset was found and it could not be downloaded."""
 
 
+def _no_copy(_candidate: Path) -> Path | None:
+    return None
+
+
+def _no_build(_root: Path, _download: bool) -> tuple[object, object]:
+    raise RuntimeError("this dataset is not built from files (see DatasetSpec.bundled)")
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
@@ -40,11 +49,14 @@ class DatasetSpec:
     std: tuple[float, ...]
     classes: tuple[str, ...]
     # returns a torchvision root holding the dataset in torchvision's layout, or None
-    locate: Callable[[Path], Path | None]
+    locate: Callable[[Path], Path | None] = _no_copy
     # builds (train, test) torchvision datasets from such a root
-    build: Callable[[Path, bool], tuple[object, object]]
+    build: Callable[[Path, bool], tuple[object, object]] = _no_build
     system_names: tuple[str, ...] = ()  # folder names used by OS packages (Debian: fashion-mnist)
     augment: str = "crop_flip"  # the CIFAR recipe: RandomCrop(size, padding=4) + RandomHorizontalFlip
+    crop_padding: int = 4  # RandomCrop's zero padding, pixels (crop and crop_flip)
+    # a dataset that ships inside a package: returns the whole ImageData; locate/build/download unused
+    bundled: Callable[["DatasetSpec"], "ImageData"] | None = None
     notes: str = ""
 
 
@@ -211,6 +223,66 @@ DATASETS.register("fashion_mnist", DatasetSpec(
     locate=_mnist_locator("FashionMNIST"), build=_mnist_builder(torchvision.datasets.FashionMNIST)))
 
 
+# ---------------------------------------------------------------------------------------------
+# scikit-learn's digits: the 1797-image test set of the UCI "Optical Recognition of Handwritten Digits"
+# data, 8x8 images of counts 0..16 (4x4 blocks of a 32x32 bitmap), in sklearn/datasets/data/digits.csv.gz.
+# It has no train/test split of its own; ours is fixed, seeded and class-stratified (digits_split).
+
+DIGITS_SPLIT_SEED = 0
+
+
+def digits_pixels(counts: np.ndarray) -> np.ndarray:
+    """Counts 0..16 to uint8 0..255: ``(255 * v + 8) // 16``, i.e. round(255 v / 16) with halves rounded up
+    (0 -> 0, 1 -> 16, 8 -> 128, 15 -> 239, 16 -> 255); exact integer arithmetic, one-to-one."""
+    v = np.asarray(counts)
+    iv = v.astype(np.int64)
+    if not np.array_equal(iv, v) or iv.min() < 0 or iv.max() > 16:
+        raise ValueError("digits pixel counts must be integers in 0..16")
+    return ((255 * iv + 8) // 16).astype(np.uint8)
+
+
+def digits_split(labels: np.ndarray, seed: int = DIGITS_SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices into load_digits()'s order, each sorted (dataset order kept).
+
+    Per class c in 0..9, in class order, one ``np.random.RandomState(seed)`` permutes the indices of class c
+    and the first ``(n_c + 2) // 4`` (round(n_c / 4), halves up) go to the test set. RandomState's stream is
+    frozen by NumPy's compatibility policy (NEP 19), and nothing else draws from it, so the split is the
+    same on every machine and numpy version and independent of any global RNG. Seed 0: 1346 train, 451 test.
+    """
+    labels = np.asarray(labels)
+    rs = np.random.RandomState(seed)
+    test = []
+    for c in range(int(labels.max()) + 1):
+        idx = np.flatnonzero(labels == c)
+        test.append(rs.permutation(idx)[:(len(idx) + 2) // 4])
+    test_idx = np.sort(np.concatenate(test))
+    return np.setdiff1d(np.arange(len(labels)), test_idx), test_idx
+
+
+def _load_digits(spec: DatasetSpec) -> ImageData:
+    import sklearn  # a dependency of the suite; imported here only, it takes a second
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.from_numpy(digits_pixels(bunch.images)).unsqueeze(1)  # N, 1, 8, 8
+    labels = torch.as_tensor(bunch.target, dtype=torch.long)
+    train, test = digits_split(bunch.target)
+    tr, te = torch.as_tensor(train), torch.as_tensor(test)
+    file = Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
+    source = (f"scikit-learn {sklearn.__version__} load_digits ({file}); "
+              f"seeded stratified split {len(train)}/{len(test)}, seed {DIGITS_SPLIT_SEED}")
+    return ImageData(spec, images[tr].contiguous(), labels[tr], images[te].contiguous(), labels[te], source=source,
+                     meta={"train_indices": train, "test_indices": test, "split_seed": DIGITS_SPLIT_SEED})
+
+
+# mean and std (population) of pixel/255 over the 1346 train images
+DATASETS.register("digits", DatasetSpec(
+    name="digits", num_classes=10, channels=1, size=8, mean=(0.3063,), std=(0.3767,),
+    classes=tuple(str(i) for i in range(10)), augment="crop", crop_padding=1, bundled=_load_digits,
+    notes="scikit-learn's 8x8 digits, bundled (never downloaded); counts 0..16 mapped to 0..255; fixed seeded "
+          "stratified split; mean/std of the train split; crop with 1-pixel padding, no flip"))
+
+
 def candidate_roots(spec: DatasetSpec) -> list[Path]:
     """Where an existing copy is looked for, in order: $UNLEARNLIB_DATA (or ./data), then OS packages."""
     roots = [data_root(), data_root() / spec.name]
@@ -250,6 +322,10 @@ def _to_uint8_nchw(ds: object) -> tuple[torch.Tensor, torch.Tensor]:
 def load_dataset(name: str, *, download: bool = True) -> ImageData:
     """Load a registered dataset, from an existing copy if one is found, else by download."""
     spec: DatasetSpec = DATASETS.get(name)
+    if spec.bundled is not None:
+        data = spec.bundled(spec)
+        _check_shape(name, spec, data.train_x)
+        return data
     for cand in candidate_roots(spec):
         if not cand.exists():
             continue
@@ -274,7 +350,11 @@ def load_dataset(name: str, *, download: bool = True) -> ImageData:
         source = f"downloaded to {root}"
     train_x, train_y = _to_uint8_nchw(train)
     test_x, test_y = _to_uint8_nchw(test)
+    _check_shape(name, spec, train_x)
+    return ImageData(spec, train_x, train_y, test_x, test_y, source=source)
+
+
+def _check_shape(name: str, spec: DatasetSpec, train_x: torch.Tensor) -> None:
     if train_x.shape[1:] != (spec.channels, spec.size, spec.size):
         raise ValueError(f"dataset {name!r}: expected images of shape "
                          f"{(spec.channels, spec.size, spec.size)}, found {tuple(train_x.shape[1:])}")
-    return ImageData(spec, train_x, train_y, test_x, test_y, source=source)

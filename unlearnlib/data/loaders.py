@@ -112,4 +112,4 @@ class Loader:
 
 
 def augment_batch(x_uint8: torch.Tensor, spec: DatasetSpec, generator: torch.Generator) -> torch.Tensor:
-    return augment(x_uint8, spec.augment, generator)
+    return augment(x_uint8, spec.augment, generator, padding=spec.crop_padding)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from .common import BodyHeadNet
+from .common import BatchNorm2d, BodyHeadNet
 
 
 def _conv(c_in: int, c_out: int, k: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, bias=False), nn.BatchNorm2d(c_out),
+    return [nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, bias=False), BatchNorm2d(c_out),
             nn.ReLU(inplace=True)]
 
 

@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .common import BatchNorm2d
+
 
 class BasicBlock(nn.Module):
     expansion = 1
@@ -15,13 +17,13 @@ class BasicBlock(nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn1 = BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = BatchNorm2d(planes)
         self.shortcut = nn.Sequential()
         if stride != 1 or in_planes != planes:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes))
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), BatchNorm2d(planes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -41,7 +43,7 @@ class ResNet18(nn.Module):
             self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         else:
             raise ValueError(f"ResNet18 stem {stem!r}; valid: cifar, imagenet")
-        self.bn1 = nn.BatchNorm2d(w)
+        self.bn1 = BatchNorm2d(w)
         layers, in_planes = [], w
         for i, stride in enumerate((1, 2, 2, 2)):
             planes = w * 2 ** i

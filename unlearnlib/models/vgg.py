@@ -9,6 +9,8 @@ import math
 import torch
 import torch.nn as nn
 
+from .common import BatchNorm2d
+
 _CFG_A = [1, "M", 2, "M", 4, 4, "M", 8, 8, "M", 8, 8, "M"]  # multiples of width/1 (64 -> 64..512)
 
 
@@ -22,7 +24,7 @@ class VGG11BN(nn.Module):
                 layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
             else:
                 out = int(v) * int(width)
-                layers += [nn.Conv2d(c, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+                layers += [nn.Conv2d(c, out, 3, padding=1), BatchNorm2d(out), nn.ReLU(inplace=True)]
                 c = out
         self.body = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
