@@ -322,3 +322,17 @@ def load_smoke_seeds() -> list[int]:
     from unlearnlib.config import load_paper
 
     return load_paper(PAPER, PROFILE).settings.seeds
+
+
+def test_a_run_over_two_datasets_plans_each_with_its_own_data_and_recipe(fmnist_system_dir):
+    with env(UNLEARNLIB_SYSTEM_DATA=str(fmnist_system_dir)):
+        plan = build_plan(PAPER, PROFILE, device="cpu", methods=METHODS)
+    assert list(plan.parts) == ["fashion_mnist", "digits"]
+    digits = plan.parts["digits"]
+    assert digits.data.spec.size == 8 and len(digits.train_pool) == len(digits.data.train_y)  # train_subset: null
+    assert {c.dataset for c in plan.cells} == {"fashion_mnist", "digits"} and len(plan.cells) == 2 * N_CELLS
+    assert len({c.key for c in plan.cells}) == 2 * N_CELLS  # no cell shared across datasets
+    fm_tags = set(plan.parts["fashion_mnist"].splits)
+    assert set(digits.splits) == fm_tags  # the same scenarios on both
+    # one set of method options for both datasets; retrain inherits each dataset's recipe
+    assert digits.method_cfgs["finetune"] == plan.parts["fashion_mnist"].method_cfgs["finetune"]
