@@ -24,7 +24,8 @@ from unlearnlib.harness.store import CorruptFile, Store, read_json, write_json
 
 PAPER, PROFILE = "unsir", "smoke"
 METHODS = ["retrain", "finetune", "unsir"]  # 1 model x 2 scenarios: 1 original + 2 evaluations + 6 method cells
-N_CELLS = 9
+PER_DATASET = 9
+N_CELLS = 2 * PER_DATASET  # the smoke profile runs Fashion-MNIST and digits
 TIMING_METRICS = ("unlearn_time_s", "speedup_vs_retrain")
 
 
@@ -70,14 +71,14 @@ def test_plan_lists_cells_with_stable_keys_and_dependencies(reference):
     assert [c.key for c in a.cells] == [c.key for c in b.cells] and len(a.cells) == N_CELLS
     assert len({c.key for c in a.cells}) == N_CELLS
     kinds = [c.kind for c in a.cells]
-    assert kinds.count("original") == 1 and kinds.count("evaluate") == 2 and kinds.count("method") == 6
+    assert kinds.count("original") == 2 and kinds.count("evaluate") == 4 and kinds.count("method") == 12
     position = {c.key: i for i, c in enumerate(a.cells)}
     for c in a.cells:  # the plan order is a topological order; method cells need their original
         assert all(position[d] < position[c.key] for d in c.deps)
         if c.kind == "method":
             assert c.original in c.deps
     retrain = [c for c in a.cells if c.method == "retrain"]
-    assert all(c.model_key for c in retrain) and len({c.model_key for c in retrain}) == 2
+    assert all(c.model_key for c in retrain) and len({c.model_key for c in retrain}) == 4
 
 
 def test_two_fresh_runs_give_byte_identical_metrics(reference, fmnist_system_dir, tmp_path):
@@ -330,8 +331,8 @@ def test_a_run_over_two_datasets_plans_each_with_its_own_data_and_recipe(fmnist_
     assert list(plan.parts) == ["fashion_mnist", "digits"]
     digits = plan.parts["digits"]
     assert digits.data.spec.size == 8 and len(digits.train_pool) == len(digits.data.train_y)  # train_subset: null
-    assert {c.dataset for c in plan.cells} == {"fashion_mnist", "digits"} and len(plan.cells) == 2 * N_CELLS
-    assert len({c.key for c in plan.cells}) == 2 * N_CELLS  # no cell shared across datasets
+    assert {c.dataset for c in plan.cells} == {"fashion_mnist", "digits"} and len(plan.cells) == N_CELLS
+    assert len({c.key for c in plan.cells}) == N_CELLS  # no cell shared across datasets
     fm_tags = set(plan.parts["fashion_mnist"].splits)
     assert set(digits.splits) == fm_tags  # the same scenarios on both
     # one set of method options for both datasets; retrain inherits each dataset's recipe

@@ -34,7 +34,8 @@ def _registry() -> Path:
     return d
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (on this machine)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -52,7 +53,7 @@ def computing_processes() -> int:
             pid = int(f.name)
         except ValueError:
             continue
-        if _alive(pid):
+        if pid_alive(pid):
             n += 1
         else:
             f.unlink(missing_ok=True)

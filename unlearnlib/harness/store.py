@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..paths import cache_root, results_root
+from ..threads import pid_alive
 
 FORMAT = 1
 
@@ -228,16 +229,6 @@ class Store:
 # the run folder
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class RunFolder:
     """``results/<paper>/<profile>/``: written in a scratch folder beside it and swapped in whole.
 
@@ -325,7 +316,7 @@ class RunFolder:
                 pid = int(d.name.rsplit("-", 1)[1])
             except ValueError:
                 continue
-            if pid != os.getpid() and not _pid_alive(pid):
+            if pid != os.getpid() and not pid_alive(pid):
                 shutil.rmtree(d, ignore_errors=True)
 
     def _remove_empty_parent(self) -> None:
