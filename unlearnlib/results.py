@@ -162,6 +162,8 @@ def claims_table(run: Run):
     if out.dataset.nunique() <= 1:
         out = out.drop(columns=["dataset"])
     return (out.style.map(_verdict_style, subset=["verdict"]).hide(axis="index")
+            .set_properties(subset=["claim"], **{"min-width": "16em"})
+            .set_properties(subset=["check"], **{"min-width": "12em"})
             .set_caption(f"Claims, verdicts from this run [{run.stamp}]. Estimate: {INTERVAL_NOTE}."))
 
 
@@ -362,24 +364,26 @@ def plot_accuracy(run: Run, methods: list[str] | None = None, metrics: list[str]
             metrics = [k for k in metrics if k not in ("forget_acc", "test_acc")] or metrics
     keep = m[m.method.isin(methods) & m.metric.isin(metrics)].dropna(subset=["value"])
     metrics = [k for k in metrics if k in set(keep.metric)] or metrics[:1]
-    models = list(run.config.settings.models)
-    # one panel per (metric, model): x = scenario, one bar per method, the same colour per method everywhere
+    panels = _panels(run)
+    # one panel per (metric, model[, dataset]): x = scenario, one bar per method (its mean over seeds, with the
+    # seeds' 95 % interval when there are several), the same colour per method everywhere
     palette = dict(zip(methods, sns.color_palette("tab10", len(methods)), strict=False))
-    width = 4.6 * len(models) + 1.6  # 1.6 in on the right for the legend
-    fig, axes = plt.subplots(len(metrics), len(models), figsize=(width, 2.3 * len(metrics) + 0.6), squeeze=False,
+    width = 4.6 * len(panels) + 1.6  # 1.6 in on the right for the legend
+    fig, axes = plt.subplots(len(metrics), len(panels), figsize=(width, 2.3 * len(metrics) + 0.6), squeeze=False,
                              sharey=True)
+    errorbar = ("ci", 95) if keep.seed.nunique() > 1 else None
     for i, metric in enumerate(metrics):
-        for j, model in enumerate(models):
+        for j, (title, sel) in enumerate(panels):
             ax = axes[i][j]
-            d = keep[(keep.model == model) & (keep.metric == metric)]
+            d = keep[sel(keep) & (keep.metric == metric)]
             if len(d):
                 sns.barplot(data=d, x="scenario", y="value", hue="method", hue_order=methods, palette=palette, ax=ax,
-                            errorbar=None, legend=False)
+                            errorbar=errorbar, legend=False)
             ax.set(ylim=(0, 100), xlabel="forget scenario" if i == len(metrics) - 1 else "",
                    ylabel=METRIC_LABELS.get(metric, metric) if j == 0 else "")
             ax.yaxis.label.set_size(8)
             if i == 0:
-                ax.set_title(model)
+                ax.set_title(title)
     handles = [plt.Rectangle((0, 0), 1, 1, color=palette[k]) for k in methods]
     fig.legend(handles, methods, loc="center right", fontsize=8, frameon=False)
     fig.suptitle(f"Before (original) and after ({', '.join(x for x in methods if x != 'original')})\n[{run.stamp}]",
@@ -387,6 +391,15 @@ def plot_accuracy(run: Run, methods: list[str] | None = None, metrics: list[str]
     fig.tight_layout(rect=(0, 0, 1 - 1.6 / width, 1))
     return fig
 
+
+
+def _panels(run: Run) -> list[tuple[str, object]]:
+    """(title, row selector) per model, and per dataset when the run has several: figures never pool datasets."""
+    models, datasets = list(run.config.settings.models), run.datasets
+    if len(datasets) == 1:
+        return [(m, lambda d, m=m: d.model == m) for m in models]
+    return [(f"{m} · {ds}", lambda d, m=m, ds=ds: (d.model == m) & (d.dataset == ds))
+            for ds in datasets for m in models]
 
 
 def plot_traces(run: Run, method: str, prefix: str = ""):
@@ -424,12 +437,12 @@ def plot_prefixed(run: Run, prefix: str, methods: list[str] | None = None, xlabe
     if d.empty:
         raise ValueError(f"no {prefix}[...] metrics in this run")
     d = d.assign(key=d.metric.str.slice(len(prefix) + 1, -1))
-    models = list(run.config.settings.models)
-    fig, axes = plt.subplots(len(models), 1, figsize=(10, 3.4 * len(models)), squeeze=False)
-    for ax, model in zip(axes[:, 0], models, strict=True):
-        dm = d[d.model == model]
+    panels = _panels(run)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.4 * len(panels)), squeeze=False)
+    for ax, (title, sel) in zip(axes[:, 0], panels, strict=True):
+        dm = d[sel(d)]
         sns.barplot(data=dm, x="key", y="value", hue="method", ax=ax, errorbar=None)
-        ax.set(title=model, xlabel=xlabel or prefix, ylabel=METRIC_LABELS.get(prefix, prefix))
+        ax.set(title=title, xlabel=xlabel or prefix, ylabel=METRIC_LABELS.get(prefix, prefix))
         ax.tick_params(axis="x", rotation=90, labelsize=7)
         ax.legend(fontsize=7)
     fig.suptitle(f"{METRIC_LABELS.get(prefix, prefix)} [{run.stamp}]", fontsize=10)
@@ -438,16 +451,20 @@ def plot_prefixed(run: Run, prefix: str, methods: list[str] | None = None, xlabe
 
 
 def plot_times(run: Run):
-    """Unlearning time per method (log axis), mean over scenarios and seeds."""
+    """Unlearning time per method (log axis): the median over scenarios and seeds, the bar spans min to max."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     t = run.metrics[run.metrics.metric == "unlearn_time_s"]
-    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * t.method.nunique() * max(1, t.model.nunique())))
-    sns.barplot(data=t, y="method", x="value", hue="model", ax=ax, errorbar="sd", orient="h")
+    if len(run.datasets) > 1:  # times on different datasets are not pooled either
+        t = t.assign(model=t.model + " · " + t.dataset)
+    fig, ax = plt.subplots(figsize=(9, 0.9 + 0.4 * t.method.nunique() * max(1, t.model.nunique())))
+    sns.barplot(data=t, y="method", x="value", hue="model", ax=ax, estimator="median", errorbar=("pi", 100),
+                orient="h")
     ax.set_xscale("log")
-    ax.set(xlabel="unlearning time (s, log scale; evaluation excluded)", ylabel="")
-    ax.set_title(f"Time per method [{run.stamp}; device {run.env.get('device')}]", fontsize=10)
+    ax.set(xlabel="unlearning time (s, log scale; median, bar from min to max; evaluation excluded)", ylabel="")
+    ax.set_title(f"Time per method\n[{run.stamp}; device {run.env.get('device')}]", fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
 
