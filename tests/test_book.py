@@ -44,3 +44,28 @@ def test_a_new_paper_yaml_reaches_the_toc_and_status_table_without_python_edits(
 def test_the_book_excludes_hidden_files():
     cfg = yaml.safe_load((book.BOOK_DIR / "_config.yml").read_text())
     assert "**/.*" in cfg["exclude_patterns"]
+
+
+def test_executed_notebooks_keep_log_lines_but_not_progress_bar_debris(tmp_path):
+    import nbformat
+
+    from unlearnlib.cli import tidy_notebook
+
+    nb = nbformat.v4.new_notebook()
+    outs = [nbformat.v4.new_output("stream", name="stdout", text="== run\n"),
+            nbformat.v4.new_output("stream", name="stderr", text="\rtrain  10%|#  | 1/10"),
+            nbformat.v4.new_output("stream", name="stderr", text="\rtrain  90%|## | 9/10"),
+            nbformat.v4.new_output("stream", name="stderr", text="\r              \r"),
+            nbformat.v4.new_output("stream", name="stderr", text="   [1/2] original trained\n"),
+            nbformat.v4.new_output("stream", name="stderr", text="\r"),
+            nbformat.v4.new_output("stream", name="stderr", text="\r"),
+            nbformat.v4.new_output("display_data", data={"text/plain": "table"}),
+            nbformat.v4.new_output("stream", name="stderr", text="\r")]
+    nb.cells = [nbformat.v4.new_code_cell("run()", outputs=outs), nbformat.v4.new_markdown_cell("text")]
+    path = tmp_path / "x.ipynb"
+    nbformat.write(nb, str(path))
+    tidy_notebook(path)
+    got = nbformat.read(str(path), as_version=4).cells[0].outputs
+    assert [o.output_type for o in got] == ["stream", "stream", "display_data"]
+    assert got[0].text == "== run\n"
+    assert got[1].name == "stderr" and got[1].text == "   [1/2] original trained\n"

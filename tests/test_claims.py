@@ -167,6 +167,20 @@ def test_results_frame_shows_intervals_gaps_and_the_floor(hand_run):
     assert df.loc[("class (2)", "retrain"), f"|Δ retrain|: {f}"] == "0"
 
 
+def test_results_table_stacks_each_gap_under_its_value(hand_run):
+    from unlearnlib.results import _stacked
+
+    df = _stacked(results_frame(hand_run, metrics=["test_forget_acc"]))
+    f = "ACC_f test (%)"
+    assert f in df.columns and not any(c.startswith(("ours: ", "|Δ retrain|: ")) for c in df.columns)
+    df = df[df.model == "resnet18"].set_index(["scenarios", "method"])
+    g = t_interval([3.0, 2.5, 2.5])
+    assert df.loc[("class (2)", "deep_unlearning"), f] == (
+        f'3.00 ± 0.00<br><span class="ul-gap">Δ {g[0]:.2f} ± {g[0] - g[1]:.2f}</span>')
+    assert df.loc[("class (2)", "retrain vs retrain (floor)"), f] == '<span class="ul-gap">Δ 0.67</span>'
+    assert df.loc[("class (2)", "original"), f].startswith("91.00 ± ")
+
+
 def test_results_frame_never_pools_scenario_kinds(hand_run):
     m = hand_run.metrics.copy()
     rnd = m[m.scenario == "class7"].assign(scenario="random10pct", value=50.0)

@@ -46,8 +46,36 @@ def execute_notebook(paper: str, profile: str, out_dir: Path, seeds: str = "", d
         if isinstance(exc, pm.PapermillExecutionError):
             _fail(f"notebook {paper} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}")
         raise
+    tidy_notebook(tmp)
     shutil.move(str(tmp), str(out))  # only a fully executed notebook reaches the book
     return out
+
+
+def _settle(text: str) -> str:
+    """What a terminal would show: each line's text after its last carriage return."""
+    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
+
+
+def tidy_notebook(path: Path) -> None:
+    """Merge each cell's consecutive stream outputs of one kind and settle carriage returns, so the progress bars
+    that ran while a cell computed leave no hundreds of empty outputs in the book (the log lines stay)."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        merged = []
+        for o in cell.get("outputs", []):
+            if o.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream" \
+                    and merged[-1].name == o.name:
+                merged[-1].text += o.text
+            else:
+                merged.append(o)
+        for o in merged:
+            if o.get("output_type") == "stream":
+                o.text = _settle(o.text)
+        if "outputs" in cell:
+            cell.outputs = [o for o in merged if o.get("output_type") != "stream" or o.text.strip()]
+    nbformat.write(nb, str(path))
 
 
 def _int_option(name: str, value: str) -> int:

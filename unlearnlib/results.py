@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from dataclasses import dataclass
@@ -158,13 +159,17 @@ def claims_table(run: Run):
         "95% CI": ["–" if math.isnan(lo) else f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(df.ci_low, df.ci_high,
                                                                                            strict=True)],
         "seeds × scenarios": [f"{a} × {b}" if a else "–" for a, b in zip(df.seeds, df.scenarios, strict=True)],
-        "check": df.target, "verdict": df.verdict, "source": df.source})
+        "check": df.target, "verdict": df.verdict})
+    # the source goes under the claim, in small type: one column less, so the table fits the page
+    out["claim"] = [f'{c}<br><span class="ul-source">{html.escape(s)}</span>' if s else c
+                    for c, s in zip(df.claim, df.source, strict=True)]
     if out.dataset.nunique() <= 1:
         out = out.drop(columns=["dataset"])
     return (out.style.map(_verdict_style, subset=["verdict"]).hide(axis="index")
-            .set_properties(subset=["claim"], **{"min-width": "16em"})
+            .set_properties(subset=["claim"], **{"min-width": "22em"})
             .set_properties(subset=["check"], **{"min-width": "12em"})
-            .set_caption(f"Claims, verdicts from this run [{run.stamp}]. Estimate: {INTERVAL_NOTE}."))
+            .set_caption(f"Claims, verdicts from this run [{run.stamp}]. Estimate: {INTERVAL_NOTE}. "
+                         f"Under each claim, in small type: its source."))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -270,25 +275,52 @@ def _floor_row(run: Run, kind: str, n_scen: int, ds: str, model: str, metrics: l
     for metric in metrics:
         if metric not in NO_GAP:
             floor = retrain_floor(run.metrics, metric, model, ds, kind)
+            has_retrain = not select(run.metrics, "retrain", metric, model, ds, kind).empty
             row[f"|Δ retrain|: {METRIC_LABELS.get(metric, metric)}"] = (
-                "one seed" if floor.empty else _fmt(float(floor.mean())))
+                _fmt(float(floor.mean())) if not floor.empty else "one seed" if has_retrain else "–")
     return row
+
+
+def _stacked(df: pd.DataFrame) -> pd.DataFrame:
+    """For display: each metric's "ours" and "|Δ retrain|" columns as one column of two lines (the gap in small
+    type under the value), so the table is half as wide; the floor row shows its gap alone."""
+    out = {}
+    for col in df.columns:
+        if col.startswith("|Δ retrain|: "):
+            continue
+        if not col.startswith("ours: "):
+            out[col] = df[col]
+            continue
+        label = col.removeprefix("ours: ")
+        gap = df.get(f"|Δ retrain|: {label}")
+        if gap is None:
+            out[label] = df[col]
+            continue
+        out[label] = [v if g in ("n/a", "–") or v == "–" else f'<span class="ul-gap">Δ {g}</span>' if v == "n/a"
+                      else f'{v}<br><span class="ul-gap">Δ {g}</span>' for v, g in zip(df[col], gap, strict=True)]
+    return pd.DataFrame(out, index=df.index)
 
 
 def results_table(run: Run):
     df = results_frame(run)
+    stacked = not df.empty and any(c.startswith("|Δ retrain|: ") for c in df.columns)
+    if stacked:
+        df = _stacked(df)
     models = list(run.config.settings.models)
     exp = [e for e in run.config.expected if e.model in models]
     src = "; ".join(f"paper columns: {e.dataset}/{e.model}, {e.source}" for e in exp) or (
-        "The paper has no confirmed numbers for these models: its column reads 'not available'")
+        "The paper has no confirmed numbers for these models")
+    if not exp and "paper" in df.columns:
+        df = df.drop(columns=["paper"])  # "not available" on every row says nothing the caption does not
     missing = [m for m in models if not any(e.model == m for e in exp)]
     if exp and missing:
         src += f". n/a: the paper has no confirmed numbers for {', '.join(missing)}"
     if exp:
         src += ". –: the paper's table has the metric but not the method"
+    gaps = ("; under it, in small type, Δ: the gap to retraining |method − retrain| with its interval, and in "
+            "each group's last row the retrain-vs-retrain noise floor of that gap" if stacked else "")
     return df.style.hide(axis="index").set_caption(
-        f"Ours [{run.stamp}]: mean ± half-width of the 95 % interval over seeds; |Δ retrain|: gap to retraining, "
-        f"its noise floor in each group's last row. {src}.")
+        f"Ours [{run.stamp}]: mean ± half-width of the 95 % interval over seeds{gaps}. {src}.")
 
 
 ENSEMBLE_SHOWN = {  # (metric, variant) -> column
