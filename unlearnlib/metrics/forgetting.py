@@ -110,6 +110,16 @@ def _as_model_by_example(a, name: str) -> np.ndarray:
     return a
 
 
+def _two_sides(a, b, names: tuple[str, str], min_models: int, why: str) -> tuple[np.ndarray, np.ndarray]:
+    """Both ``(N, n)`` arrays checked: finite, the same examples, at least ``min_models`` models on each side."""
+    a, b = _as_model_by_example(a, names[0]), _as_model_by_example(b, names[1])
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"{names[0]} has {a.shape[1]} examples, {names[1]} {b.shape[1]}")
+    if min(a.shape[0], b.shape[0]) < min_models:
+        raise ValueError(why)
+    return a, b
+
+
 @lru_cache(maxsize=64)
 def _epsilon_table(n_pos: int, n_neg: int, delta: float) -> np.ndarray:
     """ε of a decision rule as a function of (true positives a, false positives b): ``table[a, b]``.
@@ -274,12 +284,7 @@ def per_example_epsilon(unlearned, retrained, delta: float = DELTA) -> np.ndarra
     Returns:
         ``(n,)`` float64 ε per example in [0, 50] (NaN where no rule survives, see above).
     """
-    u = _as_model_by_example(unlearned, "unlearned")
-    r = _as_model_by_example(retrained, "retrained")
-    if u.shape[1] != r.shape[1]:
-        raise ValueError(f"unlearned has {u.shape[1]} examples, retrained {r.shape[1]}")
-    if min(u.shape[0], r.shape[0]) < 1:
-        raise ValueError("need at least one model on each side")
+    u, r = _two_sides(unlearned, retrained, ("unlearned", "retrained"), 1, "need at least one model on each side")
     retrain_is_positive = np.median(r, axis=0) > np.median(u, axis=0)
     u_range, r_range = np.ptp(u, axis=0), np.ptp(r, axis=0)
     pos_range = np.where(retrain_is_positive, r_range, u_range)
@@ -438,12 +443,8 @@ def ulira(phi_unlearned, phi_never_seen, *, pooled: bool | None = None, fprs=(0.
         distributions); ``auc`` (ideal 0.5); ``tpr_at_fpr_<α>`` for each α in ``fprs``: the largest TPR among
         thresholds with FPR ≤ α (ideal ≈ α; LiRA's plot.py takes FPR < α); ``pooled_variance``: 1.0 or 0.0.
     """
-    u = _as_model_by_example(phi_unlearned, "phi_unlearned")
-    o = _as_model_by_example(phi_never_seen, "phi_never_seen")
-    if u.shape[1] != o.shape[1]:
-        raise ValueError(f"phi_unlearned has {u.shape[1]} examples, phi_never_seen {o.shape[1]}")
-    if min(u.shape[0], o.shape[0]) < 3:
-        raise ValueError("leave-one-out variance needs at least 3 models per side")
+    u, o = _two_sides(phi_unlearned, phi_never_seen, ("phi_unlearned", "phi_never_seen"), 3,
+                      "leave-one-out variance needs at least 3 models per side")
     if pooled is None:
         pooled = min(u.shape[0], o.shape[0]) < POOLED_VARIANCE_BELOW
     mu_u, var_u, loo_mu_u, loo_var_u = _loo_moments(u)
