@@ -69,3 +69,20 @@ def test_executed_notebooks_keep_log_lines_but_not_progress_bar_debris(tmp_path)
     assert [o.output_type for o in got] == ["stream", "stream", "display_data"]
     assert got[0].text == "== run\n"
     assert got[1].name == "stderr" and got[1].text == "   [1/2] original trained\n"
+
+
+def test_scratch_notebooks_of_dead_runs_are_cleared(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from unlearnlib.cli import clear_stale_partials
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / f"unsir.{dead.pid}.ipynb").write_text("{}")
+    (tmp_path / f"unsir.{os.getpid()}.ipynb").write_text("{}")  # a live run's file stays
+    (tmp_path / "notes.ipynb").write_text("{}")  # not a scratch name: left alone
+    gone = clear_stale_partials(tmp_path)
+    assert [p.name for p in gone] == [f"unsir.{dead.pid}.ipynb"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"unsir.{os.getpid()}.ipynb", "notes.ipynb"])

@@ -35,6 +35,7 @@ def execute_notebook(paper: str, profile: str, out_dir: Path, seeds: str = "", d
     out = out_dir / f"{paper}.ipynb"
     scratch = REPO_ROOT / "build" / "partial"
     scratch.mkdir(parents=True, exist_ok=True)
+    clear_stale_partials(scratch)
     tmp = scratch / f"{paper}.{os.getpid()}.ipynb"
     params = {"paper": paper, "profile": profile, "seeds": seeds, "device": device, "executor": executor,
               "workers": workers, "threads": threads}
@@ -49,6 +50,19 @@ def execute_notebook(paper: str, profile: str, out_dir: Path, seeds: str = "", d
     tidy_notebook(tmp)
     shutil.move(str(tmp), str(out))  # only a fully executed notebook reaches the book
     return out
+
+
+def clear_stale_partials(scratch: Path) -> list[Path]:
+    """Remove the scratch notebooks of runs whose process is gone (a ``kill -9`` or a power cut leaves them)."""
+    from .threads import pid_alive
+
+    gone = []
+    for f in scratch.glob("*.ipynb"):
+        pid = f.suffixes[-2].lstrip(".") if len(f.suffixes) >= 2 else ""
+        if pid.isdigit() and not pid_alive(int(pid)):
+            f.unlink(missing_ok=True)
+            gone.append(f)
+    return gone
 
 
 def _settle(text: str) -> str:
