@@ -196,3 +196,19 @@ def test_claims_frame_lists_every_claim_model_and_dataset(hand_run):
     assert len(c) == len(hand_run.config.claims) * len(hand_run.config.settings.models)
     row = c[(c.id == "forget_below_1pct") & (c.model == "resnet18")].iloc[0]
     assert row.estimate == pytest.approx(3.0) and row.verdict == FAILS and row.seeds == 3
+
+
+def test_trace_figure_has_one_panel_per_dataset(hand_run):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from unlearnlib.results import plot_traces
+
+    rows = [{"dataset": ds, "model": "resnet18", "scenario": "class7", "method": "versatile", "seed": s,
+             "name": "stop_statistic", "step": k, "value": v + k} for ds, v in (("fashion_mnist", 0.0), ("digits", 9.0))
+            for s in (1, 2) for k in range(3)]
+    run = dataclasses.replace(hand_run, traces=pd.DataFrame(rows))
+    fig = plot_traces(run, "versatile", "stop")
+    assert [a.get_title() for a in fig.axes] == ["stop_statistic · digits", "stop_statistic · fashion_mnist"]
+    ys = [sorted({round(y, 6) for line in a.get_lines() for y in line.get_ydata()}) for a in fig.axes]
+    assert ys[0][:3] == [9.0, 10.0, 11.0] and ys[1][:3] == [0.0, 1.0, 2.0]  # never averaged across datasets

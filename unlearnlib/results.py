@@ -446,11 +446,13 @@ def plot_traces(run: Run, method: str, prefix: str = ""):
     if t.empty:
         raise ValueError(f"method {method!r} logged no trace starting with {prefix!r}")
     names = sorted(t.name.unique())
-    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 3.6), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
-        d = t[t.name == name]
+    datasets = sorted(t.dataset.unique()) if "dataset" in t.columns else []
+    panels = [(n, ds) for n in names for ds in datasets] if len(datasets) > 1 else [(n, None) for n in names]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), squeeze=False)
+    for ax, (name, ds) in zip(axes[0], panels, strict=True):  # one panel per dataset: traces never pooled
+        d = t[(t.name == name) & ((t.dataset == ds) if ds is not None else True)]
         sns.lineplot(data=d, x="step", y="value", hue="scenario", style="model", ax=ax, marker="o", markersize=3)
-        ax.set(title=name, xlabel="step", ylabel=name)
+        ax.set(title=name if ds is None else f"{name} · {ds}", xlabel="step", ylabel=name)
     fig.suptitle(f"{method}: logged statistics [{run.stamp}]", fontsize=10)
     fig.tight_layout()
     return fig
