@@ -161,7 +161,7 @@ def claims_table(run: Run):
         "seeds × scenarios": [f"{a} × {b}" if a else "–" for a, b in zip(df.seeds, df.scenarios, strict=True)],
         "check": df.target, "verdict": df.verdict})
     # the source goes under the claim, in small type: one column less, so the table fits the page
-    out["claim"] = [f'{c}<br><span class="ul-source">{html.escape(s)}</span>' if s else c
+    out["claim"] = [f'{html.escape(c)}<br><span class="ul-source">{html.escape(s)}</span>' if s else html.escape(c)
                     for c, s in zip(df.claim, df.source, strict=True)]
     if out.dataset.nunique() <= 1:
         out = out.drop(columns=["dataset"])
