@@ -337,3 +337,17 @@ def test_a_run_over_two_datasets_plans_each_with_its_own_data_and_recipe(fmnist_
     assert set(digits.splits) == fm_tags  # the same scenarios on both
     # one set of method options for both datasets; retrain inherits each dataset's recipe
     assert digits.method_cfgs["finetune"] == plan.parts["fashion_mnist"].method_cfgs["finetune"]
+
+
+def test_method_scenarios_leave_a_method_out_of_the_other_scenario_kinds(fmnist_system_dir):
+    """versatile@label (a label-aware discriminator) is meaningful on random subsets only: the plan has no cell of
+    it on the class and backdoor scenarios, and every other method runs on all three kinds."""
+    with env(UNLEARNLIB_SYSTEM_DATA=str(fmnist_system_dir)):
+        plan = build_plan("versatile_unlearning", "smoke", device="cpu")
+    assert plan.settings.method_scenarios == {"versatile@label": ["random"]}
+    kinds: dict[str, set[str]] = {}
+    for c in plan.cells:
+        if c.kind == "method":
+            kinds.setdefault(c.method, set()).add(plan.part(c.dataset).splits[c.scenario].kind)
+    assert kinds.pop("versatile@label") == {"random"}
+    assert kinds and all(k == {"class", "random", "backdoor"} for k in kinds.values()), kinds

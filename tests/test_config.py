@@ -325,3 +325,24 @@ def test_bad_claims_are_rejected_with_the_field(change, expect):
     validate_settings(dataclasses.replace(cfg, claims=[good]))  # the base claim is valid
     with pytest.raises(ConfigError, match=expect):
         validate_settings(dataclasses.replace(cfg, claims=[dataclasses.replace(good, **change)]))
+
+
+@pytest.mark.parametrize("value,expect", [
+    ({"neggrad": ["class"], "nosuch": ["class"]}, r"method_scenarios\.nosuch: not a configured method; valid: "),
+    ({"neggrad": ["klass"]}, r"method_scenarios\.neggrad: \['klass'\]; give a non-empty list of class, random, "
+                             r"backdoor"),
+    ({"neggrad": []}, r"method_scenarios\.neggrad: \[\]; give a non-empty list"),
+    ({"retrain": ["class"]}, r"method_scenarios\.retrain: the retrain reference runs on every scenario"),
+    ({"neggrad": ["random"]}, r"method_scenarios\.neggrad: no scenario of kind random in this run"),
+])
+def test_bad_method_scenarios_are_rejected_with_the_field(patched_paper, value, expect):
+    patched_paper(lambda raw: raw["profiles"]["smoke"].update(method_scenarios=value))
+    with pytest.raises(ConfigError, match=expect):
+        load_paper(PAPER, "smoke")
+
+
+def test_method_scenarios_cannot_differ_between_datasets(patched_paper):
+    patched_paper(lambda raw: raw["profiles"]["smoke"].update(
+        more_datasets={"digits": {"method_scenarios": {"neggrad": ["class"]}}}))
+    with pytest.raises(ConfigError, match=r"more_datasets\.digits: method_scenarios cannot differ between datasets"):
+        load_paper(PAPER, "smoke")

@@ -215,6 +215,16 @@ class Settings:
     # training recipe, subsets, unseen pool); methods, models, seeds and metrics are shared by every dataset
     more_datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    # methods that run only on some scenario kinds (method -> [class | random | backdoor]); every other method
+    # runs on every scenario. The results table says "not run on this kind" where a method was left out
+    method_scenarios: dict[str, list[str]] = field(default_factory=dict)
+
+    def runs_on(self, method: str, kind: str) -> bool:
+        """Whether ``method`` runs on scenarios of this kind (``method_scenarios``; default: every kind)."""
+        return kind in self.method_scenarios.get(method, SCENARIO_KINDS)
+
+
+SCENARIO_KINDS = ("class", "random", "backdoor")
 
 
 @dataclass
@@ -374,7 +384,7 @@ def validate_settings(cfg: PaperConfig) -> None:
     from .models import MODELS
 
     s, w = cfg.settings, f"{cfg.id}.settings"
-    shared = ("methods", "models", "seeds", "metrics", "more_datasets", "ensemble")
+    shared = ("methods", "models", "seeds", "metrics", "more_datasets", "ensemble", "method_scenarios")
     for ds, over in s.more_datasets.items():
         bad = [k for k in over if k in shared]
         if bad:
@@ -409,6 +419,17 @@ def validate_settings(cfg: PaperConfig) -> None:
             raise ConfigError(f"{w}.split.scenarios[{i}].kind: {sc.kind!r}; valid: class, random, backdoor")
         if sc.kind == "class" and not sc.classes:
             raise ConfigError(f"{w}.split.scenarios[{i}].classes: a class scenario needs at least one class")
+    for name, kinds in s.method_scenarios.items():
+        if name not in s.methods:
+            raise ConfigError(f"{w}.method_scenarios.{name}: not a configured method; valid: {', '.join(s.methods)}")
+        bad = [k for k in kinds if k not in SCENARIO_KINDS]
+        if bad or not kinds:
+            raise ConfigError(f"{w}.method_scenarios.{name}: {kinds!r}; give a non-empty list of "
+                              f"{', '.join(SCENARIO_KINDS)}")
+        if METHODS.get(base_method(name)).trains_from_scratch:
+            raise ConfigError(f"{w}.method_scenarios.{name}: the retrain reference runs on every scenario")
+        if not any(sc.kind in kinds for sc in s.split.all_scenarios()):
+            raise ConfigError(f"{w}.method_scenarios.{name}: no scenario of kind {', '.join(kinds)} in this run")
     if s.split.unseen_classes not in ("all", "retain"):
         raise ConfigError(f"{w}.split.unseen_classes: {s.split.unseen_classes!r}; valid: all, retain")
     if not s.seeds:

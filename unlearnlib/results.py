@@ -240,6 +240,8 @@ def results_frame(run: Run, metrics: list[str] | None = None) -> pd.DataFrame:
                 exp = next((e for e in cfg.expected if e.model == model and e.dataset == ds), None)
                 exp = exp or next((e for e in cfg.expected if e.model == model), None)
                 for method in methods:
+                    if method != "original" and not cfg.settings.runs_on(method, kind):
+                        continue  # method_scenarios: not run on this kind (the caption says so)
                     rows.append(_result_row(run, kind, n_scen, ds, model, method, metrics, exp, has_retrain))
                 if has_retrain:
                     rows.append(_floor_row(run, kind, n_scen, ds, model, metrics))
@@ -319,8 +321,10 @@ def results_table(run: Run):
         src += ". –: the paper's table has the metric but not the method"
     gaps = ("; under it, in small type, Δ: the gap to retraining |method − retrain| with its interval, and in "
             "each group's last row the retrain-vs-retrain noise floor of that gap" if stacked else "")
+    only = "".join(f" {m} runs on {' and '.join(k)} scenarios only (`method_scenarios`)."
+                   for m, k in run.config.settings.method_scenarios.items())
     return df.style.hide(axis="index").set_caption(
-        f"Ours [{run.stamp}]: mean ± half-width of the 95 % interval over seeds{gaps}. {src}.")
+        f"Ours [{run.stamp}]: mean ± half-width of the 95 % interval over seeds{gaps}. {src}.{only}")
 
 
 ENSEMBLE_SHOWN = {  # (metric, variant) -> column

@@ -374,6 +374,8 @@ def _cells(plan: RunPlan, part: DataPart) -> list[Cell]:
                 cells.append(ev)
                 retrain = None
                 for name in plan.methods:  # retrain first (select_methods)
+                    if not plan.cfg.settings.runs_on(name, split.kind):
+                        continue
                     cell = make.method(name, orig, ev, split, retrain)
                     cells.append(cell)
                     retrain = cell if name == retrain_name else retrain
