@@ -185,7 +185,10 @@ def load_by_position(dst: nn.Module, src: nn.Module) -> None:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def bench_model(name: str, args, official: Official | None) -> tuple[list[dict], list[dict], dict]:
+def bench_model(name: str, args, official: Official | None, shared: dict) -> tuple[list[dict], list[dict], dict]:
+    """One model: its phases per variant, its per-shape rows and its totals. ``shared``: decomposition times by the
+    shape of the input rows, reused across layers of other weight shapes and across models (the SVD's and the
+    eigendecomposition's cost depends on the rows' shape, not on the layer)."""
     torch.manual_seed(0)
     model = build_model(name, num_classes=10, in_channels=3, width=args.width).eval()
     retain, forget = random_problem(args.per_class, args.size, 3, 10)
@@ -206,7 +209,6 @@ def bench_model(name: str, args, official: Official | None) -> tuple[list[dict],
     _common.say(f"== {name} width {args.width}, {args.size}x{args.size}, {len(xr)}+{len(xf)} samples, "
                 f"{len(layers)} layers, {len(counts)} shapes; forward {t_forward:.2f} s, patches {t_patches:.2f} s "
                 f"({torch.get_num_threads()} threads)")
-    decs = args.decompositions
     acc = {v: {"decomposition": 0.0, "projection": 0.0} for v in VARIANTS}
     floor_svd, floor_gram, mem = 0.0, 0.0, {}
     layer_rows = []
@@ -218,24 +220,33 @@ def bench_model(name: str, args, official: Official | None) -> tuple[list[dict],
         row: dict[str, Any] = {"model": name, "width": args.width, "layer": li.name, "kind": li.key[0],
                                "d": d, "n": n, "groups": li.rows_shape[0] if len(li.rows_shape) == 3 else 1,
                                "out": w.shape[0], "count": mult}
+        shape = tuple(li.rows_r.shape)
+        reuse = not full and (shape, "svd") in shared
+        row["svd_timed_on"] = shared[(shape, "svd_layer")] if reuse else f"{name} {li.name}"
         with _common.PeakMemory() as pm:
-            br_svd, t_svd = _common.timed(du.make_basis, li.rows_r, cfg.alpha_r, "svd")
-        row.update(svd_s=t_svd, svd_peak_mb=pm.mb)
+            br_eigh, t_eigh = _common.timed(du.make_basis, li.rows_r, cfg.alpha_r, "gram_eigh")
+        row.update(gram_eigh_s=t_eigh, gram_eigh_peak_mb=pm.mb)
+        if reuse:  # the same rows' shape was timed already: its times, and the eigh basis for the projection
+            t_svd, br_svd = shared[(shape, "svd")], br_eigh
+            row.update(svd_s=t_svd, svd_peak_mb=shared[(shape, "svd_peak_mb")], gram_eigh_vs_svd=float("nan"))
+            m_svd = None
+        else:
+            with _common.PeakMemory() as pm:
+                br_svd, t_svd = _common.timed(du.make_basis, li.rows_r, cfg.alpha_r, "svd")
+            shared.update({(shape, "svd"): t_svd, (shape, "svd_peak_mb"): pm.mb,
+                           (shape, "svd_layer"): f"{name} {li.name}"})
+            row.update(svd_s=t_svd, svd_peak_mb=pm.mb)
+            m_svd = du.basis_matrix(br_svd)
+            row["gram_eigh_vs_svd"] = rel(du.basis_matrix(br_eigh), m_svd)
         floor_svd += 2 * mult * t_svd
         acc["exact"]["decomposition"] += 2 * mult * t_svd
         acc["lowrank"]["decomposition"] += 2 * mult * t_svd
         mem.setdefault("svd", 0.0)
         mem["svd"] += 2 * mult * bases_mb(br_svd)
-        m_svd = du.basis_matrix(br_svd)
-        if "gram_eigh" in decs:
-            with _common.PeakMemory() as pm:
-                br_eigh, t_eigh = _common.timed(du.make_basis, li.rows_r, cfg.alpha_r, "gram_eigh")
-            row.update(gram_eigh_s=t_eigh, gram_eigh_peak_mb=pm.mb,
-                       gram_eigh_vs_svd=rel(du.basis_matrix(br_eigh), m_svd))
-            acc["lowrank+gram_eigh"]["decomposition"] += 2 * mult * t_eigh
-            _, t = _common.timed(du.updated_weight, w, br_eigh, br_eigh, "lowrank")
-            acc["lowrank+gram_eigh"]["projection"] += mult * t
-            del br_eigh
+        acc["lowrank+gram_eigh"]["decomposition"] += 2 * mult * t_eigh
+        _, t = _common.timed(du.updated_weight, w, br_eigh, br_eigh, "lowrank")
+        acc["lowrank+gram_eigh"]["projection"] += mult * t
+        del br_eigh
         # gram_solve: both sets measured (cheap); the factorisation timed alone for the floor
         with _common.PeakMemory() as pm:
             br_g, t_gr = _common.timed(du.make_basis, li.rows_r, cfg.alpha_r, "gram_solve")
@@ -247,7 +258,7 @@ def bench_model(name: str, args, official: Official | None) -> tuple[list[dict],
         mem.setdefault("gram_solve", 0.0)
         mem["gram_solve"] += mult * (bases_mb(br_g) + bases_mb(bf_g))
         m_solve = du.basis_matrix(br_g)
-        row["gram_solve_vs_svd"] = rel(m_solve, m_svd)
+        row["gram_solve_vs_svd"] = rel(m_solve, m_svd) if m_svd is not None else float("nan")
         # run-to-run: the same inputs, another window and subset of patches (gram_solve: as exact as the SVD)
         torch.manual_seed(3)
         m_again = du.basis_matrix(du.make_basis(_second_draw(li, args.max_patches), cfg.alpha_r, "gram_solve"))
@@ -267,15 +278,18 @@ def bench_model(name: str, args, official: Official | None) -> tuple[list[dict],
         acc["lowrank"]["projection"] += mult * t_lo
         acc["lowrank+gram_solve"]["projection"] += mult * t_so
         if official is not None:
-            key = "layer"
             _, t_layer = _common.timed(li.layer, li.x_r)
-            _, t_fcp = _common.timed(official.mu.forward_cache_projections, li.x_r, li.layer, key,
-                                       cfg.alpha_r, args.max_patches)
+            if reuse and (shape, "official") in shared:  # everything but the layer's own forward: the rows' shape
+                t_fcp = shared[(shape, "official")] + t_layer
+            else:
+                _, t_fcp = _common.timed(official.mu.forward_cache_projections, li.x_r, li.layer, "layer",
+                                         cfg.alpha_r, args.max_patches)
+                shared[(shape, "official")] = max(0.0, t_fcp - t_layer)
             row.update(official_fcp_s=t_fcp, layer_forward_s=t_layer)
             acc["official"]["decomposition"] += 2 * mult * max(0.0, t_fcp - t_layer)
         layer_rows.append(row)
-        _common.say(f"   {li.name:28s} d {d:5d} n {n:5d} x{mult}: svd {t_svd:7.2f} s"
-                    + (f", eigh {row['gram_eigh_s']:7.2f} s" if "gram_eigh_s" in row else "")
+        _common.say(f"   {li.name:28s} d {d:5d} n {n:5d} x{mult}: svd {t_svd:7.2f} s{' (shared)' if reuse else ''}"
+                    f", eigh {t_eigh:7.2f} s"
                     + f", gram {t_gr + t_gf:6.2f} s + chol {t_fac:5.2f} s; proj exact {t_ex:.2f} lowrank {t_lo:.2f} "
                     f"solve {t_so:.2f} s" + (f"; official fcp {row['official_fcp_s']:.2f} s" if official else ""))
         del br_svd, br_g, bf_g, w_exact, w_low
@@ -287,11 +301,9 @@ def bench_model(name: str, args, official: Official | None) -> tuple[list[dict],
     for v in VARIANTS:
         if v == "official" and official is None:
             continue
-        if v == "lowrank+gram_eigh" and "gram_eigh" not in decs:
-            continue
         ph = {"forward": t_forward, "patches": t_patches, **acc[v]}
-        if v == "official":
-            t_gpm, t_pw = official.projection_time(name, model, args.size)
+        if v == "official":  # the official models have full width only
+            t_gpm, t_pw = official.projection_time(name, model, args.size) if args.width == 64 else (math.nan,) * 2
             ph["projection"] = t_gpm + t_pw
             ph["patches"] = 0.0  # inside forward_cache_projections: counted in its decomposition time
         ph["total"] = sum(ph[p] for p in PHASES[:-1])
@@ -319,6 +331,67 @@ def bench_model(name: str, args, official: Official | None) -> tuple[list[dict],
     return rows, layer_rows, totals
 
 
+def numerics(profile: str, seeds: int) -> list[dict]:
+    """The decompositions against the method's own run-to-run variation, on the ``profile`` original of the
+    paper's first model (seed 42, the first forget class; from the cell store, trained if missing): the method
+    with each decomposition under ``seeds`` method seeds (the samples' augmentation, the forget samples, the
+    windows and patches differ between seeds). Per run: forget and retain accuracy on the test pool and the
+    projected weights' distance to the SVD run of the same seed (relative to the size of that run's update); per
+    seed after the first: the SVD run's distance to the first seed's, the run-to-run variation."""
+    from unlearnlib.harness import Store, build_plan, seed_everything
+    from unlearnlib.harness.cells import CellRunner
+    from unlearnlib.train import predict_logits
+
+    plan = build_plan("deep_unlearning", profile, [42], "cpu")
+    runner = CellRunner(plan, Store(say=lambda m: None), progress=False, threads=torch.get_num_threads(),
+                        say=_common.say)
+    cell = next(c for c in plan.cells if c.kind == "original")
+    runner.run(cell)
+    original = runner.original_model(cell.key)
+    part = plan.part(cell.dataset)
+    split = next(sp for sp in part.splits.values() if sp.kind == "class")
+    x, y = part.training_data(split)
+    bs = part.settings.train.batch_size
+    test = Loader(part.data.test_x, part.data.test_y, part.test_pool, part.data.spec, batch_size=1024)
+    forgotten = torch.as_tensor(np.isin(part.data.test_y[torch.as_tensor(part.test_pool)].numpy(),
+                                        split.forget_classes))
+    base_cfg = part.method_cfgs["deep_unlearning"]
+    names = list(du.projected_layers(original, base_cfg.project_classifier))
+
+    def weights(m: nn.Module) -> torch.Tensor:
+        mods = dict(m.named_modules())
+        return torch.cat([mods[n].weight.detach().flatten().double() for n in names])
+
+    w0 = weights(original)
+    out, by = [], {}
+    for seed in range(seeds):
+        for dec in ("svd", "gram_eigh", "gram_solve"):
+            seed_everything(seed)
+            retain = Loader(x, y, split.retain_train, part.data.spec, batch_size=bs, seed=seed, name="retain")
+            forget = Loader(x, y, split.forget_train, part.data.spec, batch_size=bs, seed=seed + 1, name="forget")
+            cfg = dataclasses.replace(base_cfg, decomposition=dec)
+            model, t = _common.timed(du.unlearn, copy.deepcopy(original), retain=retain, forget=forget, cfg=cfg,
+                                     device="cpu")
+            logits, labels = predict_logits(model, test)
+            correct = logits.argmax(1) == labels
+            w = weights(model)
+            by[(seed, dec)] = w
+            ref = by[(seed, "svd")]
+            row = {"profile": profile, "model": cell.model, "width": part.settings.models[cell.model].width,
+                   "scenario": split.tag, "seed": seed, "decomposition": dec, "seconds": t,
+                   "forget_acc": 100 * float(correct[forgotten].float().mean()),
+                   "retain_acc": 100 * float(correct[~forgotten].float().mean()),
+                   "vs_svd_same_seed": float((w - ref).norm() / (ref - w0).norm())}
+            if dec == "svd" and seed > 0:
+                first = by[(0, "svd")]
+                row["svd_vs_seed0"] = float((w - first).norm() / (first - w0).norm())
+            out.append(row)
+            _common.say(f"   numerics seed {seed} {dec:10s}: forget {row['forget_acc']:5.1f} %, retain "
+                        f"{row['retain_acc']:5.1f} %, vs svd (same seed) {row['vs_svd_same_seed']:.2e}"
+                        + (f", svd vs seed 0 {row['svd_vs_seed0']:.2e}" if "svd_vs_seed0" in row else ""))
+    return out
+
+
 def main(argv=None) -> int:
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--models", default="resnet18,vgg11_bn")
@@ -328,23 +401,31 @@ def main(argv=None) -> int:
     p.add_argument("--max-patches", type=int, default=10000)
     p.add_argument("--per-class", type=int, default=1000, help="random images per class")
     p.add_argument("--mode", choices=("shapes", "full"), default="shapes")
-    p.add_argument("--decompositions", default="svd,gram_eigh,gram_solve")
     p.add_argument("--end-to-end", action="store_true", help="also time the method's call whole (gram_solve)")
     p.add_argument("--official", type=Path, default=None, help="a checkout of sangamesh-kodge/class_forgetting")
+    p.add_argument("--numerics", default="cpu", help="profile of the run-to-run comparison (none: skip it)")
+    p.add_argument("--numerics-seeds", type=int, default=5)
+    p.add_argument("--skip-timing", action="store_true", help="only the run-to-run comparison")
     args = p.parse_args(argv)
     if args.smoke:
         args.width, args.samples, args.max_patches, args.per_class = 2, 18, 300, 20
-        args.mode, args.end_to_end = "full", True
-    args.decompositions = [d.strip() for d in args.decompositions.split(",") if d.strip()]
+        args.mode, args.end_to_end, args.numerics_seeds = "full", True, 2
+        args.numerics = "smoke" if args.numerics != "none" else "none"
     out = _common.out_dir(args)
     _common.set_threads(args.threads)
     official = Official(args.official) if args.official else None
     env = _common.machine()
     if official is not None:
         env["official_commit"] = official.commit
-    rows, layer_rows, summary = [], [], {}
+    if args.numerics != "none":
+        f0 = _common.write_csv(out / "deep_unlearning_numerics.csv",
+                               [{**r, **env} for r in numerics(args.numerics, args.numerics_seeds)])
+        _common.say(f"wrote {f0}")
+    if args.skip_timing:
+        return 0
+    rows, layer_rows, summary, shared = [], [], {}, {}
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        r, lr_, totals = bench_model(name, args, official)
+        r, lr_, totals = bench_model(name, args, official, shared)
         rows += r
         layer_rows += lr_
         summary[name] = totals
@@ -363,7 +444,8 @@ def main(argv=None) -> int:
                      f"gram_solve / official {t['lowrank+gram_solve'] / t['official']:.3f}")
         _common.say(line)
     _common.say(f"wrote {f1} and {f2}")
-    return 0 if all(math.isfinite(v) for t in summary.values() for v in t.values()) else 1
+    ours = [v for t in summary.values() for k, v in t.items() if k != "official"]
+    return 0 if all(math.isfinite(v) for v in ours) else 1
 
 
 if __name__ == "__main__":
