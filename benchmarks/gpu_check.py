@@ -71,14 +71,14 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=150, help="steps of each timed training of an original")
     p.add_argument("--method-steps", type=int, default=50)
     p.add_argument("--budget", type=float, default=270.0, help="seconds; what is left after is skipped")
-    p.add_argument("--tiny", action="store_true", help="width 4, 1000 images, a few steps: runs on the CPU")
+    p.add_argument("--tiny", action="store_true", help="width 4, 400 images, two steps: runs on the CPU")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     if args.smoke:
         args.tiny = True
     width = None
     if args.tiny:
-        args.train, args.unseen, args.steps, args.method_steps, width = 1000, 200, 3, 2, 4
+        args.train, args.unseen, args.steps, args.method_steps, width = 400, 100, 2, 2, 4
     out = _common.out_dir(args)
     _common.set_threads(args.threads)
     dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else

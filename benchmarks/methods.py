@@ -2,7 +2,7 @@
 
     python benchmarks/methods.py                               # Deep Unlearning's cpu original (ResNet-18 w8, seed 42)
     python benchmarks/methods.py --methods retrain,deep_unlearning,ssd --repeats 5
-    python benchmarks/methods.py --smoke --out /tmp/b          # the smoke profile, four methods: checks the script
+    python benchmarks/methods.py --smoke --out /tmp/b          # the smoke profile, three methods: checks the script
 
 The original is the cell of ``--paper``'s plan (``--profile``, ``--model``, ``--seed``, the first forget scenario),
 trained once and kept in the cell store (``$UNLEARNLIB_CACHE``). Each method runs with its options from the first
@@ -35,7 +35,7 @@ from unlearnlib.harness import Store, build_plan, seed_everything
 from unlearnlib.harness.cells import CellRunner, warm_up
 from unlearnlib.methods import METHODS
 
-SMOKE_METHODS = "retrain,finetune,deep_unlearning,ssd"
+SMOKE_METHODS = "retrain,deep_unlearning,ssd"
 
 
 class FitClock:

@@ -65,12 +65,12 @@ def test_deep_unlearning_numerics_smoke(tmp_path, fmnist_system_dir):
 def test_methods_smoke(tmp_path, fmnist_system_dir):
     _run("methods.py", tmp_path, system_data=fmnist_system_dir)
     df = pd.read_csv(tmp_path / "methods.csv")
-    assert list(df.method) == ["retrain", "finetune", "deep_unlearning", "ssd"]
+    assert list(df.method) == ["retrain", "deep_unlearning", "ssd"]
     assert (df.repeats >= 1).all() and (df.seconds > 0).all()
     assert df.set_index("method").speedup_vs_retrain["retrain"] == pytest.approx(1.0)
     assert ((df.fit_share >= 0) & (df.fit_share <= 1.0 + 1e-6)).all()
     fits = df.set_index("method").fit_share
-    assert fits["deep_unlearning"] == 0 and fits["finetune"] > 0.5  # gradient-free vs all in the training loop
+    assert fits["deep_unlearning"] == 0 and fits["retrain"] > 0.5  # gradient-free vs all in the training loop
 
 
 def test_suite_smoke(tmp_path, fmnist_system_dir):
@@ -97,9 +97,9 @@ def test_suite_reads_make_tests_recipes():
 
 
 def test_concurrency_smoke(tmp_path):
-    _run("concurrency.py", tmp_path, "--papers", "a,b")
+    _run("concurrency.py", tmp_path, "--papers", "a,a")
     df = pd.read_csv(tmp_path / "concurrency.csv")
-    assert list(df["mode"]) == ["alone", "alone", "together"]
+    assert list(df["mode"]) == ["alone", "together"]  # one alone per distinct workload
     assert df.ratio_to_slowest_alone.dropna().iloc[0] > 0
 
 

@@ -458,3 +458,39 @@ def test_invalid_decomposition(make_spec):
                 device="cpu")
     with pytest.raises(ValueError, match="alpha must be > 0"):
         make_basis(torch.randn(5, 3), 0.0, "gram_solve")
+
+
+def _unfold_patches(x, conv, max_patches):
+    """The reference: every patch by unfold, then the random subset (the draw sampled_patches must repeat)."""
+    cols = torch.nn.functional.unfold(x, conv.kernel_size, dilation=conv.dilation, padding=conv.padding,
+                                      stride=conv.stride)
+    rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    return rows[torch.randperm(rows.shape[0])[:max_patches]]
+
+
+@pytest.mark.parametrize("conv", [nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, stride=2, padding=1),
+                                  nn.Conv2d(3, 4, 1, stride=2), nn.Conv2d(2, 4, 3, padding=2, dilation=2),
+                                  nn.Conv2d(4, 4, 3, padding=1, groups=2), nn.Conv2d(3, 2, (3, 1), padding=(1, 0))],
+                         ids=["3x3", "stride2", "1x1s2", "dilated", "grouped", "3x1"])
+@pytest.mark.parametrize("max_patches", [7, 10_000])
+def test_sampled_patches_equal_unfold_bit_for_bit(conv, max_patches):
+    from unlearnlib.methods.deep_unlearning import sampled_patches
+
+    x = torch.randn(5, conv.in_channels, 8, 7)
+    torch.manual_seed(11)
+    want = _unfold_patches(x, conv, max_patches)
+    torch.manual_seed(11)
+    got = sampled_patches(x, conv, max_patches)
+    assert got.shape == want.shape and torch.equal(got, want)
+
+
+def test_conv_patches_same_padding_falls_back_to_unfold():
+    from unlearnlib.methods.deep_unlearning import conv_patches
+
+    conv, explicit = nn.Conv2d(2, 3, 3, padding="same"), nn.Conv2d(2, 3, 3, padding=1)
+    x = torch.randn(4, 2, 6, 6)
+    torch.manual_seed(5)
+    got = conv_patches(x, conv, 50)
+    torch.manual_seed(5)
+    want = _unfold_patches(x, explicit, 50)
+    assert torch.equal(got, want)

@@ -88,10 +88,42 @@ def conv_patches(x: torch.Tensor, conv: nn.Conv2d, max_patches: int) -> torch.Te
         i = int(torch.randint(0, x.shape[-2] - 3 * kh + 1, (1,)))
         j = int(torch.randint(0, x.shape[-1] - 3 * kw + 1, (1,)))
         x = x[:, :, i:i + 3 * kh, j:j + 3 * kw]
-    cols = F.unfold(x, conv.kernel_size, dilation=conv.dilation, padding=conv.padding, stride=conv.stride)
-    rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
-    keep = torch.randperm(rows.shape[0], device=rows.device)[:max_patches]
-    return rows[keep]
+    if isinstance(conv.padding, str):  # "same"/"valid": unfold's own padding rules
+        cols = F.unfold(x, conv.kernel_size, dilation=conv.dilation, padding=_explicit_padding(conv),
+                        stride=conv.stride)
+        rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+        keep = torch.randperm(rows.shape[0], device=rows.device)[:max_patches]
+        return rows[keep]
+    return sampled_patches(x, conv, max_patches)
+
+
+def _explicit_padding(conv: nn.Conv2d) -> tuple[int, int]:
+    if conv.padding == "valid":
+        return (0, 0)
+    return tuple(d * (k - 1) // 2 for d, k in zip(conv.dilation, conv.kernel_size, strict=True))
+
+
+def sampled_patches(x: torch.Tensor, conv: nn.Conv2d, max_patches: int) -> torch.Tensor:
+    """The rows ``unfold`` would give, in the order of the same random subset, built for the kept patches only.
+
+    ``F.unfold`` materialises every patch of every image (for a 256-channel 8 x 8 map and 900 images: 57600 x 2304
+    floats) to keep ``max_patches`` of them; here the same ``randperm`` draw picks (image, position) pairs and
+    only those patches are gathered: the same values in the same order, bit for bit, with memory O(max_patches d).
+    """
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = conv.kernel_size, conv.stride, conv.padding, conv.dilation
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    keep = torch.randperm(n * oh * ow, device=x.device)[:max_patches]
+    img, pos = keep // (oh * ow), keep % (oh * ow)
+    top, left = (pos // ow) * sh, (pos % ow) * sw
+    xp = F.pad(x, (pw, pw, ph, ph))
+    ki = torch.arange(kh, device=x.device) * dh
+    kj = torch.arange(kw, device=x.device) * dw
+    ch = torch.arange(c, device=x.device)
+    patches = xp[img[:, None, None, None], ch[None, :, None, None], (top[:, None] + ki)[:, None, :, None],
+                 (left[:, None] + kj)[:, None, None, :]]
+    return patches.reshape(len(keep), c * kh * kw)
 
 
 def layer_groups(layer: nn.Module) -> int:
