@@ -18,7 +18,7 @@ FMNIST  := /usr/share/datasets/fashion-mnist
 RUN_ARGS = --profile "$(PROFILE)" --seeds "$(SEEDS)" --device "$(DEVICE)" \
            --executor "$(EXECUTOR)" --workers "$(WORKERS)" --threads "$(THREADS)"
 
-.PHONY: help setup reproduce reproduce-all book test test-unit test-notebooks test-book lint clean clean-cache
+.PHONY: help setup reproduce reproduce-all book test test-unit test-notebooks test-book lint benchmarks clean clean-cache
 
 help:  ## this list
 	@echo "Unlearning replication suite"
@@ -74,7 +74,13 @@ test-book:
 	$(PY) -m unlearnlib.cli book-test --dir build/book-test
 
 lint:  ## ruff
-	$(VENV)/bin/ruff check unlearnlib tests scripts
+	$(VENV)/bin/ruff check unlearnlib tests scripts benchmarks
+
+benchmarks: setup  ## performance benchmarks -> results/benchmarks/ (long; OFFICIAL=<class_forgetting checkout>)
+	$(PY) benchmarks/deep_unlearning.py $(if $(OFFICIAL),--official "$(OFFICIAL)")
+	$(PY) benchmarks/methods.py
+	$(PY) benchmarks/concurrency.py
+	$(PY) benchmarks/suite.py
 
 clean:  ## remove built book, executed notebooks and scratch builds (keeps data, cache and results)
 	rm -rf book/_build book/papers book/_generated book/_toc.yml build

@@ -15,10 +15,15 @@ from unlearnlib.data import Loader
 from unlearnlib.methods import METHODS
 from unlearnlib.methods.deep_unlearning import (
     Config,
+    apply_basis,
+    basis_matrix,
     importance,
+    make_basis,
+    projector,
     scaled_basis,
     select_samples,
     unlearn,
+    updated_weight,
     updated_weight_exact,
     updated_weight_lowrank,
 )
@@ -188,10 +193,16 @@ def _expected(net, xr, xf, cfg, sequential: bool = False):
     return wc_new, wl_new
 
 
+DECOMPOSITIONS = ["svd", "gram_eigh", "gram_solve"]
+
+
+@pytest.mark.parametrize("decomposition", DECOMPOSITIONS)
 @pytest.mark.parametrize("path", ["exact", "lowrank"])
-def test_projection_matches_numpy(tiny_net_case, path):
+def test_projection_matches_numpy(tiny_net_case, path, decomposition):
+    # the conv has more patches than inputs (150 x 9: the d x d Gram matrix), the linear fewer samples than
+    # inputs (6 x 75: the n x n form)
     ds, net, cfg, xr, xf = tiny_net_case
-    cfg = dataclasses.replace(cfg, path=path)
+    cfg = dataclasses.replace(cfg, path=path, decomposition=decomposition)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     wc_new, wl_new = _expected(net, xr, xf, cfg)
     r, f = ds.loaders()
@@ -307,8 +318,9 @@ def test_project_classifier_false_leaves_the_last_linear(make_spec):
 
 @pytest.mark.parametrize("c_in,c_out,groups", [(4, 6, 2), (3, 3, 3), (2, 4, 2)],
                          ids=["grouped", "depthwise", "depthwise-x2"])
+@pytest.mark.parametrize("decomposition", DECOMPOSITIONS)
 @pytest.mark.parametrize("path", ["exact", "lowrank"])
-def test_grouped_conv_projects_each_group_against_numpy(make_spec, c_in, c_out, groups, path):
+def test_grouped_conv_projects_each_group_against_numpy(make_spec, c_in, c_out, groups, path, decomposition):
     # Conv2d(c_in, c_out, 3, pad 1, groups) -> ReLU -> Flatten -> Linear on 5x5 images: group j's weight block
     # is updated with projectors built from group j's input channels only (an independent numpy computation)
     n, k_cls = 24, 4
@@ -323,7 +335,8 @@ def test_grouped_conv_projects_each_group_against_numpy(make_spec, c_in, c_out, 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, groups=groups), nn.ReLU(), nn.Flatten(),
                         nn.Linear(c_out * 25, k_cls))
-    cfg = Config(n_samples=6, alpha_r=100.0, alpha_f=3.0, max_patches=10_000, augment_samples=False, path=path)
+    cfg = Config(n_samples=6, alpha_r=100.0, alpha_f=3.0, max_patches=10_000, augment_samples=False, path=path,
+                 decomposition=decomposition)
     x = ((images.double() / 255.0 - 0.5) / 0.25).numpy()
     # n_samples 6 -> the first 2 of each retain class; the forget batch (6 >= 6 forget images) is all of class 0
     xr = x[np.sort(np.concatenate([retain_idx[labels.numpy()[retain_idx] == c][:2] for c in (1, 2, 3)]))]
@@ -366,3 +379,118 @@ def test_mobilenetv2_forgets_per_group(make_spec):
     for k, v in before.items():
         assert torch.isfinite(out[k].float()).all(), k
         assert torch.equal(out[k], v) == (k not in weights), k
+
+
+# ----------------------------------------------------------------------------------------------
+# (f) the decompositions: the same projector M = f(G / tr G) three ways
+
+
+@pytest.mark.parametrize("n,d", [(50, 7), (7, 50), (12, 12)], ids=["n>d", "n<d", "n=d"])
+@pytest.mark.parametrize("alpha", [100.0, 3.0, 1.0, 0.5])
+@pytest.mark.parametrize("decomposition", ["gram_eigh", "gram_solve"])
+def test_decompositions_give_the_svd_projector(n, d, alpha, decomposition):
+    g = torch.Generator().manual_seed(1)
+    rows = torch.relu(torch.randn(n, d, generator=g, dtype=torch.float64))
+    want = projector(*scaled_basis(rows, alpha))
+    got = basis_matrix(make_basis(rows, alpha, decomposition))
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+    w = torch.randn(5, d, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(apply_basis(w, make_basis(rows, alpha, decomposition)), w @ want, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("decomposition", ["gram_eigh", "gram_solve"])
+def test_decompositions_per_group_stack(decomposition):
+    g = torch.Generator().manual_seed(2)
+    stack = torch.randn(3, 40, 6, generator=g, dtype=torch.float64)  # 3 groups, 40 patches, 6 inputs each
+    got = basis_matrix(make_basis(stack, 100.0, decomposition))
+    assert got.shape == (3, 6, 6)
+    for j in range(3):
+        torch.testing.assert_close(got[j], projector(*scaled_basis(stack[j], 100.0)), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("decomposition", DECOMPOSITIONS)
+def test_dead_activations_leave_the_weight(decomposition):
+    w = torch.randn(3, 4, dtype=torch.float64)
+    zero = make_basis(torch.zeros(10, 4, dtype=torch.float64), 3.0, decomposition)
+    live = make_basis(torch.randn(10, 4, dtype=torch.float64), 100.0, decomposition)
+    torch.testing.assert_close(basis_matrix(zero), torch.zeros(4, 4, dtype=torch.float64))
+    for path in ("exact", "lowrank"):
+        torch.testing.assert_close(updated_weight(w, live, zero, path), w)
+
+
+def test_gram_solve_float32_is_as_close_to_float64_as_the_svd():
+    # activation-like rows (ReLU of correlated features, a decaying spectrum): against the float64 SVD, the
+    # float32 Gram solve is no further off than the float32 SVD itself (up to a factor 10)
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(600, 16, generator=g, dtype=torch.float64) @ torch.randn(16, 64, generator=g, dtype=torch.float64)
+    rows = torch.relu(z + 0.05 * torch.randn(600, 64, generator=g, dtype=torch.float64))
+    ref = projector(*scaled_basis(rows, 100.0))
+    err = {dec: float((basis_matrix(make_basis(rows.float(), 100.0, dec)).double() - ref).abs().max())
+           for dec in DECOMPOSITIONS}
+    assert err["svd"] < 1e-3
+    assert err["gram_solve"] <= 10 * err["svd"] + 1e-6, err
+    assert err["gram_eigh"] <= 10 * err["svd"] + 1e-6, err
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg11_bn", "mobilenetv2"])
+def test_whole_model_decompositions_agree(make_spec, name):
+    ds = _DS(make_spec, 40, 4, 12)
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=4, in_channels=1, width=2).eval()
+    out = {}
+    for dec in DECOMPOSITIONS:
+        torch.manual_seed(123)
+        r, f = ds.loaders()
+        cfg = Config(n_samples=9, max_patches=300, augment_samples=False, decomposition=dec)
+        out[dec] = unlearn(copy.deepcopy(model), retain=r, forget=f, cfg=cfg, device="cpu").state_dict()
+    for k, v in model.state_dict().items():
+        if v.is_floating_point():
+            for dec in ("gram_eigh", "gram_solve"):
+                torch.testing.assert_close(out[dec][k], out["svd"][k], rtol=1e-4,
+                                           atol=1e-5 * max(1.0, float(v.abs().max())))
+
+
+def test_invalid_decomposition(make_spec):
+    ds = _DS(make_spec, 12, 3, 5)
+    r, f = ds.loaders()
+    with pytest.raises(ValueError, match="svd, gram_eigh, gram_solve"):
+        unlearn(nn.Sequential(nn.Flatten(), nn.Linear(25, 3)), retain=r, forget=f, cfg=Config(decomposition="qr"),
+                device="cpu")
+    with pytest.raises(ValueError, match="alpha must be > 0"):
+        make_basis(torch.randn(5, 3), 0.0, "gram_solve")
+
+
+def _unfold_patches(x, conv, max_patches):
+    """The reference: every patch by unfold, then the random subset (the draw sampled_patches must repeat)."""
+    cols = torch.nn.functional.unfold(x, conv.kernel_size, dilation=conv.dilation, padding=conv.padding,
+                                      stride=conv.stride)
+    rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    return rows[torch.randperm(rows.shape[0])[:max_patches]]
+
+
+@pytest.mark.parametrize("conv", [nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, stride=2, padding=1),
+                                  nn.Conv2d(3, 4, 1, stride=2), nn.Conv2d(2, 4, 3, padding=2, dilation=2),
+                                  nn.Conv2d(4, 4, 3, padding=1, groups=2), nn.Conv2d(3, 2, (3, 1), padding=(1, 0))],
+                         ids=["3x3", "stride2", "1x1s2", "dilated", "grouped", "3x1"])
+@pytest.mark.parametrize("max_patches", [7, 10_000])
+def test_sampled_patches_equal_unfold_bit_for_bit(conv, max_patches):
+    from unlearnlib.methods.deep_unlearning import sampled_patches
+
+    x = torch.randn(5, conv.in_channels, 8, 7)
+    torch.manual_seed(11)
+    want = _unfold_patches(x, conv, max_patches)
+    torch.manual_seed(11)
+    got = sampled_patches(x, conv, max_patches)
+    assert got.shape == want.shape and torch.equal(got, want)
+
+
+def test_conv_patches_same_padding_falls_back_to_unfold():
+    from unlearnlib.methods.deep_unlearning import conv_patches
+
+    conv, explicit = nn.Conv2d(2, 3, 3, padding="same"), nn.Conv2d(2, 3, 3, padding=1)
+    x = torch.randn(4, 2, 6, 6)
+    torch.manual_seed(5)
+    got = conv_patches(x, conv, 50)
+    torch.manual_seed(5)
+    want = _unfold_patches(x, explicit, 50)
+    assert torch.equal(got, want)

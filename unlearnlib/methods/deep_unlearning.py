@@ -17,6 +17,20 @@ Two numerically equivalent paths: ``exact`` forms the d x d matrices; ``lowrank`
 :math:`W P^\top = W - (W - W M_r) M_f` with the factors :math:`U, \lambda`, never forming a d x d
 matrix (memory O(d k)).
 
+Three ways to obtain :math:`M` (``decomposition``), the same matrix in exact arithmetic. :math:`M` is a function
+of the normalised Gram matrix :math:`\hat G = R R^\top / \lVert R\rVert_F^2`, whose eigenvalues are the
+:math:`s_i`: :math:`M = f(\hat G)` with :math:`f(x) = \alpha x / ((\alpha-1)x+1)`.
+
+- ``svd`` (upstream): the thin SVD of :math:`R` (d x n).
+- ``gram_eigh``: the eigendecomposition of the smaller Gram matrix (:math:`R R^\top`, d x d, when n >= d, else
+  :math:`R^\top R`, n x n, with :math:`U = R V \Sigma^{-1}`).
+- ``gram_solve``: no decomposition at all. :math:`f(x) = \alpha x\,(1 + (\alpha-1)x)^{-1}`, so
+  :math:`M = \alpha \hat G A^{-1}` with :math:`A = I + (\alpha-1)\hat G`, symmetric positive definite with
+  eigenvalues in :math:`[1, \alpha]` (condition number at most :math:`\alpha`): one Cholesky factorisation and
+  triangular solves. With n < d the n x n form :math:`M = \alpha B (I_n + (\alpha-1) B^\top B)^{-1} B^\top`,
+  :math:`B = R / \lVert R\rVert_F` (push-through identity), keeps memory O(d n). Cost: the Gram product
+  (n d^2) and d^3 / 3 for the factorisation, against about 4 n d^2 + 8 d^3 for the SVD.
+
 Grouped and depthwise convolutions (MobileNetV2): a conv with ``groups`` = g computes its output channels
 :math:`[j\,C_{out}/g, (j+1)\,C_{out}/g)` from its input channels :math:`[j\,C_{in}/g, (j+1)\,C_{in}/g)` only,
 so group :math:`j`'s weight block (:math:`C_{out}/g \times (C_{in}/g)\,k\,k`) acts on that group's patches alone.
@@ -52,6 +66,9 @@ class Config:
     # "first" k per retain class in dataset order (upstream) | "random"
     retain_selection: Literal["first", "random"] = "first"
     path: Literal["exact", "lowrank"] = "lowrank"  # "exact" (d x d matrices, reference) | "lowrank" (never forms d x d)
+    # how M = f(G / tr G) is obtained: "svd" (upstream: thin SVD of R) | "gram_eigh" (eigendecomposition of the
+    # smaller Gram matrix) | "gram_solve" (one Cholesky solve with I + (alpha - 1) G / tr G; no decomposition)
+    decomposition: Literal["svd", "gram_eigh", "gram_solve"] = "svd"
     project_classifier: bool = True  # upstream projects the final layer too (its flag has no effect)
 
 
@@ -71,10 +88,42 @@ def conv_patches(x: torch.Tensor, conv: nn.Conv2d, max_patches: int) -> torch.Te
         i = int(torch.randint(0, x.shape[-2] - 3 * kh + 1, (1,)))
         j = int(torch.randint(0, x.shape[-1] - 3 * kw + 1, (1,)))
         x = x[:, :, i:i + 3 * kh, j:j + 3 * kw]
-    cols = F.unfold(x, conv.kernel_size, dilation=conv.dilation, padding=conv.padding, stride=conv.stride)
-    rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
-    keep = torch.randperm(rows.shape[0], device=rows.device)[:max_patches]
-    return rows[keep]
+    if isinstance(conv.padding, str):  # "same"/"valid": unfold's own padding rules
+        cols = F.unfold(x, conv.kernel_size, dilation=conv.dilation, padding=_explicit_padding(conv),
+                        stride=conv.stride)
+        rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+        keep = torch.randperm(rows.shape[0], device=rows.device)[:max_patches]
+        return rows[keep]
+    return sampled_patches(x, conv, max_patches)
+
+
+def _explicit_padding(conv: nn.Conv2d) -> tuple[int, int]:
+    if conv.padding == "valid":
+        return (0, 0)
+    return tuple(d * (k - 1) // 2 for d, k in zip(conv.dilation, conv.kernel_size, strict=True))
+
+
+def sampled_patches(x: torch.Tensor, conv: nn.Conv2d, max_patches: int) -> torch.Tensor:
+    """The rows ``unfold`` would give, in the order of the same random subset, built for the kept patches only.
+
+    ``F.unfold`` materialises every patch of every image (for a 256-channel 8 x 8 map and 900 images: 57600 x 2304
+    floats) to keep ``max_patches`` of them; here the same ``randperm`` draw picks (image, position) pairs and
+    only those patches are gathered: the same values in the same order, bit for bit, with memory O(max_patches d).
+    """
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = conv.kernel_size, conv.stride, conv.padding, conv.dilation
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    keep = torch.randperm(n * oh * ow, device=x.device)[:max_patches]
+    img, pos = keep // (oh * ow), keep % (oh * ow)
+    top, left = (pos // ow) * sh, (pos % ow) * sw
+    xp = F.pad(x, (pw, pw, ph, ph))
+    ki = torch.arange(kh, device=x.device) * dh
+    kj = torch.arange(kw, device=x.device) * dw
+    ch = torch.arange(c, device=x.device)
+    patches = xp[img[:, None, None, None], ch[None, :, None, None], (top[:, None] + ki)[:, None, :, None],
+                 (left[:, None] + kj)[:, None, None, :]]
+    return patches.reshape(len(keep), c * kh * kw)
 
 
 def layer_groups(layer: nn.Module) -> int:
@@ -103,6 +152,123 @@ def scaled_basis(rows: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.
     return u, importance(ratio, alpha)
 
 
+def _energy_ratio(energy: torch.Tensor) -> torch.Tensor:
+    return energy / energy.sum(-1, keepdim=True).clamp_min(torch.finfo(energy.dtype).tiny)
+
+
+def scaled_basis_eigh(rows: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(U, lambda) as :func:`scaled_basis`, from the eigendecomposition of the smaller Gram matrix of ``rows``
+    (n x d, or a (g, n, d) stack): R R^T (d x d) when n >= d, else R^T R (n x n) with U = R V / sigma. Directions
+    of a zero eigenvalue get lambda = 0 (and, for the n x n form, a zero column in U)."""
+    n, d = rows.shape[-2], rows.shape[-1]
+    if n >= d:
+        evals, u = torch.linalg.eigh(rows.transpose(-1, -2) @ rows)
+        energy = evals.clamp_min(0).flip(-1)
+        u = u.flip(-1)
+    else:
+        evals, v = torch.linalg.eigh(rows @ rows.transpose(-1, -2))
+        energy = evals.clamp_min(0).flip(-1)
+        v = v.flip(-1)
+        eps = torch.finfo(rows.dtype).eps * energy[..., :1] * n
+        keep = energy > eps
+        sigma = energy.sqrt().where(keep, torch.ones_like(energy))
+        u = (rows.transpose(-1, -2) @ v) / sigma.unsqueeze(-2) * keep.unsqueeze(-2)
+        energy = energy * keep
+    return u, importance(_energy_ratio(energy), alpha)
+
+
+class GramProjector:
+    """M = f(G / tr G) applied through one Cholesky solve (``decomposition="gram_solve"``), never decomposed.
+
+    Keeps the normalised Gram matrix Ĝ (d x d) when n >= d, else B = R / ||R||_F (d x n); per group for a
+    (g, n, d) stack of rows. ``apply(w)`` returns W M (M is symmetric), ``matrix()`` M itself."""
+
+    def __init__(self, rows: torch.Tensor, alpha: float) -> None:
+        if not alpha > 0:
+            raise ValueError(f"deep_unlearning: alpha must be > 0 for gram_solve, got {alpha}")
+        self.alpha = float(alpha)
+        tr = rows.square().sum((-2, -1), keepdim=True).clamp_min(torch.finfo(rows.dtype).tiny)
+        n, d = rows.shape[-2], rows.shape[-1]
+        self.dual = n < d
+        if self.dual:
+            self.b = rows.transpose(-1, -2) / tr.sqrt()  # d x n
+        else:
+            self.g = (rows.transpose(-1, -2) @ rows) / tr  # d x d
+
+    def _factor(self) -> torch.Tensor:
+        """Cholesky factor of I + (alpha - 1) Ĝ (d x d), or of I_n + (alpha - 1) B^T B (n x n)."""
+        inner = self.b.transpose(-1, -2) @ self.b if self.dual else self.g
+        a = inner * (self.alpha - 1.0)
+        a.diagonal(dim1=-2, dim2=-1).add_(1.0)
+        return torch.linalg.cholesky(a)
+
+    def apply(self, w: torch.Tensor) -> torch.Tensor:
+        """W M for W of shape (..., out, d)."""
+        lower = self._factor()
+        if self.dual:  # W M = alpha (W B) K^-1 B^T
+            wb = w @ self.b
+            return self.alpha * torch.cholesky_solve(wb.transpose(-1, -2), lower).transpose(-1, -2) @ \
+                self.b.transpose(-1, -2)
+        # W M = alpha (W Ĝ) A^-1: A and Ĝ commute and are symmetric
+        return self.alpha * torch.cholesky_solve((w @ self.g).transpose(-1, -2), lower).transpose(-1, -2)
+
+    def matrix(self) -> torch.Tensor:
+        d = self.b.shape[-2] if self.dual else self.g.shape[-1]
+        eye = torch.eye(d, dtype=(self.b if self.dual else self.g).dtype,
+                        device=(self.b if self.dual else self.g).device)
+        return self.apply(eye.expand(*self._batch_shape(), d, d))
+
+    def _batch_shape(self) -> tuple[int, ...]:
+        return tuple((self.b if self.dual else self.g).shape[:-2])
+
+
+def make_basis(rows: torch.Tensor, alpha: float, decomposition: str = "svd"):
+    """The retain or forget space of one layer from its input rows: (U, lambda) for ``svd``/``gram_eigh``, a
+    :class:`GramProjector` for ``gram_solve``."""
+    if decomposition == "svd":
+        return scaled_basis(rows, alpha)
+    if decomposition == "gram_eigh":
+        return scaled_basis_eigh(rows, alpha)
+    if decomposition == "gram_solve":
+        return GramProjector(rows, alpha)
+    raise ValueError(f"deep_unlearning decomposition {decomposition!r}; valid: svd, gram_eigh, gram_solve")
+
+
+def apply_basis(w2: torch.Tensor, basis) -> torch.Tensor:
+    """W M for a basis of :func:`make_basis` (M = U diag(lambda) U^T, or a Gram projector)."""
+    if isinstance(basis, GramProjector):
+        return basis.apply(w2)
+    u, lam = basis
+    return ((w2 @ u) * lam.unsqueeze(-2)) @ u.transpose(-1, -2)
+
+
+def basis_matrix(basis) -> torch.Tensor:
+    """M as a d x d matrix (a (g, d, d) stack for grouped convolutions)."""
+    if isinstance(basis, GramProjector):
+        return basis.matrix()
+    return projector(*basis)
+
+
+def _groups_of(basis) -> int:
+    """The number of groups a basis was made for (1 for an ungrouped layer)."""
+    if isinstance(basis, GramProjector):
+        shape = basis._batch_shape()
+        return shape[0] if shape else 1
+    return basis[0].shape[0] if basis[0].dim() == 3 else 1
+
+
+def updated_weight(w: torch.Tensor, retain_basis, forget_basis, path: str = "lowrank") -> torch.Tensor:
+    """W P^T for bases of any decomposition: ``exact`` forms the d x d matrices, ``lowrank`` applies them."""
+    g = _groups_of(retain_basis)
+    w2 = w.reshape(g, w.shape[0] // g, -1) if g > 1 else w.flatten(1)
+    if path == "exact":
+        mr, mf = basis_matrix(retain_basis), basis_matrix(forget_basis)
+        p = torch.eye(w2.shape[-1], dtype=w2.dtype, device=w2.device) - (mf - mf @ mr)
+        return (w2 @ p.transpose(-1, -2)).reshape(w.shape)
+    a = w2 - apply_basis(w2, retain_basis)
+    return (w2 - apply_basis(a, forget_basis)).reshape(w.shape)
+
+
 def projected_layers(model: nn.Module, project_classifier: bool = True) -> dict[str, nn.Module]:
     """Every conv and linear layer, in module order (the last linear is the classifier)."""
     layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
@@ -115,13 +281,14 @@ def projected_layers(model: nn.Module, project_classifier: bool = True) -> dict[
 
 @torch.no_grad()
 def scaled_bases(model: nn.Module, x: torch.Tensor, alpha: float, layers: dict[str, nn.Module],
-                 max_patches: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """One forward pass of ``x``; for each layer, (U, lambda) of its input representation matrix."""
-    bases: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+                 max_patches: int, decomposition: str = "svd") -> dict[str, object]:
+    """One forward pass of ``x``; for each layer, the basis (:func:`make_basis`) of its input representation
+    matrix: (U, lambda) for ``svd`` and ``gram_eigh``."""
+    bases: dict[str, object] = {}
     hooks = []
     for name, layer in layers.items():
         def hook(mod, inputs, _out, name=name):
-            bases[name] = scaled_basis(layer_input_matrix(inputs[0].detach(), mod, max_patches), alpha)
+            bases[name] = make_basis(layer_input_matrix(inputs[0].detach(), mod, max_patches), alpha, decomposition)
         hooks.append(layer.register_forward_hook(hook))
     try:
         model.eval()
@@ -188,15 +355,14 @@ def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Modu
     """Gradient-free class forgetting: project every layer away from the class-discriminatory subspace."""
     if cfg.path not in ("exact", "lowrank"):
         raise ValueError(f"deep_unlearning path {cfg.path!r}; valid: exact, lowrank")
+    if cfg.decomposition not in ("svd", "gram_eigh", "gram_solve"):
+        raise ValueError(f"deep_unlearning decomposition {cfg.decomposition!r}; valid: svd, gram_eigh, gram_solve")
     model.eval()
     xr, xf = select_samples(retain, forget, cfg)
     layers = projected_layers(model, cfg.project_classifier)
     # all bases from the ORIGINAL weights, before any projection
-    retain_bases = scaled_bases(model, xr, cfg.alpha_r, layers, cfg.max_patches)
-    forget_bases = scaled_bases(model, xf, cfg.alpha_f, layers, cfg.max_patches)
-    update = updated_weight_exact if cfg.path == "exact" else updated_weight_lowrank
+    retain_bases = scaled_bases(model, xr, cfg.alpha_r, layers, cfg.max_patches, cfg.decomposition)
+    forget_bases = scaled_bases(model, xf, cfg.alpha_f, layers, cfg.max_patches, cfg.decomposition)
     for name, layer in layers.items():
-        ur, lr_ = retain_bases[name]
-        uf, lf = forget_bases[name]
-        layer.weight.copy_(update(layer.weight, ur, lr_, uf, lf))
+        layer.weight.copy_(updated_weight(layer.weight, retain_bases[name], forget_bases[name], cfg.path))
     return model

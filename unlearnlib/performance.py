@@ -1,0 +1,313 @@
+"""The book's Performance page, from the benchmark CSVs in ``results/benchmarks/`` (``benchmarks/*.py`` write them).
+
+``page(bench_dir, out_dir) -> (markdown, figure files)`` draws the figures into ``out_dir`` (referenced by file name
+from the markdown, so the page belongs in ``out_dir`` too); ``write_page(out_dir)`` also writes
+``out_dir/performance.md``. A benchmark that has not been run is named with the command that runs it; with no CSV
+at all the page says how to make them. Nothing here measures: the page reports what the CSVs hold, with the
+machine, thread count, date and commit each was measured with.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from .paths import results_root
+
+TITLE = "# Performance"
+DU_VARIANTS = ["official", "exact", "lowrank", "lowrank+gram_eigh", "lowrank+gram_solve", "floor", "floor_gram"]
+DU_LABEL = {"official": "official code", "exact": "exact (d x d, SVD)", "lowrank": "low-rank (SVD)",
+            "lowrank+gram_eigh": "low-rank, Gram eigh", "lowrank+gram_solve": "low-rank, Gram solve",
+            "floor": "floor: forward + SVDs", "floor_gram": "floor: forward + Gram + Cholesky"}
+DU_PHASES = ["forward", "patches", "decomposition", "projection"]
+
+
+def bench_root() -> Path:
+    return results_root() / "benchmarks"
+
+
+def _read(path: Path) -> pd.DataFrame | None:
+    try:
+        df = pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return None
+    return df if len(df) else None
+
+
+def _num(v, digits: int = 2) -> str:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if not math.isfinite(x):
+        return "–"
+    if x != 0 and abs(x) < 10 ** -digits:
+        return f"{x:.1e}"
+    return f"{x:,.{digits}f}"
+
+
+def table(header: list[str], rows: list[list], align: str | None = None) -> str:
+    """A markdown pipe table (cells given as strings or numbers)."""
+    esc = [[str(c).replace("|", "\\|") for c in r] for r in rows]
+    head = "| " + " | ".join(header) + " |"
+    align = align or "l" * len(header)
+    sep = "|" + "|".join("---:" if align[i] == "r" else "---" for i in range(len(header))) + "|"
+    return "\n".join([head, sep] + ["| " + " | ".join(r) + " |" for r in esc]) + "\n"
+
+
+def measured_on(df: pd.DataFrame) -> str:
+    """One line: where and when the rows were measured (every distinct value of each column)."""
+    def vals(col):
+        return ", ".join(sorted({str(v) for v in df[col].dropna()})) if col in df else "?"
+
+    threads = f", {vals('threads')} thread(s)" if "threads" in df else ""
+    cores = f" ({vals('cores')} cores)" if "cores" in df else ""
+    dates = ", ".join(sorted({str(v)[:10] for v in df["date"].dropna()})) if "date" in df else "?"
+    return (f"*Measured on {vals('device')} ({vals('device_name')}){cores}{threads}, torch {vals('torch')}, "
+            f"{dates}, commit {vals('git_commit')}.*\n")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Deep Unlearning
+
+
+def du_section(bench: Path, out: Path) -> tuple[str, list[Path]]:
+    phases = _read(bench / "deep_unlearning_phases.csv")
+    if phases is None:
+        return ("## Deep Unlearning: time per phase\n\nNot measured yet: `python benchmarks/deep_unlearning.py` "
+                "(add `--official PATH` with a checkout of sangamesh-kodge/class_forgetting).\n", [])
+    md = ["## Deep Unlearning: time per phase\n",
+          "Each layer's retain and forget bases from one forward pass each (900 + 900 samples), then one weight "
+          "update. *Phases*: the forward passes, the im2col patches, the decompositions (thin SVDs, Gram "
+          "eigendecompositions, or Gram products) and the projection (for the Gram solve it includes the Cholesky "
+          "factorisations). The *floor* is the forward passes plus the decompositions alone. Random weights and "
+          "images (timing does not depend on the values). "
+          + ("Layers of the same shape cost the same: one layer of each shape is timed and counted as many times "
+             "as the shape occurs (the `scope` column of the CSV); the forward passes and patches are measured "
+             "in full. " if (phases.get("scope", pd.Series(dtype=str)).astype(str).str.contains("one layer")).any()
+             else "") + "\n"]
+    figs = []
+    models = list(dict.fromkeys(phases.model))
+    for model in models:
+        d = phases[phases.model == model]
+        width = d.width.iloc[0]
+        pivot = {v: {p: s for p, s in zip(d[d.variant == v].phase, d[d.variant == v].seconds, strict=True)}
+                 for v in DU_VARIANTS if (d.variant == v).any()}
+        exact = pivot.get("exact", {}).get("total", math.nan)
+        floor = pivot.get("floor", {}).get("total", math.nan)
+        official = pivot.get("official", {}).get("total", math.nan)
+        rows = []
+        for v, ph in pivot.items():
+            tot = ph.get("total", math.nan)
+            rows.append([DU_LABEL.get(v, v)] + [_num(ph.get(p, math.nan)) for p in DU_PHASES] + [
+                _num(tot), _num(tot / exact), _num(tot / floor), _num(tot / official)])
+        md.append(f"### {model}, width {width}, input {d.input.iloc[0]}, {int(d.samples.iloc[0])} samples, "
+                  f"at most {int(d.max_patches.iloc[0])} patches per layer\n")
+        md.append(table(["variant", "forward s", "patches s", "decomposition s", "projection s", "total s",
+                         "x exact", "x floor", "x official"], rows, "lrrrrrrrr"))
+        e2e = d[d.phase == "end_to_end"]
+        if len(e2e):
+            md.append("Timed whole (the method's own call): " + "; ".join(
+                f"{DU_LABEL.get(v, v)} {_num(s)} s (peak {_num(m, 0)} MB)"
+                for v, s, m in zip(e2e.variant, e2e.seconds, e2e.get("peak_mb", [math.nan] * len(e2e)),
+                                   strict=True)) + ".\n")
+        if "lowrank" in pivot and "exact" in pivot:
+            low = pivot["lowrank"]["total"]
+            line = f"**{model}**: low-rank / exact {_num(low / exact)}, low-rank / floor {_num(low / floor)}"
+            if "official" in pivot:
+                line += f", low-rank / official {_num(low / official)}"
+            if "lowrank+gram_solve" in pivot:
+                g = pivot["lowrank+gram_solve"]["total"]
+                line += (f"; Gram solve / exact {_num(g / exact, 3)}, Gram solve / floor {_num(g / floor, 3)}"
+                         + (f", Gram solve / official {_num(g / official, 3)}" if "official" in pivot else ""))
+            md.append(line + ".\n")
+    fig = out / "performance_deep_unlearning.png"
+    _du_figure(phases, models, fig)
+    figs.append(fig)
+    md.append(_figure(fig.name, "Deep Unlearning: time per phase of each variant (seconds); the floors are the "
+                      "forward passes plus the decompositions alone."))
+    md.append(measured_on(phases))
+    layers = _read(bench / "deep_unlearning_layers.csv")
+    if layers is not None:
+        md.append("### Per layer shape\n")
+        md.append("Times of one layer's retain rows (`d` inputs, `n` rows; `count`: layers of that shape). "
+                  "*Gram solve vs SVD*: relative Frobenius distance of the retain projector M from the two; "
+                  "*redraw*: the same, between two draws of the patches (the method's own run-to-run variation).\n")
+        rows = []
+        for _, r in layers.iterrows():
+            rows.append([r.model, r.layer, int(r.d), int(r.n), int(r["count"]), _num(r.get("svd_s")),
+                         _num(r.get("gram_eigh_s")), _num(r.get("gram_s", math.nan) / 2 + r.get("cholesky_s", 0)),
+                         _num(r.get("official_fcp_s", math.nan)), _num(r.get("gram_solve_vs_svd"), 3),
+                         _num(r.get("redraw_vs_first"), 3)])
+        md.append(table(["model", "layer", "d", "n", "count", "SVD s", "Gram eigh s", "Gram + Cholesky s",
+                         "official s", "Gram solve vs SVD", "redraw"], rows, "llrrrrrrrrr"))
+    num = _read(bench / "deep_unlearning_numerics.csv")
+    if num is not None:
+        md.append("### Decompositions against the method's run-to-run variation\n")
+        md.append(f"The method on the `{num.profile.iloc[0]}` original ({num.model.iloc[0]}, width "
+                  f"{num.width.iloc[0]}, forgetting {num.scenario.iloc[0]}) with {num.seed.nunique()} method seeds. "
+                  "*vs SVD*: distance of the projected weights to the SVD run of the same seed, relative to the size "
+                  "of the update; *seed to seed*: the SVD runs' distance to the first seed's, the same way.\n")
+        rows = []
+        svd_var = num[(num.decomposition == "svd") & num["svd_vs_seed0"].notna()] if "svd_vs_seed0" in num \
+            else num.iloc[:0]
+        for dec, g in num.groupby("decomposition", sort=False):
+            rows.append([dec, _num(g.forget_acc.mean()), _num(g.forget_acc.max() - g.forget_acc.min()),
+                         _num(g.retain_acc.mean()), _num(g.retain_acc.max() - g.retain_acc.min()),
+                         _num(g.vs_svd_same_seed.max(), 3), _num(g.seconds.median(), 3)])
+        md.append(table(["decomposition", "forget acc %", "range over seeds", "retain acc %", "range over seeds",
+                         "max vs SVD (same seed)", "median s"], rows, "lrrrrrr"))
+        if len(svd_var):
+            md.append(f"Seed to seed (SVD): {_num(svd_var.svd_vs_seed0.min(), 3)} to "
+                      f"{_num(svd_var.svd_vs_seed0.max(), 3)}.\n")
+    return "\n".join(md), figs
+
+
+def _du_figure(phases: pd.DataFrame, models: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 3.6), squeeze=False)
+    colours = {"forward": "#1565c0", "patches": "#6a1b9a", "decomposition": "#c62828", "projection": "#ef6c00"}
+    for ax, model in zip(axes[0], models, strict=True):
+        d = phases[phases.model == model]
+        variants = [v for v in DU_VARIANTS if (d.variant == v).any()]
+        for i, v in enumerate(variants):
+            dv = d[d.variant == v]
+            left = 0.0
+            if v.startswith("floor"):
+                tot = float(dv[dv.phase == "total"].seconds.iloc[0])
+                ax.barh(i, tot, color="#9e9e9e", hatch="//", edgecolor="white")
+                continue
+            for p in DU_PHASES:
+                s = dv[dv.phase == p].seconds
+                val = float(s.iloc[0]) if len(s) and math.isfinite(float(s.iloc[0])) else 0.0
+                ax.barh(i, val, left=left, color=colours[p], label=p if i == 0 else None)
+                left += val
+        ax.set_yticks(range(len(variants)), [DU_LABEL[v] for v in variants], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("seconds")
+        ax.set_title(f"{model}, width {d.width.iloc[0]}", fontsize=10)
+    axes[0][0].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# methods, suite, concurrency, GPU
+
+
+def methods_section(bench: Path, out: Path) -> tuple[str, list[Path]]:
+    df = _read(bench / "methods.csv")
+    head = "## Every method on one original\n"
+    if df is None:
+        return head + "\nNot measured yet: `python benchmarks/methods.py`.\n", []
+    r0 = df.iloc[0]
+    md = [head, f"Each registered method once on the `{r0.profile}` original of {r0.paper} ({r0.model}, width "
+                f"{r0.width}, seed {r0.seed}, forgetting {r0.scenario}: {r0.retain_n} retain and {r0.forget_n} "
+                "forget images). Median of the runs (a call under 5 s is repeated), each from a fresh copy of the "
+                "original; *in fit*: the share of the call spent in the training loop.\n"]
+    rows = [[r.method, _num(r.seconds, 3), f"{_num(r.seconds_min, 3)} – {_num(r.seconds_max, 3)}", int(r.repeats),
+             _num(r.speedup_vs_retrain, 1), f"{_num(100 * r.fit_share, 0)} %", r.config_from]
+            for r in df.sort_values("seconds").itertuples()]
+    md.append(table(["method", "median s", "min – max s", "runs", "speed-up vs retrain", "in fit", "options from"],
+                    rows, "lrrrrrl"))
+    fig = out / "performance_methods.png"
+    _methods_figure(df, fig)
+    md.append(_figure(fig.name, "Speed-up against retraining from scratch (retrain time / method time, median "
+                      "of the runs; log axis)."))
+    md.append(measured_on(df))
+    return "\n".join(md), [fig]
+
+
+def _methods_figure(df: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = df[df.method != "retrain"].sort_values("speedup_vs_retrain")
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(d) + 1.2))
+    colours = ["#2e7d32" if s >= 1 else "#c62828" for s in d.speedup_vs_retrain]
+    ax.barh(d.method, d.speedup_vs_retrain, color=colours)
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="black", ls="--", lw=1)
+    ax.set_xlabel("speed-up vs retrain (x, log scale)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def suite_section(bench: Path) -> str:
+    df = _read(bench / "suite.csv")
+    head = "## Where the suite's time goes\n"
+    if df is None:
+        return head + "\nNot measured yet: `python benchmarks/suite.py`.\n"
+    md = [head, "`make test`'s parts, and each paper's run with an empty cell store, split by what it computes "
+                "(originals, retrains, the other methods' calls, evaluation, the rest of the run, the notebook and "
+                "the book build).\n"]
+    rows = [[r.part, r.paper if isinstance(r.paper, str) else "", r.phase, _num(r.seconds, 1),
+             f"{_num(100 * r.share, 0)} %"] for r in df.itertuples()]
+    md.append(table(["part", "paper", "phase", "seconds", "share"], rows, "lllrr"))
+    md.append(measured_on(df))
+    return "\n".join(md)
+
+
+def concurrency_section(bench: Path) -> str:
+    df = _read(bench / "concurrency.csv")
+    head = "## Two runs at once\n"
+    if df is None:
+        return head + "\nNot measured yet: `python benchmarks/concurrency.py`.\n"
+    md = [head, "Each run a fresh process computing every cell; the threads divided by the suite (each process "
+                "takes the cores divided by the processes computing). Target: two runs together within 2.5x the "
+                "time of one.\n"]
+    rows = [[r.mode, r.papers, r.profile, _num(r.seconds, 1), _num(getattr(r, "ratio_to_slowest_alone", math.nan))]
+            for r in df.itertuples()]
+    md.append(table(["", "runs", "profile", "wall s", "x slowest alone"], rows, "lllrr"))
+    md.append(measured_on(df))
+    return "\n".join(md)
+
+
+def gpu_section(bench: Path) -> str:
+    df = next((d for d in (_read(bench / "gpu_check.csv"), _read(bench / "gpu" / "gpu_check.csv")) if d is not None),
+              None)
+    head = "## On a GPU\n"
+    if df is None:
+        return head + "\nNot run on a GPU yet: `scripts/gpu_check.sh results/benchmarks/gpu` on a machine with CUDA.\n"
+    cols = [c for c in ("paper", "model", "width", "what", "options", "seconds", "images_per_s") if c in df]
+    rows = [[_num(getattr(r, c)) if c in ("seconds", "images_per_s") else getattr(r, c) for c in cols]
+            for r in df.itertuples()]
+    return "\n".join([head, table(cols, rows), measured_on(df)])
+
+
+def _figure(name: str, caption: str) -> str:
+    return f"```{{figure}} {name}\n:width: 100%\n\n{caption}\n```\n"
+
+
+def page(bench_dir: Path | None = None, out_dir: Path | None = None) -> tuple[str, list[Path]]:
+    """(the page's markdown, its figure files): figures are drawn into ``out_dir`` (default: ``bench_dir``)."""
+    bench = Path(bench_dir) if bench_dir is not None else bench_root()
+    out = Path(out_dir) if out_dir is not None else bench
+    out.mkdir(parents=True, exist_ok=True)
+    intro = ("The papers' speed claims are decided in their chapters from each run's own timings. This page "
+             "measures the implementations themselves: Deep Unlearning against the official code and the "
+             "hardware floor, every method on one original, where the suite's time goes, and two runs at once. "
+             "The numbers come from `benchmarks/*.py` (CSV files in `results/benchmarks/`); each table says where "
+             "it was measured.\n")
+    du, f1 = du_section(bench, out)
+    meth, f2 = methods_section(bench, out)
+    md = "\n".join([TITLE, "", intro, du, meth, suite_section(bench), concurrency_section(bench), gpu_section(bench)])
+    return md, f1 + f2
+
+
+def write_page(out_dir: Path, bench_dir: Path | None = None) -> Path:
+    """``out_dir/performance.md`` and its figures (from ``bench_dir``, default ``results/benchmarks/``)."""
+    md, _ = page(bench_dir, out_dir)
+    path = Path(out_dir) / "performance.md"
+    path.write_text(md)
+    return path
