@@ -38,15 +38,20 @@ def status_markdown(book_dir: Path) -> str:
 
 
 def write_generated(book_dir: Path) -> list[str]:
-    """_generated/status.md, the figure of the metrics page, and _toc.yml (intro, the metrics page, every executed
-    paper notebook in book order)."""
+    """_generated/status.md, the figure of the metrics page, the Performance page (from ``results/benchmarks/``;
+    it says how to make the numbers when none were measured) and _toc.yml (intro, the metrics page, every executed
+    paper notebook in book order, Performance)."""
+    from .performance import write_page
+
     gen = book_dir / "_generated"
     gen.mkdir(parents=True, exist_ok=True)
     (gen / "status.md").write_text(status_markdown(book_dir))
     judging_figure(gen / "judging.png")
+    write_page(gen)
     chapters = [pid for pid, _ in suite() if (book_dir / "papers" / f"{pid}.ipynb").exists()]
     toc = ["format: jb-book", "root: intro", "chapters:", "- file: judging"]
     toc += [f"- file: papers/{pid}" for pid in chapters]
+    toc += ["- file: _generated/performance"]
     (book_dir / "_toc.yml").write_text("\n".join(toc) + "\n")
     return chapters
 
