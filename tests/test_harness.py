@@ -22,7 +22,7 @@ from unlearnlib.methods import METHODS
 from unlearnlib.results import Run, claims_frame
 
 PAPER = "deep_unlearning"
-FILES = ("config.resolved.yaml", "env.json", "splits.npz", "metrics.csv", "timings.csv", "traces.csv")
+FILES = ("config.resolved.yaml", "env.json", "splits.npz", "metrics.csv", "timings.csv", "traces.csv", "cells.csv")
 
 
 @contextlib.contextmanager
@@ -129,6 +129,28 @@ def test_timings_and_splits(smoke_runs):
             assert len(np.intersect1d(f, r)) == 0
             assert np.array_equal(np.union1d(f, r), pool)
             assert len(f) == len(sc.classes) * s.train_subset // 10  # class-stratified pool, 10 classes
+
+
+def test_cells_csv_says_where_the_time_went(smoke_runs):
+    first, second = smoke_runs["first"], smoke_runs["second"]
+    c = pd.read_csv(first.path / "cells.csv")
+    t = first.timings
+    assert set(c.kind) == {"original", "evaluate", "method"} and not c.reused.any() and c.cell.is_unique
+    assert (c.wall_s > 0).all() and c[c.kind != "method"].call_s.isna().all()
+    meth = c[c.kind == "method"]
+    assert (meth.call_s > 0).all() and (meth.call_s < meth.wall_s).all()  # the evaluation comes after the calls
+    assert set(meth[meth.trains_from_scratch].method) == {"retrain"}
+    # a call's total covers every timed repeat (the median times the repeats, at least)
+    per = t[t.method != "original"].set_index(["model", "scenario", "method"])
+    for r in meth.itertuples():
+        tr = per.loc[(r.model, r.scenario, r.method)]
+        assert r.call_s >= tr.seconds_min * tr.repeats
+    orig = c[c.kind == "original"].set_index("model").wall_s
+    assert all(orig[m] >= s for m, s in t[t.method == "original"].set_index("model").seconds.items())
+    c2 = pd.read_csv(second.path / "cells.csv")
+    assert c2.reused.all()  # the second run computed nothing: it carries the first run's times
+    both = c2.merge(c, on="cell", suffixes=("", "_first"))
+    assert len(both) == len(c2) and (both.wall_s == both.wall_s_first).all()
 
 
 def test_second_run_reuses_every_cell_of_the_first(smoke_runs):

@@ -10,6 +10,7 @@ is computed once.
 from __future__ import annotations
 
 import copy
+import time
 from collections import OrderedDict
 from typing import Callable
 
@@ -119,6 +120,7 @@ class CellRunner:
                       device=self.plan.device, name=name, **kw)
 
     def _original(self, cell: Cell, threads: int) -> dict:
+        t0 = time.perf_counter()
         plan, part = self.plan, self._part(cell)
         s = part.settings
         with self.store.building(cell.model_key):
@@ -136,7 +138,8 @@ class CellRunner:
                                      augment=s.train.augment)
                 with Timer(plan.device) as t:
                     fit(model, train, s.train, desc=f"original {cell.model}", progress=self.progress)
-                meta = {"kind": "original", "seconds": t.seconds, "device": str(plan.device), "threads": threads}
+                meta = {"kind": "original", "seconds": t.seconds, "device": str(plan.device), "threads": threads,
+                        "wall_s": time.perf_counter() - t0}  # the cell: data, training and the rest before saving
                 self.store.save_model(cell.model_key, model, meta)
         return {"kind": "original", "meta": meta}
 
@@ -168,6 +171,7 @@ class CellRunner:
         return mcfg
 
     def _evaluate(self, cell: Cell) -> dict:
+        t0 = time.perf_counter()
         part, split = self._part(cell), self._split(cell)
         # the original's logits are the same for every scenario on its (clean) data: gathered once per process
         seen = (cell.original, split.tag if split.kind == "backdoor" else "clean")
@@ -179,12 +183,13 @@ class CellRunner:
         names = tuple(m for m in part.settings.metrics.metrics if m not in MODEL_METRICS or m == "probe_forget_acc")
         ctx = ModelContext(original, original, None, None, ev, extra=self._images(part, split))
         res = compute_metrics(ev, split, self._metric_config(cell), ctx, names=names)
-        record = {"kind": "evaluate", "rows": self._rows(cell, res)}
+        record = {"kind": "evaluate", "rows": self._rows(cell, res), "cell_seconds": {"wall": time.perf_counter() - t0}}
         self.store.save_record(cell.key, record, evaluation_arrays(ev))
         self._evals[cell.key] = ev
         return record
 
     def _method(self, cell: Cell, threads: int) -> dict:
+        t0 = time.perf_counter()
         plan, part, split = self.plan, self._part(cell), self._split(cell)
         original = self.original_model(cell.original)
         ev_orig = self.original_eval(cell.deps[1])
@@ -211,7 +216,8 @@ class CellRunner:
         record = {"kind": "method", "rows": self._rows(cell, res),
                   "timings": [self._timing(cell, meta, cached)],
                   "traces": [{**self._base(cell), **r} for r in trace_rows],
-                  "config": to_dict(part.method_cfgs[cell.method])}
+                  "config": to_dict(part.method_cfgs[cell.method]),
+                  "cell_seconds": {"wall": time.perf_counter() - t0, "call": 0.0 if cached else meta["seconds_total"]}}
         self.store.save_record(cell.key, record, evaluation_arrays(ev))
         return record
 
@@ -233,6 +239,7 @@ class CellRunner:
         plan, part = self.plan, self._part(cell)
         timing = part.settings.timing
         spec, mc = METHODS.get(base_method(cell.method)), part.method_cfgs[cell.method]
+        w0 = time.perf_counter()
         if timing.warmup:
             warm_up(original, self._loaders(cell)[0], plan.device)
         result, rows, times = None, [], []
@@ -246,7 +253,8 @@ class CellRunner:
             if result is None:
                 result, rows = model, trace_rows
         meta = {"kind": cell.method, "seconds": float(np.median(times)), "seconds_min": min(times),
-                "seconds_max": max(times), "repeats": len(times), "device": str(plan.device), "threads": threads}
+                "seconds_max": max(times), "repeats": len(times), "device": str(plan.device), "threads": threads,
+                "seconds_total": time.perf_counter() - w0}  # every call, the warm-up and the copies between them
         return result, meta, rows
 
     def _images(self, part: DataPart, split: Split) -> dict:

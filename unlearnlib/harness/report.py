@@ -91,6 +91,33 @@ def collect(plan: RunPlan, store: Store, reused: set[str]) -> tuple[pd.DataFrame
             pd.DataFrame(ensemble, columns=[*METRIC_COLUMNS, "original_seed", "cell"]))
 
 
+CELL_COLUMNS = ["cell", "part", "kind", "dataset", "model", "scenario", "method", "seed", "trains_from_scratch",
+                "wall_s", "call_s", "reused"]
+
+
+def cell_times(plan: RunPlan, store: Store, reused: set[str]) -> pd.DataFrame:
+    """Where a run's time went, one row per cell, as it was spent when the cell was computed (a reused cell keeps
+    the times of the run that computed it; ``reused`` says so): ``wall_s`` the whole cell (an original: data and
+    training; a method: its timed calls, repeats and warm-up included, then the evaluation), ``call_s`` the
+    method's calls alone. Empty values: a cell computed before these times were recorded."""
+    from ..config import base_method
+    from ..methods import METHODS
+
+    rows = []
+    for cell in plan.cells:
+        scratch = cell.kind == "method" and METHODS.get(base_method(cell.method)).trains_from_scratch
+        row = {"cell": cell.key, "part": cell.part or cell.dataset, "kind": cell.kind, "dataset": cell.dataset,
+               "model": cell.model, "scenario": cell.scenario, "method": cell.method, "seed": cell.run_seed,
+               "trains_from_scratch": scratch, "wall_s": None, "call_s": None, "reused": cell.key in reused}
+        if cell.kind == "original":
+            row["wall_s"] = read_json(store.checkpoint_path(cell.model_key).with_suffix(".json")).get("wall_s")
+        else:
+            t = (store.load_record(cell.key) or {}).get("cell_seconds") or {}
+            row["wall_s"], row["call_s"] = t.get("wall"), t.get("call")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=CELL_COLUMNS)
+
+
 def add_speedups(metrics: pd.DataFrame) -> pd.DataFrame:
     """speedup_vs_retrain = retrain time / method time, in the same run, per model/scenario/seed."""
     times = metrics[metrics.metric == "unlearn_time_s"]
