@@ -141,9 +141,9 @@ def test_cells_csv_says_where_the_time_went(smoke_runs):
     assert (meth.call_s > 0).all() and (meth.call_s < meth.wall_s).all()  # the evaluation comes after the calls
     assert set(meth[meth.trains_from_scratch].method) == {"retrain"}
     # a call's total covers every timed repeat (the median times the repeats, at least)
-    per = t[t.method != "original"].set_index(["model", "scenario", "method"])
+    per = t[t.method != "original"].set_index(["model", "scenario", "method", "seed"])
     for r in meth.itertuples():
-        tr = per.loc[(r.model, r.scenario, r.method)]
+        tr = per.loc[(r.model, r.scenario, r.method, r.seed)]
         assert r.call_s >= tr.seconds_min * tr.repeats
     orig = c[c.kind == "original"].set_index("model").wall_s
     assert all(orig[m] >= s for m, s in t[t.method == "original"].set_index("model").seconds.items())
