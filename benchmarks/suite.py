@@ -4,6 +4,7 @@
     python benchmarks/suite.py --parts runs --papers deep_unlearning --profile cpu
     python benchmarks/suite.py --parts test                   # lint, test-unit, test-notebooks, test-book
     python benchmarks/suite.py --smoke --out /tmp/b           # one smoke run with two methods: checks the script
+    python benchmarks/suite.py --from-run results/unsir/cpu   # a finished run's split, from its cells.csv
 
 ``make test``'s parts are the Makefile's own recipe lines (``lint``, ``test-unit``, ``test-notebooks``,
 ``test-book``), run with this Python (``setup`` is not timed).
@@ -164,6 +165,39 @@ def time_run(paper: str, profile: str, seeds: str, methods: list[str] | None, ke
     return rows
 
 
+def split_of_run(folder: Path, say) -> list[dict]:
+    """The split of a finished run from its ``cells.csv`` (each cell's wall time and its method calls' total,
+    recorded when the cell was computed): originals, retrains, methods, evaluation. The run's own wall time
+    (plan, tables, notebook, book) is not in it."""
+    import pandas as pd
+    import yaml
+
+    path = Path(folder) / "cells.csv"
+    if not path.is_file():
+        raise SystemExit(f"--from-run {folder}: no cells.csv (a run folder results/<paper>/<profile> of this "
+                         f"version of the suite)")
+    c = pd.read_csv(path)
+    cfg = yaml.safe_load((Path(folder) / "config.resolved.yaml").read_text())
+    paper, profile = cfg["id"], cfg["profile"]
+    if c.wall_s.isna().any():
+        say(f"   {paper} {profile}: {int(c.wall_s.isna().sum())} cells were computed before times were recorded "
+            f"(left out)")
+    meth = c[c.kind == "method"]
+    by = {"originals": c[c.kind == "original"].wall_s.sum(),
+          "retrains": meth[meth.trains_from_scratch].call_s.sum(),
+          "methods": meth[~meth.trains_from_scratch].call_s.sum(),
+          "evaluation": c[c.kind == "evaluate"].wall_s.sum() + (meth.wall_s - meth.call_s).sum()}
+    whole = sum(by.values())
+    part = f"{profile} run (its cells.csv)"
+    rows = [{"part": part, "paper": paper, "phase": ph, "seconds": float(v), "share": float(v) / whole,
+             "cells": len(c)} for ph, v in by.items()]
+    rows.append({"part": part, "paper": paper, "phase": "total", "seconds": float(whole), "share": 1.0,
+                 "cells": len(c)})
+    say(f"   {paper} {profile} (cells.csv, {int(c.reused.sum())} of {len(c)} cells reused from earlier runs): "
+        + ", ".join(f"{r['phase']} {r['seconds']:.1f} s ({100 * r['share']:.0f} %)" for r in rows))
+    return rows
+
+
 def notebook_and_book(paper: str, profile: str, seeds: str, tmp: Path) -> tuple[float, float]:
     """The paper's notebook (every cell reused from the run just made) into a scratch copy of the book, then a
     strict build of that book: (notebook s, book s)."""
@@ -187,6 +221,9 @@ def main(argv=None) -> int:
     p.add_argument("--methods", default="", help="comma-separated subset of the papers' methods")
     p.add_argument("--keep-cache", action="store_true", help="use the ordinary cell store (reused cells cost 0)")
     p.add_argument("--no-book", action="store_true", help="skip the notebook and the book build")
+    p.add_argument("--from-run", action="append", default=[], type=Path, metavar="FOLDER",
+                   help="a finished run folder (results/<paper>/<profile>): its split from its cells.csv, "
+                        "without running anything (repeatable; with it --parts defaults to none)")
     args = p.parse_args(argv)
     if args.smoke:
         args.parts, args.papers, args.profile = "runs", args.papers or "deep_unlearning", "smoke"
@@ -196,8 +233,10 @@ def main(argv=None) -> int:
         os.environ["UNLEARNLIB_THREADS"] = str(args.threads)
     from unlearnlib.config import available_papers
 
-    parts = {s.strip() for s in args.parts.split(",")}
+    parts = {s.strip() for s in args.parts.split(",")} if not (args.from_run and args.parts == "test,runs") else set()
     rows = []
+    for folder in args.from_run:
+        rows += split_of_run(folder, _common.say)
     if "test" in parts:
         rows += time_test_parts(_common.say)
     if "runs" in parts:

@@ -82,6 +82,26 @@ def test_suite_smoke(tmp_path, fmnist_system_dir):
     assert (run.seconds >= 0).all()
 
 
+def test_suite_splits_a_finished_run_from_its_cells_csv(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.resolved.yaml").write_text("id: some_paper\nprofile: cpu\n")
+    pd.DataFrame([  # kind, method, trains_from_scratch, wall_s, call_s, reused
+        ("original", "original", False, 30.0, None, False), ("evaluate", "original", False, 4.0, None, False),
+        ("method", "retrain", True, 35.0, 31.0, False), ("method", "m", False, 12.0, 9.0, True),
+        ("method", "m2", False, 6.0, 5.5, False)],
+        columns=["kind", "method", "trains_from_scratch", "wall_s", "call_s", "reused"]).assign(
+        cell=list("abcde")).to_csv(run / "cells.csv", index=False)
+    proc = _run("suite.py", None, "--from-run", str(run), "--out", str(tmp_path / "out"))
+    df = pd.read_csv(tmp_path / "out" / "suite.csv").set_index("phase")
+    assert set(df.paper) == {"some_paper"} and set(df.part) == {"cpu run (its cells.csv)"}
+    assert df.seconds.to_dict() == pytest.approx({"originals": 30.0, "retrains": 31.0, "methods": 14.5,
+                                                  "evaluation": 4.0 + 4.0 + 3.0 + 0.5, "total": 87.0})
+    assert "1 of 5 cells reused" in proc.stdout + proc.stderr
+    missing = _run("suite.py", None, "--from-run", str(tmp_path), "--out", str(tmp_path / "o2"), check=False)
+    assert missing.returncode != 0 and "no cells.csv" in missing.stdout + missing.stderr
+
+
 def test_suite_reads_make_tests_recipes():
     spec = importlib.util.spec_from_file_location("suite_bench", BENCH / "suite.py")
     sys.path.insert(0, str(BENCH))
