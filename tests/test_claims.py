@@ -25,7 +25,7 @@ from unlearnlib.claims import (
 )
 from unlearnlib.config import Claim, load_paper
 from unlearnlib.harness import METRIC_COLUMNS
-from unlearnlib.results import Run, claims_frame, gap_to_retrain, results_frame, retrain_floor
+from unlearnlib.results import Run, claims_frame, gap_to_retrain, results_frame, results_table, retrain_floor
 
 PAPER = "deep_unlearning"
 SEEDS = (1, 2, 3)
@@ -189,6 +189,19 @@ def test_results_frame_never_pools_scenario_kinds(hand_run):
     assert list(dict.fromkeys(df.scenarios)) == ["class (2)", "random (1)"]
     row = df[(df.scenarios == "random (1)") & (df.method == "deep_unlearning") & (df.model == "resnet18")].iloc[0]
     assert row["ours: ACC_f test (%)"] == "50.00 ± 0.00"  # not mixed with the class scenarios' 3.00
+
+
+def test_a_method_left_out_of_a_scenario_kind_has_no_row_there_and_the_caption_says_so(hand_run):
+    m = hand_run.metrics.copy()
+    rnd = m[m.scenario == "class7"].assign(scenario="random10pct")
+    settings = dataclasses.replace(hand_run.config.settings, method_scenarios={"deep_unlearning": ["random"]})
+    run = dataclasses.replace(hand_run, metrics=pd.concat([m, rnd], ignore_index=True),
+                              config=dataclasses.replace(hand_run.config, settings=settings))
+    df = results_frame(run, metrics=["test_forget_acc"])
+    du = df[df.method == "deep_unlearning"]
+    assert set(du.scenarios) == {"random (1)"} and set(df[df.method == "retrain"].scenarios) == {"class (2)",
+                                                                                                "random (1)"}
+    assert "deep_unlearning runs on random scenarios only" in results_table(run).caption
 
 
 def test_claims_frame_lists_every_claim_model_and_dataset(hand_run):
