@@ -248,9 +248,11 @@ def suite_section(bench: Path) -> str:
     head = "## Where the suite's time goes\n"
     if df is None:
         return head + "\nNot measured yet: `python benchmarks/suite.py`.\n"
-    md = [head, "`make test`'s parts, and each paper's run with an empty cell store, split by what it computes "
-                "(originals, retrains, the other methods' calls, evaluation, the rest of the run, the notebook and "
-                "the book build).\n"]
+    md = [head, "`make test`'s parts, and each paper's run split by what it computes (originals, retrains, the "
+                "other methods' calls with their timing repeats, evaluation, the rest of the run, the notebook and "
+                "the book build): either run again with an empty cell store, or, where the part says *its "
+                "cells.csv*, read from the per-cell times a finished run recorded (its plan, tables, notebook and "
+                "book are not in those).\n"]
     rows = [[r.part, r.paper if isinstance(r.paper, str) else "", r.phase, _num(r.seconds, 1),
              f"{_num(100 * r.share, 0)} %"] for r in df.itertuples()]
     md.append(table(["part", "paper", "phase", "seconds", "share"], rows, "lllrr"))
