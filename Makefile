@@ -76,11 +76,11 @@ test-book:
 lint:  ## ruff
 	$(VENV)/bin/ruff check unlearnlib tests scripts benchmarks
 
-benchmarks: setup  ## performance benchmarks -> results/benchmarks/ (long; OFFICIAL=<class_forgetting checkout>)
+benchmarks: setup  ## performance benchmarks -> results/benchmarks/ (~1 h; OFFICIAL=<class_forgetting checkout>; the cpu runs' split read from results/*/cpu)
 	$(PY) benchmarks/deep_unlearning.py $(if $(OFFICIAL),--official "$(OFFICIAL)")
 	$(PY) benchmarks/methods.py
 	$(PY) benchmarks/concurrency.py
-	$(PY) benchmarks/suite.py
+	$(PY) benchmarks/suite.py --parts test $(foreach d,$(wildcard results/*/cpu),--from-run $(d))
 
 clean:  ## remove built book, executed notebooks and scratch builds (keeps data, cache and results)
 	rm -rf book/_build book/papers book/_generated book/_toc.yml build
