@@ -77,7 +77,8 @@ def du_section(bench: Path, out: Path) -> tuple[str, list[Path]]:
     phases = _read(bench / "deep_unlearning_phases.csv")
     if phases is None:
         return ("## Deep Unlearning: time per phase\n\nNot measured yet: `python benchmarks/deep_unlearning.py` "
-                "(add `--official PATH` with a checkout of sangamesh-kodge/class_forgetting).\n", [])
+                "(add `--official PATH` with a checkout of sangamesh-kodge/class_forgetting).\n\n"
+                + _du_numerics(bench), [])
     md = ["## Deep Unlearning: time per phase\n",
           "Each layer's retain and forget bases from one forward pass each (900 + 900 samples), then one weight "
           "update. *Phases*: the forward passes, the im2col patches, the decompositions (thin SVDs, Gram "
@@ -143,26 +144,34 @@ def du_section(bench: Path, out: Path) -> tuple[str, list[Path]]:
                          _num(r.get("redraw_vs_first"), 3)])
         md.append(table(["model", "layer", "d", "n", "count", "SVD s", "Gram eigh s", "Gram + Cholesky s",
                          "official s", "Gram solve vs SVD", "redraw"], rows, "llrrrrrrrrr"))
-    num = _read(bench / "deep_unlearning_numerics.csv")
-    if num is not None:
-        md.append("### Decompositions against the method's run-to-run variation\n")
-        md.append(f"The method on the `{num.profile.iloc[0]}` original ({num.model.iloc[0]}, width "
-                  f"{num.width.iloc[0]}, forgetting {num.scenario.iloc[0]}) with {num.seed.nunique()} method seeds. "
-                  "*vs SVD*: distance of the projected weights to the SVD run of the same seed, relative to the size "
-                  "of the update; *seed to seed*: the SVD runs' distance to the first seed's, the same way.\n")
-        rows = []
-        svd_var = num[(num.decomposition == "svd") & num["svd_vs_seed0"].notna()] if "svd_vs_seed0" in num \
-            else num.iloc[:0]
-        for dec, g in num.groupby("decomposition", sort=False):
-            rows.append([dec, _num(g.forget_acc.mean()), _num(g.forget_acc.max() - g.forget_acc.min()),
-                         _num(g.retain_acc.mean()), _num(g.retain_acc.max() - g.retain_acc.min()),
-                         _num(g.vs_svd_same_seed.max(), 3), _num(g.seconds.median(), 3)])
-        md.append(table(["decomposition", "forget acc %", "range over seeds", "retain acc %", "range over seeds",
-                         "max vs SVD (same seed)", "median s"], rows, "lrrrrrr"))
-        if len(svd_var):
-            md.append(f"Seed to seed (SVD): {_num(svd_var.svd_vs_seed0.min(), 3)} to "
-                      f"{_num(svd_var.svd_vs_seed0.max(), 3)}.\n")
+    md.append(_du_numerics(bench))
     return "\n".join(md), figs
+
+
+def _du_numerics(bench: Path) -> str:
+    """The decompositions against the method's run-to-run variation (``deep_unlearning_numerics.csv``)."""
+    num = _read(bench / "deep_unlearning_numerics.csv")
+    if num is None:
+        return ""
+    md = []
+    md.append("### Decompositions against the method's run-to-run variation\n")
+    md.append(f"The method on the `{num.profile.iloc[0]}` original ({num.model.iloc[0]}, width "
+              f"{num.width.iloc[0]}, forgetting {num.scenario.iloc[0]}) with {num.seed.nunique()} method seeds. "
+              "*vs SVD*: distance of the projected weights to the SVD run of the same seed, relative to the size "
+              "of the update; *seed to seed*: the SVD runs' distance to the first seed's, the same way.\n")
+    rows = []
+    svd_var = num[(num.decomposition == "svd") & num["svd_vs_seed0"].notna()] if "svd_vs_seed0" in num \
+        else num.iloc[:0]
+    for dec, g in num.groupby("decomposition", sort=False):
+        rows.append([dec, _num(g.forget_acc.mean()), _num(g.forget_acc.max() - g.forget_acc.min()),
+                     _num(g.retain_acc.mean()), _num(g.retain_acc.max() - g.retain_acc.min()),
+                     _num(g.vs_svd_same_seed.max(), 3), _num(g.seconds.median(), 3)])
+    md.append(table(["decomposition", "forget acc %", "range over seeds", "retain acc %", "range over seeds",
+                     "max vs SVD (same seed)", "median s"], rows, "lrrrrrr"))
+    if len(svd_var):
+        md.append(f"Seed to seed (SVD): {_num(svd_var.svd_vs_seed0.min(), 3)} to "
+                  f"{_num(svd_var.svd_vs_seed0.max(), 3)}.\n")
+    return "\n".join(md)
 
 
 def _du_figure(phases: pd.DataFrame, models: list[str], path: Path) -> None:

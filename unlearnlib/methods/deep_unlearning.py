@@ -71,7 +71,7 @@ class Config:
     # The same matrix in exact arithmetic; gram_solve is the default because its difference is far below the
     # method's own run-to-run variation (benchmarks/deep_unlearning.py numerics, cpu profile, ResNet-18 w8, 5 method
     # seeds: projected weights within 0.7-1.9e-5 of the SVD run's, relative to the update, where two seeds of the SVD
-    # run differ by 0.69-0.79; identical forget/retain accuracies) and the call is 5.3x faster (1.3 s vs 7.0 s)
+    # run differ by 0.69-0.79; identical forget/retain accuracies) and the call is 4.9x faster (median 1.35 vs 6.67 s)
     decomposition: Literal["svd", "gram_eigh", "gram_solve"] = "gram_solve"
     project_classifier: bool = True  # upstream projects the final layer too (its flag has no effect)
 
