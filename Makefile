@@ -76,7 +76,7 @@ test-book:
 lint:  ## ruff
 	$(VENV)/bin/ruff check unlearnlib tests scripts benchmarks
 
-benchmarks: setup  ## performance benchmarks -> results/benchmarks/ (~1 h; OFFICIAL=<class_forgetting checkout>; the cpu runs' split read from results/*/cpu)
+benchmarks: setup  ## performance benchmarks -> results/benchmarks/ (~30 min on 2 cores; OFFICIAL=<class_forgetting checkout>; the cpu runs' split read from results/*/cpu)
 	$(PY) benchmarks/deep_unlearning.py $(if $(OFFICIAL),--official "$(OFFICIAL)")
 	$(PY) benchmarks/methods.py
 	$(PY) benchmarks/concurrency.py
