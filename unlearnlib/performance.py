@@ -19,7 +19,7 @@ from .paths import results_root
 TITLE = "# Performance"
 DU_VARIANTS = ["official", "exact", "lowrank", "lowrank+gram_eigh", "lowrank+gram_solve", "floor", "floor_gram"]
 DU_LABEL = {"official": "official code", "exact": "exact (d x d, SVD)", "lowrank": "low-rank (SVD)",
-            "lowrank+gram_eigh": "low-rank, Gram eigh", "lowrank+gram_solve": "low-rank, Gram solve",
+            "lowrank+gram_eigh": "low-rank, Gram eigh", "lowrank+gram_solve": "low-rank, Gram solve (default)",
             "floor": "floor: forward + SVDs", "floor_gram": "floor: forward + Gram + Cholesky"}
 DU_PHASES = ["forward", "patches", "decomposition", "projection"]
 
@@ -180,9 +180,9 @@ def _du_figure(phases: pd.DataFrame, models: list[str], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 3.6), squeeze=False)
+    fig, axes = plt.subplots(len(models), 1, figsize=(10.5, 3.0 * len(models) + 0.4), squeeze=False)  # a row a model
     colours = {"forward": "#1565c0", "patches": "#6a1b9a", "decomposition": "#c62828", "projection": "#ef6c00"}
-    for ax, model in zip(axes[0], models, strict=True):
+    for ax, model in zip(axes[:, 0], models, strict=True):
         d = phases[phases.model == model]
         variants = [v for v in DU_VARIANTS if (d.variant == v).any()]
         for i, v in enumerate(variants):
@@ -197,11 +197,11 @@ def _du_figure(phases: pd.DataFrame, models: list[str], path: Path) -> None:
                 val = float(s.iloc[0]) if len(s) and math.isfinite(float(s.iloc[0])) else 0.0
                 ax.barh(i, val, left=left, color=colours[p], label=p if i == 0 else None)
                 left += val
-        ax.set_yticks(range(len(variants)), [DU_LABEL[v] for v in variants], fontsize=8)
+        ax.set_yticks(range(len(variants)), [DU_LABEL[v] for v in variants], fontsize=9)
         ax.invert_yaxis()
         ax.set_xlabel("seconds")
         ax.set_title(f"{model}, width {d.width.iloc[0]}", fontsize=10)
-    axes[0][0].legend(fontsize=8, loc="lower right")
+    axes[0][0].legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the bars
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
