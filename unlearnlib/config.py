@@ -415,8 +415,8 @@ def validate_settings(cfg: PaperConfig) -> None:
     if not s.split.all_scenarios():
         raise ConfigError(f"{w}.split: no scenario; give `forget: [[class, ...], ...]` or `scenarios:`")
     for i, sc in enumerate(s.split.all_scenarios()):
-        if sc.kind not in ("class", "random", "backdoor"):
-            raise ConfigError(f"{w}.split.scenarios[{i}].kind: {sc.kind!r}; valid: class, random, backdoor")
+        if sc.kind not in SCENARIO_KINDS:
+            raise ConfigError(f"{w}.split.scenarios[{i}].kind: {sc.kind!r}; valid: {', '.join(SCENARIO_KINDS)}")
         if sc.kind == "class" and not sc.classes:
             raise ConfigError(f"{w}.split.scenarios[{i}].classes: a class scenario needs at least one class")
     for name, kinds in s.method_scenarios.items():
@@ -447,9 +447,9 @@ def validate_settings(cfg: PaperConfig) -> None:
         if c.kind == "vs_method" and (not c.reference or c.transform not in ("diff", "drop", "abs_diff")):
             raise ConfigError(f"{cfg.id}.claims.{c.id}: a vs_method claim needs a reference and a transform "
                               f"in diff, drop, abs_diff")
-        if c.scenario_kind not in ("", "class", "random", "backdoor"):
-            raise ConfigError(f"{cfg.id}.claims.{c.id}.scenario_kind: {c.scenario_kind!r}; valid: class, random, "
-                              f"backdoor or empty")
+        if c.scenario_kind not in ("", *SCENARIO_KINDS):
+            raise ConfigError(f"{cfg.id}.claims.{c.id}.scenario_kind: {c.scenario_kind!r}; valid: "
+                              f"{', '.join(SCENARIO_KINDS)} or empty")
         if c.requires_metric and (c.requires_threshold is None or c.requires_op not in CLAIM_OPS):
             raise ConfigError(f"{cfg.id}.claims.{c.id}.requires_metric: a precondition needs requires_threshold "
                               f"and requires_op in <, <=, >, >=")

@@ -23,7 +23,7 @@ from .claims import (
     select,
     t_interval,
 )
-from .config import PaperConfig, from_dict, load_paper
+from .config import SCENARIO_KINDS, PaperConfig, from_dict, load_paper
 from .paths import results_root
 
 METRIC_LABELS = {
@@ -189,7 +189,7 @@ def _fmt_interval(values) -> str:
     return _fmt(mean, None if math.isnan(lo) else mean - lo)
 
 
-KIND_ORDER = ("class", "random", "backdoor")
+KIND_ORDER = SCENARIO_KINDS  # the order of the results table's row groups
 
 
 def scenario_kind(tag: str) -> str:

@@ -17,7 +17,7 @@ from .. import threads as _threads
 from .ensemble import ensemble_scores
 from .executors import make_executor
 from .plan import Cell, RunPlan, build_plan, resolve_device, seed_everything
-from .report import METRIC_COLUMNS, banner_line, cell_line, cell_times, collect, pending_cells, write_run
+from .report import METRIC_COLUMNS, banner_line, cell_line, collect, pending_cells, write_run
 from .store import RunFolder, RunLockedError, Store
 
 
@@ -48,7 +48,6 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
         ex.run(plan, store, todo, on_done=lambda cell: _say(cell_line(plan, store, cell)), say=_say)
         write_run(folder.tmp, plan, *collect(plan, store, {c.key for c in reused}), ensemble_scores(plan, store),
                   executor=ex.describe())
-        cell_times(plan, store, {c.key for c in reused}).to_csv(folder.tmp / "cells.csv", index=False)
         folder.commit()
     _say(f"== done in {time.perf_counter() - t0:.0f} s: {len(todo)} cells computed, {len(reused)} reused; "
          f"results in {folder.final}")

@@ -14,8 +14,9 @@ import pandas as pd
 import torch
 import yaml
 
-from ..config import to_dict
+from ..config import base_method, to_dict
 from ..data import save_splits
+from ..methods import METHODS
 from ..metrics import speedup
 from ..paths import REPO_ROOT
 from .cells import CellRunner, original_timing
@@ -26,6 +27,8 @@ METRIC_COLUMNS = ["paper", "profile", "dataset", "model", "scenario", "method", 
 TIMING_COLUMNS = [*METRIC_COLUMNS[:7], "seconds", "seconds_min", "seconds_max", "repeats", "cached", "device",
                   "threads"]
 TRACE_COLUMNS = [*METRIC_COLUMNS[:7], "name", "step", "value"]
+CELL_COLUMNS = ["cell", "part", "kind", "dataset", "model", "scenario", "method", "seed", "trains_from_scratch",
+                "wall_s", "call_s", "reused"]
 
 
 def pending_cells(plan: RunPlan, store: Store) -> tuple[list[Cell], list[Cell]]:
@@ -66,20 +69,32 @@ def cell_line(plan: RunPlan, store: Store, cell: Cell, reused: bool = False) -> 
 
 
 def collect(plan: RunPlan, store: Store, reused: set[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame,
-                                                                  pd.DataFrame]:
-    """metrics, timings and traces of every cell of the plan, in plan order, with the speed-ups; and the metrics
-    of the ensemble's models (kept apart: another recipe, other seeds)."""
-    rows, timings, traces, ensemble = [], [], [], []
+                                                                  pd.DataFrame, pd.DataFrame]:
+    """metrics, timings and traces of every cell of the plan, in plan order, with the speed-ups; the metrics of
+    the ensemble's models (kept apart: another recipe, other seeds); and where the run's time went, one row per
+    cell (``cells.csv``), as it was spent when the cell was computed (a reused cell keeps the times of the run that
+    computed it; ``reused`` says so): ``wall_s`` the whole cell (an original: data and training; a method: its
+    timed calls, repeats and warm-up included, then the evaluation), ``call_s`` the method's calls alone. Empty
+    values: a cell computed before these times were recorded."""
+    rows, timings, traces, ensemble, cells = [], [], [], [], []
     run = {"paper": plan.paper, "profile": plan.profile}
     for cell in plan.cells:
+        scratch = cell.kind == "method" and METHODS.get(base_method(cell.method)).trains_from_scratch
+        times = {"cell": cell.key, "part": cell.part or cell.dataset, "kind": cell.kind, "dataset": cell.dataset,
+                 "model": cell.model, "scenario": cell.scenario, "method": cell.method, "seed": cell.run_seed,
+                 "trains_from_scratch": scratch, "wall_s": None, "call_s": None, "reused": cell.key in reused}
+        cells.append(times)
         if cell.kind == "original":
             meta = read_json(store.checkpoint_path(cell.model_key).with_suffix(".json"))
+            times["wall_s"] = meta.get("wall_s")
             if cell.part != ENSEMBLE:
                 timings.append({**run, **original_timing(cell, meta, cell.key in reused)})
             continue
         rec = store.load_record(cell.key)
         if rec is None:
             raise RuntimeError(f"cell '{cell.label}' ({cell.key}) has no intact record after the run")
+        spent = rec.get("cell_seconds") or {}
+        times["wall_s"], times["call_s"] = spent.get("wall"), spent.get("call")
         if cell.part == ENSEMBLE:
             ensemble += [{**run, **r, "original_seed": cell.seed, "cell": cell.key} for r in rec.get("rows", [])]
             continue
@@ -88,34 +103,12 @@ def collect(plan: RunPlan, store: Store, reused: set[str]) -> tuple[pd.DataFrame
         traces += [{**run, **t} for t in rec.get("traces", [])]
     metrics = add_speedups(pd.DataFrame(rows, columns=METRIC_COLUMNS))
     return (metrics, pd.DataFrame(timings, columns=TIMING_COLUMNS), pd.DataFrame(traces, columns=TRACE_COLUMNS),
-            pd.DataFrame(ensemble, columns=[*METRIC_COLUMNS, "original_seed", "cell"]))
+            pd.DataFrame(ensemble, columns=[*METRIC_COLUMNS, "original_seed", "cell"]),
+            pd.DataFrame(cells, columns=CELL_COLUMNS))
 
 
 CELL_COLUMNS = ["cell", "part", "kind", "dataset", "model", "scenario", "method", "seed", "trains_from_scratch",
                 "wall_s", "call_s", "reused"]
-
-
-def cell_times(plan: RunPlan, store: Store, reused: set[str]) -> pd.DataFrame:
-    """Where a run's time went, one row per cell, as it was spent when the cell was computed (a reused cell keeps
-    the times of the run that computed it; ``reused`` says so): ``wall_s`` the whole cell (an original: data and
-    training; a method: its timed calls, repeats and warm-up included, then the evaluation), ``call_s`` the
-    method's calls alone. Empty values: a cell computed before these times were recorded."""
-    from ..config import base_method
-    from ..methods import METHODS
-
-    rows = []
-    for cell in plan.cells:
-        scratch = cell.kind == "method" and METHODS.get(base_method(cell.method)).trains_from_scratch
-        row = {"cell": cell.key, "part": cell.part or cell.dataset, "kind": cell.kind, "dataset": cell.dataset,
-               "model": cell.model, "scenario": cell.scenario, "method": cell.method, "seed": cell.run_seed,
-               "trains_from_scratch": scratch, "wall_s": None, "call_s": None, "reused": cell.key in reused}
-        if cell.kind == "original":
-            row["wall_s"] = read_json(store.checkpoint_path(cell.model_key).with_suffix(".json")).get("wall_s")
-        else:
-            t = (store.load_record(cell.key) or {}).get("cell_seconds") or {}
-            row["wall_s"], row["call_s"] = t.get("wall"), t.get("call")
-        rows.append(row)
-    return pd.DataFrame(rows, columns=CELL_COLUMNS)
 
 
 def add_speedups(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -162,7 +155,7 @@ def environment(plan: RunPlan) -> dict:
 
 
 def write_run(folder: Path, plan: RunPlan, metrics: pd.DataFrame, timings: pd.DataFrame, traces: pd.DataFrame,
-              ensemble: pd.DataFrame, scores: pd.DataFrame, executor: str = "") -> None:
+              ensemble: pd.DataFrame, cells: pd.DataFrame, scores: pd.DataFrame, executor: str = "") -> None:
     resolved = to_dict(plan.cfg)
     resolved["settings"]["seeds"] = plan.seeds
     first = plan.parts[plan.settings.dataset]
@@ -195,6 +188,7 @@ def write_run(folder: Path, plan: RunPlan, metrics: pd.DataFrame, timings: pd.Da
     metrics.to_csv(folder / "metrics.csv", index=False)
     timings.to_csv(folder / "timings.csv", index=False)
     traces.to_csv(folder / "traces.csv", index=False)
+    cells.to_csv(folder / "cells.csv", index=False)
     if len(ensemble):
         ensemble.to_csv(folder / "ensemble_models.csv", index=False)
         scores.to_csv(folder / "ensemble.csv", index=False)
