@@ -18,7 +18,7 @@ FMNIST  := /usr/share/datasets/fashion-mnist
 RUN_ARGS = --profile "$(PROFILE)" --seeds "$(SEEDS)" --device "$(DEVICE)" \
            --executor "$(EXECUTOR)" --workers "$(WORKERS)" --threads "$(THREADS)"
 
-.PHONY: help setup reproduce reproduce-all book test test-unit test-notebooks test-book lint benchmarks clean clean-cache
+.PHONY: help setup reproduce reproduce-all book publish test test-unit test-notebooks test-book lint benchmarks clean clean-cache
 
 help:  ## this list
 	@echo "Unlearning replication suite"
@@ -61,6 +61,9 @@ reproduce-all: setup  ## every paper in PROFILE (side by side with EXECUTOR=ray)
 
 book: setup  ## build book/_build/html from the executed notebooks
 	@$(PY) -m unlearnlib.cli book
+
+publish: setup  ## build the book (every executed chapter), write book.tar.gz, ghp-import to gh-pages (pushed when a remote is set)
+	@$(PY) -m unlearnlib.cli publish
 
 test: setup lint test-unit test-notebooks test-book  ## ruff, unit tests, nbval (smoke) over every notebook, strict book build
 

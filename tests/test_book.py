@@ -10,7 +10,7 @@ import unlearnlib.config as config_mod
 from unlearnlib import book
 
 SUITE_ORDER = ["deep_unlearning", "unsir", "layer_attack_unlearning", "lightweight_unlearning",
-               "versatile_unlearning"]
+               "versatile_unlearning", "benchmark"]
 
 
 def test_suite_lists_every_paper_in_book_order():

@@ -341,6 +341,15 @@ def test_bad_method_scenarios_are_rejected_with_the_field(patched_paper, value, 
         load_paper(PAPER, "smoke")
 
 
+def test_method_scenarios_cannot_ask_for_a_kind_the_method_does_not_support(patched_paper):
+    patched_paper(lambda raw: raw["profiles"]["smoke"].update(
+        method_scenarios={"deep_unlearning": ["random"]},
+        split={"forget": [[0]], "scenarios": [{"kind": "random", "fraction": 0.1}]}))
+    with pytest.raises(ConfigError, match=r"method_scenarios\.deep_unlearning: deep_unlearning does not support "
+                                          r"random scenarios; it supports class"):
+        load_paper(PAPER, "smoke")
+
+
 def test_method_scenarios_cannot_differ_between_datasets(patched_paper):
     patched_paper(lambda raw: raw["profiles"]["smoke"].update(
         more_datasets={"digits": {"method_scenarios": {"neggrad": ["class"]}}}))

@@ -15,6 +15,7 @@ The public API, in the order a paper notebook uses it::
 from .config import ConfigError, available_papers, load_paper
 from .data import DATASETS, DatasetNotAvailableError, load_dataset
 from .harness import RunLockedError, run_paper
+from .leaderboard import leaderboard_frame, leaderboard_table, plot_pareto, plot_ranking, scenario_summary
 from .methods import METHODS
 from .metrics import METRICS
 from .models import MODELS, build_model
@@ -43,4 +44,5 @@ __all__ = [
     "run_paper", "RunLockedError", "METHODS", "METRICS", "MODELS", "build_model", "Run", "banner", "header",
     "claims_frame", "claims_table", "deviations_table", "ensemble_frame", "ensemble_table", "load_run",
     "plot_accuracy", "plot_prefixed", "plot_times", "plot_traces", "results_frame", "results_table",
+    "leaderboard_frame", "leaderboard_table", "plot_pareto", "plot_ranking", "scenario_summary",
 ]

@@ -32,6 +32,10 @@ def status_markdown(book_dir: Path) -> str:
         status = "run" if st["status"] == "run" else "implemented, not run yet"
         lines.append(f"| {name} | {status} | {st['profile']} | {st['claims']} | {st['date']} |")
     lines.append("")
+    if (book_dir / "papers" / "benchmark.ipynb").exists():
+        lines.append("Every method of the five papers and their baselines side by side, under one protocol (the same "
+                     "originals, forget requests and metrics): **[the benchmark chapter](papers/benchmark.ipynb)**.")
+        lines.append("")
     lines.append("Numbers from the `cpu` and `smoke` profiles are not the papers' setting: `cpu` runs Fashion-MNIST "
                  "with narrow models and a short recipe; `smoke` only checks the pipeline.")
     return "\n".join(lines) + "\n"

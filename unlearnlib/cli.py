@@ -220,6 +220,25 @@ def cmd_book_test(a: argparse.Namespace) -> None:
     print(f"== strict book build passed: {index}")
 
 
+def cmd_publish(a: argparse.Namespace) -> None:
+    """Build the book from every executed chapter, write book.tar.gz, ghp-import it to gh-pages (pushed when the
+    remote exists)."""
+    from .publish import PublishError, publish
+
+    try:
+        done = publish(tarball=Path(a.tarball) if a.tarball else None, branch=a.branch, remote=a.remote,
+                       build=not a.no_build)
+    except PublishError as e:
+        _fail(str(e))
+    print(f"== {len(done['chapters'])} chapter(s): {', '.join(done['chapters'])}")
+    print(f"== offline copy: {done['tarball']} (unpack it and open book/index.html)")
+    if done["pushed"]:
+        print(f"== committed {done['commit']} to {done['branch']} and pushed it to {done['remote']}")
+    else:
+        print(f"== committed {done['commit']} to the local branch {done['branch']}; not pushed: this repository has "
+              f"no remote {done['remote']!r} (add one, then `git push {done['remote']} {done['branch']}`)")
+
+
 def cmd_list(a: argparse.Namespace) -> None:
     from .methods import METHODS
 
@@ -250,6 +269,12 @@ def main(argv: list[str] | None = None) -> None:
     t = sub.add_parser("book-test", help="smoke-execute every notebook into a scratch book and build it strictly")
     t.add_argument("--dir", default="")
     t.set_defaults(fn=cmd_book_test)
+    pb = sub.add_parser("publish", help="build the book, write book.tar.gz, ghp-import it to gh-pages")
+    pb.add_argument("--branch", default="gh-pages")
+    pb.add_argument("--remote", default="origin", help="pushed only when this remote exists")
+    pb.add_argument("--tarball", default="", help="default: book.tar.gz in the repository root")
+    pb.add_argument("--no-build", action="store_true", help="publish book/_build/html as it is")
+    pb.set_defaults(fn=cmd_publish)
     sub.add_parser("list", help="list papers, profiles and methods").set_defaults(fn=cmd_list)
     a = p.parse_args(argv)
     if a.cmd == "reproduce" and not a.paper:

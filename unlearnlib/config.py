@@ -189,6 +189,9 @@ class EnsembleConfig:
     model: str = ""  # default: the first model
     dataset: str = ""  # default: the run's first dataset
     seed: int = 1000
+    # False: no conditional runs (the first original unlearned with N method seeds), only the marginal scores; halves
+    # the ensemble's method cells when a budget needs it
+    conditional: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)
     metrics: list[str] = field(default_factory=lambda: ["forget_acc", "retain_acc", "test_acc", "test_forget_acc",
                                                          "test_retain_acc"])  # per model (the scores use logits)
@@ -220,8 +223,16 @@ class Settings:
     method_scenarios: dict[str, list[str]] = field(default_factory=dict)
 
     def runs_on(self, method: str, kind: str) -> bool:
-        """Whether ``method`` runs on scenarios of this kind (``method_scenarios``; default: every kind)."""
-        return kind in self.method_scenarios.get(method, SCENARIO_KINDS)
+        """Whether ``method`` runs on scenarios of this kind: the method supports the kind (its registered
+        ``scenarios``) and ``method_scenarios`` does not leave it out (default: every kind)."""
+        return kind in self.method_scenarios.get(method, SCENARIO_KINDS) and kind in supported_kinds(method)
+
+
+def supported_kinds(method: str) -> tuple[str, ...]:
+    """The scenario kinds a configured method (or variant) is defined for, as it registered them."""
+    from .methods import METHODS
+
+    return METHODS.get(base_method(method)).scenarios
 
 
 SCENARIO_KINDS = ("class", "random", "backdoor")
@@ -428,6 +439,10 @@ def validate_settings(cfg: PaperConfig) -> None:
                               f"{', '.join(SCENARIO_KINDS)}")
         if METHODS.get(base_method(name)).trains_from_scratch:
             raise ConfigError(f"{w}.method_scenarios.{name}: the retrain reference runs on every scenario")
+        unsupported = [k for k in kinds if k not in supported_kinds(name)]
+        if unsupported:
+            raise ConfigError(f"{w}.method_scenarios.{name}: {name} does not support {', '.join(unsupported)} "
+                              f"scenarios; it supports {', '.join(supported_kinds(name))}")
         if not any(sc.kind in kinds for sc in s.split.all_scenarios()):
             raise ConfigError(f"{w}.method_scenarios.{name}: no scenario of kind {', '.join(kinds)} in this run")
     if s.split.unseen_classes not in ("all", "retain"):

@@ -23,7 +23,7 @@ from .claims import (
     select,
     t_interval,
 )
-from .config import SCENARIO_KINDS, PaperConfig, from_dict, load_paper
+from .config import SCENARIO_KINDS, PaperConfig, from_dict, load_paper, supported_kinds
 from .paths import results_root
 
 METRIC_LABELS = {
@@ -321,10 +321,29 @@ def results_table(run: Run):
         src += ". –: the paper's table has the metric but not the method"
     gaps = ("; under it, in small type, Δ: the gap to retraining |method − retrain| with its interval, and in "
             "each group's last row the retrain-vs-retrain noise floor of that gap" if stacked else "")
-    only = "".join(f" {m} runs on {' and '.join(k)} scenarios only (`method_scenarios`)."
-                   for m, k in run.config.settings.method_scenarios.items())
+    only = left_out_note(run)
     return df.style.hide(axis="index").set_caption(
         f"Ours [{run.stamp}]: mean ± half-width of the 95 % interval over seeds{gaps}. {src}.{only}")
+
+
+def left_out_note(run: Run) -> str:
+    """Which methods were left out of which scenario kinds of the run, and why (their registered support, or the
+    run's ``method_scenarios``): the sentence the tables put in their captions."""
+    s = run.config.settings
+    kinds = [k for k in KIND_ORDER if any(scenario_kind(t) == k for t in set(run.metrics.scenario))]
+    notes = []
+    for m in s.methods:
+        missing = [k for k in kinds if not s.runs_on(m, k)]
+        if not missing:
+            continue
+        supported = supported_kinds(m)
+        if any(k not in supported for k in missing):
+            notes.append(f" {m} is defined for {' and '.join(supported)} forgetting only (as it registered): "
+                         f"not run on {' and '.join(k for k in missing if k not in supported)} scenarios.")
+        chosen = [k for k in missing if k in supported]
+        if chosen:
+            notes.append(f" {m} runs on {' and '.join(s.method_scenarios[m])} scenarios only (`method_scenarios`).")
+    return "".join(notes)
 
 
 ENSEMBLE_SHOWN = {  # (metric, variant) -> column
@@ -361,13 +380,18 @@ def ensemble_table(run: Run):
         return Markdown("*This profile has no ensemble (`ensemble:` in the paper YAML): no per-example scores.*")
     e = run.config.settings.ensemble
     model = e.model or next(iter(run.config.settings.models))
+    cond = "" if e.conditional else ", not run in this profile (`ensemble.conditional: false`)"
+    if not e.conditional:
+        df = df.drop(columns=["F conditional"], errors="ignore")
     return df.style.hide(axis="index").set_caption(
         f"Per-example forgetting scores [{run.profile} profile; ensemble: N = {e.n} models per side on "
-        f"{e.scenario}, {model}; its own recipe: {e.overrides or 'the profile'}]. "
+        f"{e.dataset or run.config.settings.dataset} {e.scenario}, {model}; its own recipe: "
+        f"{e.overrides or 'the profile'}]. "
         f"F (NeurIPS 2023): mean points of the per-example ε, higher is better, read against the 'retrain vs retrain' "
         f"row (two independent retrain sets of the same N: identical distributions do not score 1 at small N). "
         f"Marginal: N originals unlearned once each; conditional: one original, N method seeds (a deterministic "
-        f"method's N outputs coincide and score 0). Score: F × RA_u/RA_r × TA_u/TA_r. U-LiRA: per-example Gaussian "
+        f"method's N outputs coincide and score 0){cond}. Score: F × RA_u/RA_r × TA_u/TA_r. U-LiRA: per-example "
+        f"Gaussian "
         f"likelihood-ratio attack, ideal accuracy/AUC 0.5. KLOM: mean per-example KL of margins to the retrains, "
         f"ideal: the floor row.")
 
@@ -531,6 +555,10 @@ def paper_status(paper: str) -> dict:
         row.update(status="run", profile=run.profile, date=run.env.get("created", "")[:10])
         if run.profile == "smoke":
             row["claims"] = PIPELINE_ONLY
+        elif not cfg.claims:  # the benchmark: a leaderboard, no claims of its own
+            n_methods = run.metrics[run.metrics.method != "original"].method.nunique()
+            row["claims"] = (f"no claims: a leaderboard of {n_methods} methods on "
+                             f"{run.metrics.scenario.nunique()} scenarios × {len(run.datasets)} dataset(s)")
         else:
             v = claims_frame(run).verdict
             row["claims"] = (f"{(v == HOLDS).sum()} hold, {(v == FAILS).sum()} fail, {(v == INCONCLUSIVE).sum()} "

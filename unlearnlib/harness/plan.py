@@ -404,6 +404,6 @@ def _ensemble_cells(plan: RunPlan, part: DataPart) -> list[Cell]:
         floor = make.method(retrain_name, orig, ev, split, None, method_seed=e.seed + e.n + i)
         cells += [oracle, floor]
         cells += [make.method(m, orig, ev, split, oracle) for m in methods]
-    for j in range(e.n):
+    for j in range(e.n if e.conditional else 0):
         cells += [make.method(m, *first, split, None, method_seed=e.seed + 2 * e.n + j) for m in methods]
     return cells

@@ -32,6 +32,9 @@ class MethodSpec:
     reads_forget: bool = True  # False: zero-glance methods never touch the forget loader
     needs_unseen: bool = False  # True: also called with ``unseen=`` (held-out data never used in training)
     trains_from_scratch: bool = False  # retrain: cached like the original, timing reused from the cache
+    # the scenario kinds the method is defined for (config.SCENARIO_KINDS); a run leaves it out of the others
+    # (its table says so) instead of calling it where it cannot work
+    scenarios: tuple[str, ...] = ("class", "random", "backdoor")
     summary: str = ""
 
     def __call__(self, model: nn.Module, *, retain, forget, cfg, device, unseen=None) -> nn.Module:

@@ -353,7 +353,7 @@ def select_samples(retain, forget, cfg: Config) -> tuple[torch.Tensor, torch.Ten
     return xr, xf
 
 
-@register_method("deep_unlearning", Config)
+@register_method("deep_unlearning", Config, scenarios=("class",))
 @torch.no_grad()
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Gradient-free class forgetting: project every layer away from the class-discriminatory subspace."""

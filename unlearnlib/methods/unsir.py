@@ -253,13 +253,13 @@ def run_unsir(model: nn.Module, retain, cfg: Config, device, repair: bool = True
     return model
 
 
-@register_method("unsir", Config, reads_forget=False)
+@register_method("unsir", Config, reads_forget=False, scenarios=("class",))
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """UNSIR: error-maximising noise per forget class, one impair epoch, one repair epoch (zero-glance)."""
     return run_unsir(model, retain, cfg, device, repair=True)
 
 
-@register_method("unsir_impair", Config, reads_forget=False)
+@register_method("unsir_impair", Config, reads_forget=False, scenarios=("class",))
 def unlearn_impair_only(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """UNSIR's impair phase only (no repair): the "after impair" row of the paper's tables."""
     return run_unsir(model, retain, cfg, device, repair=False)

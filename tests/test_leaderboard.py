@@ -1,0 +1,155 @@
+"""The benchmark chapter: known answers for the leaderboard's gaps, floors and speed-ups, the generated sentences'
+rules, the Pareto front, the methods' declared scenario kinds, and the benchmark config."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+from unlearnlib import leaderboard as lb
+from unlearnlib.claims import t_interval
+from unlearnlib.config import SCENARIO_KINDS, load_paper
+from unlearnlib.methods import METHODS
+from unlearnlib.results import Run, paper_status
+
+matplotlib.use("Agg")
+
+SEEDS = [0, 1, 2]
+
+
+def frame(values: dict[tuple[str, str, str], list[float]], dataset: str = "fashion_mnist") -> pd.DataFrame:
+    """(method, scenario, metric) -> one value per seed."""
+    return pd.DataFrame([dict(paper="benchmark", profile="cpu", dataset=dataset, model="resnet18", scenario=sc,
+                              method=m, seed=s, metric=k, value=float(v))
+                         for (m, sc, k), vals in values.items() for s, v in zip(SEEDS, vals, strict=True)])
+
+
+@pytest.fixture
+def run():
+    m = frame({
+        ("original", "class7", "forget_acc"): [95, 96, 94], ("original", "class7", "test_acc"): [85, 85, 85],
+        ("original", "class7", "probe_forget_acc"): [90, 90, 90],
+        ("retrain", "class7", "forget_acc"): [0, 1, 0], ("retrain", "class7", "test_acc"): [76, 77, 78],
+        ("retrain", "class7", "probe_forget_acc"): [60, 62, 64],
+        ("retrain", "class7", "unlearn_time_s"): [10, 12, 11],
+        # at retrain's level, keeps test accuracy, probe near the original's: a head-only edit
+        ("lau", "class7", "forget_acc"): [0, 1, 0], ("lau", "class7", "test_acc"): [77, 77, 77],
+        ("lau", "class7", "probe_forget_acc"): [89, 88, 90], ("lau", "class7", "unlearn_time_s"): [0.1, 0.2, 0.1],
+        # forgets too little, loses utility
+        ("scrub", "class7", "forget_acc"): [40, 50, 45], ("scrub", "class7", "test_acc"): [60, 62, 61],
+        ("scrub", "class7", "probe_forget_acc"): [70, 70, 70], ("scrub", "class7", "unlearn_time_s"): [5, 5, 5],
+        ("unsir", "class7", "forget_acc"): [0, 0, 0], ("unsir", "class7", "test_acc"): [70, 71, 72],
+        ("unsir", "class7", "unlearn_time_s"): [2, 2, 2],
+        ("original", "random10pct", "forget_acc"): [100, 100, 100],
+        ("retrain", "random10pct", "forget_acc"): [85, 86, 87], ("retrain", "random10pct", "test_acc"): [84, 85, 86],
+        ("retrain", "random10pct", "unlearn_time_s"): [10, 10, 10],
+        # far below retrain's forget accuracy: over-forgets
+        ("lau", "random10pct", "forget_acc"): [20, 30, 25], ("lau", "random10pct", "test_acc"): [84, 85, 86],
+        ("lau", "random10pct", "unlearn_time_s"): [1, 1, 1],
+    })
+    return Run(Path("nowhere"), load_paper("benchmark", "cpu"), m, pd.DataFrame(), {})
+
+
+def test_signed_gaps_intervals_floor_and_speedup_are_known_answers(run):
+    df = lb.leaderboard_frame(run, "class").set_index("method")
+    gaps = [77 - 76, 77 - 77, 77 - 78]
+    mean, lo, hi = t_interval(gaps)
+    assert df.loc["lau", "test_acc_gap"] == pytest.approx(mean) and df.loc["lau", "test_acc_lo"] == pytest.approx(lo)
+    assert df.loc["lau", "test_acc_hi"] == pytest.approx(hi)
+    assert df.loc["lau", "test_acc_abs"] == pytest.approx(np.mean(np.abs(gaps)))
+    # retrain vs retrain: |76-77|, |76-78|, |77-78|
+    assert df.loc["lau", "test_acc_floor"] == pytest.approx(np.mean([1, 2, 1]))
+    assert df.loc["scrub", "forget_acc_gap"] == pytest.approx(np.mean([40, 49, 45]))
+    assert df.loc["lau", "time_s"] == pytest.approx(0.1) and df.loc["lau", "speedup"] == pytest.approx(11 / 0.1)
+    assert df.loc["lau", "probe_forget_acc_retrain"] == pytest.approx(62)
+    assert df.loc["lau", "probe_original"] == pytest.approx(90)
+    assert df.loc["retrain", "forget_acc_gap"] == 0
+
+
+def test_the_rules_of_the_generated_text(run):
+    df = lb.leaderboard_frame(run, "class").set_index("method")
+    lau, scrub = lb.classify(df.loc["lau"], "class"), lb.classify(df.loc["scrub"], "class")
+    assert lau["at_level"] and lau["head_only"] and lau["utility_kept"] and not lau["under"]
+    assert scrub["under"] and scrub["utility_loss"] and not scrub["at_level"] and not scrub["head_only"]
+    rnd = lb.leaderboard_frame(run, "random").set_index("method")
+    assert lb.classify(rnd.loc["lau"], "random")["over"]
+    text = lb.scenario_summary(run, "class").data
+    assert "`lau`" in text.split("only edit the head")[1] and "`scrub`" in text.split("forget too little")[1]
+    assert "fastest of these is `lau`" in text
+
+
+def test_a_method_defined_for_classes_only_is_a_row_with_a_note(run):
+    df = lb.leaderboard_frame(run, "random").set_index("method")
+    assert not df.loc["unsir", "supported"] and "class forgetting only" in df.loc["unsir", "note"]
+    shown = lb.leaderboard_display(run, "random").set_index("method")
+    assert "class forgetting only" in " ".join(shown.loc["unsir"].astype(str))
+    caption = lb.leaderboard_table(run, "random").caption
+    assert "unsir is defined for class forgetting only" in caption
+    assert "not run on" in lb.scenario_summary(run, "random").data.lower()
+
+
+def test_unknown_or_absent_kinds_fail_with_the_valid_ones(run):
+    with pytest.raises(ValueError, match="valid: class, random, backdoor"):
+        lb.leaderboard_frame(run, "klass")
+    with pytest.raises(ValueError, match="no backdoor scenario; its kinds: class, random"):
+        lb.leaderboard_frame(run, "backdoor")
+
+
+def test_pareto_front():
+    pts = [("a", 0.0, 5.0), ("b", 1.0, 1.0), ("c", 2.0, 2.0), ("d", 3.0, 0.0), ("e", math.nan, 0.0)]
+    assert lb.pareto_front(pts) == ["a", "b", "d"]  # c is dominated by b; e has no position
+
+
+def test_figures_draw_one_panel_per_dataset(run):
+    fig = lb.plot_pareto(run, "class")
+    assert len(fig.axes) == 1 and "lau" in [t.get_text() for t in fig.axes[0].texts]
+    fig = lb.plot_ranking(run, "class")
+    assert len(fig.axes) == 2  # forget axis and test accuracy
+
+
+def test_ensemble_scores_join_the_row_of_their_scenario(run):
+    run.ensemble = pd.DataFrame([
+        {"method": "retrain vs retrain", "variant": "floor", "metric": "F", "value": 0.15, "n_models": 16},
+        {"method": "lau", "variant": "marginal", "metric": "F", "value": 0.01, "n_models": 16},
+        {"method": "lau", "variant": "marginal", "metric": "ulira_accuracy", "value": 0.99, "n_models": 16},
+        {"method": "lau", "variant": "conditional", "metric": "F", "value": 0.0, "n_models": 16}])
+    run.config.settings.ensemble.dataset = "fashion_mnist"
+    run.config.settings.ensemble.scenario = "class7"
+    df = lb.leaderboard_frame(run, "class").set_index("method")
+    assert df.loc["lau", "F"] == 0.01 and df.loc["lau", "F_floor"] == 0.15  # marginal, not conditional
+    assert df.loc["lau", "ulira_accuracy"] == 0.99
+    shown = lb.leaderboard_display(run, "class").set_index("method")
+    assert shown.loc["retrain vs retrain (floor)", "F marginal"] == "0.150"
+    assert "F" not in lb.leaderboard_frame(run, "random").columns  # the ensemble is on the class scenario only
+
+
+def test_the_benchmark_runs_every_registered_method_with_its_defaults():
+    for profile in ("paper", "cpu", "smoke"):
+        cfg = load_paper("benchmark", profile)
+        assert set(cfg.settings.methods) == set(METHODS.names())
+        assert {sc.kind for sc in cfg.settings.split.all_scenarios()} == set(SCENARIO_KINDS)
+        assert not cfg.claims and len(cfg.settings.seeds) >= (1 if profile == "smoke" else 3)
+    cpu = load_paper("benchmark", "cpu")
+    assert all(not opts for opts in cpu.settings.methods.values())  # defaults: no option anywhere
+    assert cpu.datasets == ["fashion_mnist", "digits"] and cpu.settings.ensemble.n >= 16
+
+
+def test_declared_scenario_kinds():
+    for name in METHODS:
+        assert set(METHODS.get(name).scenarios) <= set(SCENARIO_KINDS), name
+    cfg = load_paper("benchmark", "cpu")
+    assert not cfg.settings.runs_on("unsir", "random") and cfg.settings.runs_on("unsir", "class")
+    assert cfg.settings.runs_on("lau", "backdoor")
+
+
+def test_the_front_page_row_of_a_paper_without_claims(run, monkeypatch):
+    import unlearnlib.results as results_mod
+
+    monkeypatch.setattr(results_mod, "latest_runs", lambda paper: [run])
+    row = paper_status("benchmark")
+    assert row["claims"].startswith("no claims: a leaderboard of 4 methods on 2 scenarios × 1 dataset")

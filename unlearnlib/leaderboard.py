@@ -1,0 +1,433 @@
+"""The benchmark chapter: every method under one protocol, one leaderboard per kind of forget scenario.
+
+Everything here is read from a stored run (``results/benchmark/<profile>/``):
+
+- :func:`leaderboard_frame` — per dataset and method: forget, retain and test accuracy as the *signed* gap to
+  retraining (method − retrain, the same seed's retrain; mean and 95 % t-interval over seeds) next to the
+  retrain-vs-retrain noise floor; the membership attacks and the backdoor's attack success rate with retrain's value
+  beside; the linear probe (class scenarios); the per-example scores of the run's ensemble (NeurIPS F with its floor,
+  U-LiRA, KLOM) where the ensemble's scenario is; the median time and the speed-up;
+- :func:`leaderboard_table` — that frame formatted, one table per scenario kind;
+- :func:`plot_pareto` / :func:`plot_ranking` — forget-quality gap against utility gap (time as the marker's size),
+  and the methods ranked by each gap with its interval;
+- :func:`scenario_summary` — a few generated sentences per dataset: who is at retrain's level, who over-forgets,
+  who only edits the head. The rules are :data:`RULES`; nothing here is written by hand.
+
+No composite score: the gaps are shown side by side, never summed into one number.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from .claims import per_seed, select, t_interval
+from .config import supported_kinds
+from .results import KIND_ORDER, METRIC_LABELS, Run, retrain_floor, scenario_kind
+
+KIND_TITLES = {"class": "one class", "random": "a random subset", "backdoor": "a backdoor"}
+GAP_METRICS = ("forget_acc", "retain_acc", "test_acc")  # signed gap to retrain, with interval and floor
+# the forget-quality axis of each kind: how far from retrain the forget set is treated. For a backdoor that is
+# the attack success rate (the trigger's effect), not the accuracy on the poisoned training images
+FORGET_AXIS = {"class": "forget_acc", "random": "forget_acc", "backdoor": "asr"}
+UTILITY_AXIS = "test_acc"
+BESIDE_RETRAIN = ("mia_lr_cv", "mia_svc", "asr", "probe_forget_acc")  # shown as "method (retrain)"
+RULES = (
+    "at retrain's level: the mean |method − retrain| over seeds is at most the retrain-vs-retrain floor; "
+    "over-forgets / forgets too little: the whole 95 % interval of the signed gap is below / above ∓ the floor; "
+    "loses utility: the interval of the test-accuracy gap is entirely below −floor; "
+    "only edits the head (class scenarios): forgets to retrain's level but a linear probe on its features recovers "
+    "the class closer to the original's probe than to retrain's")
+
+
+def _kinds(run: Run) -> list[str]:
+    return [k for k in KIND_ORDER if any(scenario_kind(t) == k for t in set(run.metrics.scenario))]
+
+
+def _model(run: Run) -> str:
+    return next(iter(run.config.settings.models))
+
+
+def signed_gap(metrics: pd.DataFrame, method: str, metric: str, model: str, dataset: str, kind: str) -> pd.Series:
+    """Per seed: the mean over the kind's scenarios of (method − retrain), each against the same seed's retrain."""
+    a = select(metrics, method, metric, model, dataset, kind).set_index(["seed", "scenario"]).value
+    b = select(metrics, "retrain", metric, model, dataset, kind).set_index(["seed", "scenario"]).value
+    both = a.index.intersection(b.index)
+    return (a.loc[both] - b.loc[both]).groupby(level="seed").mean()
+
+
+def _ensemble_values(run: Run, kind: str, dataset: str) -> dict[str, dict[str, float]]:
+    """method -> {F, F_floor, ulira_accuracy, klom_forget_mean} when the run's ensemble is on this kind and dataset."""
+    e, s = run.ensemble, run.config.settings
+    if e is None or e.empty or not s.ensemble.n:
+        return {}
+    if scenario_kind(s.ensemble.scenario) != kind or (s.ensemble.dataset or s.dataset) != dataset:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    floor = e[e.method == "retrain vs retrain"]
+    f_floor = floor[floor.metric == "F"].value
+    for method in set(e.method) - {"retrain vs retrain"}:
+        d = e[(e.method == method) & (e.variant == "marginal")]
+        out[method] = {m: float(d[d.metric == m].value.iloc[0]) for m in ("F", "ulira_accuracy", "klom_forget_mean")
+                       if (d.metric == m).any()}
+    out["retrain vs retrain"] = {m: float(floor[floor.metric == m].value.iloc[0])
+                                 for m in ("F", "ulira_accuracy", "klom_forget_mean") if (floor.metric == m).any()}
+    if len(f_floor):
+        for v in out.values():
+            v["F_floor"] = float(f_floor.iloc[0])
+    return out
+
+
+def leaderboard_frame(run: Run, kind: str) -> pd.DataFrame:
+    """One row per dataset and method (original and retrain first) for one scenario kind; numbers, not strings.
+
+    Columns: ``<m>_gap`` / ``_lo`` / ``_hi`` (signed gap to retrain, mean and 95 % interval over seeds) and
+    ``<m>_floor`` (retrain vs retrain) for forget/retain/test accuracy and the kind's forget axis; ``<m>`` and
+    ``<m>_retrain`` for the attacks and the probe; ``probe_original``; ``F``, ``F_floor``, ``ulira_accuracy``,
+    ``klom_forget_mean`` where the ensemble is; ``time_s`` (median), ``speedup`` (median retrain time / median
+    method time); ``supported`` (False: the method is not run on this kind, ``note`` says why)."""
+    if kind not in KIND_ORDER:
+        raise ValueError(f"scenario kind {kind!r}; valid: {', '.join(KIND_ORDER)}")
+    if kind not in _kinds(run):
+        raise ValueError(f"this run has no {kind} scenario; its kinds: {', '.join(_kinds(run))}")
+    m, s, model = run.metrics, run.config.settings, _model(run)
+    gap_metrics = list(dict.fromkeys([*GAP_METRICS, FORGET_AXIS[kind]]))
+    rows = []
+    for ds in run.datasets:
+        floors = {g: retrain_floor(m, g, model, ds, kind) for g in gap_metrics}
+        ens = _ensemble_values(run, kind, ds)
+        rt = per_seed(m, "retrain", "unlearn_time_s", model, ds, kind)
+        retrain_time = float(np.median(rt)) if len(rt) else math.nan
+        for method in ["original", *s.methods]:
+            row: dict = {"dataset": ds, "method": method, "supported": True, "note": ""}
+            if method != "original" and not s.runs_on(method, kind):
+                sup = supported_kinds(method)
+                row.update(supported=False, note=(f"not run: defined for {' and '.join(sup)} forgetting only"
+                                                  if kind not in sup else "not run: `method_scenarios`"))
+                rows.append(row)
+                continue
+            for g in gap_metrics:
+                gap = signed_gap(m, method, g, model, ds, kind).to_numpy()
+                mean, lo, hi = t_interval(gap)
+                fl = floors[g]
+                row.update({f"{g}_gap": mean, f"{g}_lo": lo, f"{g}_hi": hi, f"{g}_abs": float(np.mean(np.abs(gap)))
+                            if len(gap) else math.nan, f"{g}_floor": float(fl.mean()) if len(fl) else math.nan})
+            for g in [*gap_metrics, *BESIDE_RETRAIN]:
+                v = per_seed(m, method, g, model, ds, kind)
+                r = per_seed(m, "retrain", g, model, ds, kind)
+                row[g] = float(v.mean()) if len(v) else math.nan
+                row[f"{g}_retrain"] = float(r.mean()) if len(r) else math.nan
+            po = per_seed(m, "original", "probe_forget_acc", model, ds, kind)
+            row["probe_original"] = float(po.mean()) if len(po) else math.nan
+            t = per_seed(m, method, "unlearn_time_s", model, ds, kind)
+            row["time_s"] = float(np.median(t)) if len(t) else math.nan
+            row["speedup"] = retrain_time / row["time_s"] if row["time_s"] and row["time_s"] > 0 else math.nan
+            row.update(ens.get(method, {}))
+            if ens and "F_floor" in next(iter(ens.values())):
+                row["F_floor"] = next(iter(ens.values()))["F_floor"]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# the table
+
+
+def _f(x: float, digits: int = 1) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _gap_cell(row: pd.Series, g: str) -> str:
+    if row["method"] == "retrain":
+        return "0 (reference)"
+    mean, lo, hi = row.get(f"{g}_gap"), row.get(f"{g}_lo"), row.get(f"{g}_hi")
+    if mean is None or math.isnan(mean):
+        return "–"
+    iv = "" if math.isnan(lo) else f" [{lo:+.1f}, {hi:+.1f}]"
+    return f"{mean:+.1f}{iv}"
+
+
+def _beside(row: pd.Series, g: str) -> str:
+    v, r = row.get(g, math.nan), row.get(f"{g}_retrain", math.nan)
+    if v is None or math.isnan(v):
+        return "–"
+    return _f(v) if row["method"] == "retrain" else f"{_f(v)} ({_f(r)})"
+
+
+def leaderboard_display(run: Run, kind: str) -> pd.DataFrame:
+    """The leaderboard of one kind as strings, one column per quantity, the floor as the last row of each dataset."""
+    df = leaderboard_frame(run, kind)
+    present = set(run.metrics.dropna(subset=["value"]).metric)
+    gaps = [g for g in dict.fromkeys([*GAP_METRICS, FORGET_AXIS[kind]]) if g in present]
+    beside = [g for g in BESIDE_RETRAIN if g in present and df[g].notna().any() and g != FORGET_AXIS[kind]]
+    has_f = "F" in df.columns and df["F"].notna().any()
+    out = []
+    for ds, d in df.groupby("dataset", sort=False):
+        for _, row in d.iterrows():
+            r = {"dataset": ds, "method": row["method"]}
+            if not row["supported"]:
+                r.update({k: "" for k in _columns(gaps, beside, has_f)})
+                r[f"Δ {METRIC_LABELS.get(gaps[0], gaps[0])}"] = row["note"]
+                out.append(r)
+                continue
+            for g in gaps:
+                r[f"Δ {METRIC_LABELS.get(g, g)}"] = _gap_cell(row, g)
+            for g in beside:
+                r[f"{METRIC_LABELS.get(g, g)} (retrain)"] = _beside(row, g)
+            if has_f:
+                r["F marginal"] = _f(row.get("F", math.nan), 3)
+                r["U-LiRA acc"] = _f(row.get("ulira_accuracy", math.nan), 3)
+                r["KLOM forget"] = _f(row.get("klom_forget_mean", math.nan), 2)
+            r["time (s, median)"] = _f(row["time_s"], 2)
+            r["speed-up vs retrain"] = "1×" if row["method"] == "retrain" else (
+                "–" if math.isnan(row["speedup"]) else f"{row['speedup']:.1f}×")
+            out.append(r)
+        first = d.iloc[1] if len(d) > 1 else d.iloc[0]
+        fl = {"dataset": ds, "method": "retrain vs retrain (floor)"}
+        for g in gaps:
+            fl[f"Δ {METRIC_LABELS.get(g, g)}"] = f"±{_f(first.get(f'{g}_floor', math.nan))}"
+        if has_f:
+            ens = _ensemble_values(run, kind, ds)
+            flo = ens.get("retrain vs retrain", {})
+            fl["F marginal"] = _f(flo.get("F", math.nan), 3)
+            fl["U-LiRA acc"] = _f(flo.get("ulira_accuracy", math.nan), 3)
+            fl["KLOM forget"] = _f(flo.get("klom_forget_mean", math.nan), 2)
+        out.append(fl)
+    res = pd.DataFrame(out).fillna("")
+    if res.dataset.nunique() <= 1:
+        res = res.drop(columns=["dataset"])
+    return res
+
+
+def _columns(gaps: list[str], beside: list[str], has_f: bool) -> list[str]:
+    cols = [f"Δ {METRIC_LABELS.get(g, g)}" for g in gaps] + [f"{METRIC_LABELS.get(g, g)} (retrain)" for g in beside]
+    cols += ["F marginal", "U-LiRA acc", "KLOM forget"] if has_f else []
+    return cols + ["time (s, median)", "speed-up vs retrain"]
+
+
+def leaderboard_table(run: Run, kind: str):
+    """The leaderboard of one scenario kind (a Styler, every cell whole)."""
+    from .results import left_out_note
+
+    df = leaderboard_display(run, kind)
+    s = run.config.settings
+    e = s.ensemble
+    ens = ""
+    if e.n and scenario_kind(e.scenario) == kind:
+        ens = (f" F marginal (NeurIPS 2023; higher is better, read against the floor row: two independent sets of "
+               f"{e.n} retrains), U-LiRA accuracy (ideal 0.5) and KLOM on the forget set (ideal: the floor row) come "
+               f"from an ensemble of N = {e.n} originals and 2 × {e.n} retrains on {e.dataset or s.dataset} "
+               f"{e.scenario} (training seeds {e.seed}…{e.seed + e.n - 1}); '–' where the ensemble is not.")
+    scen = sorted({t for t in set(run.metrics.scenario) if scenario_kind(t) == kind})
+    return df.style.hide(axis="index").set_caption(
+        f"Leaderboard: forgetting {KIND_TITLES[kind]} ({', '.join(scen)}) [{run.stamp}]. Δ: the signed gap to "
+        f"retraining from scratch, method − retrain (same seed), mean and 95 % t-interval over {len(s.seeds)} "
+        f"training seeds; the floor row: mean |retrain − retrain| between seeds, the gap two retrains already have. "
+        f"Attacks and probe: the method's value, retrain's in brackets (loss-LR MIA: forget vs unseen images, 50 = "
+        f"indistinguishable; SVC MIA: Kodge et al.'s attack, %; probe: forget-class test accuracy of a linear probe "
+        f"on frozen features).{ens} Time: median call (evaluation excluded); speed-up: retrain's median / the "
+        f"method's. Every method with its default options.{left_out_note(run)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# figures
+
+
+def _palette(methods: list[str]) -> dict[str, tuple]:
+    import seaborn as sns
+
+    colours = sns.color_palette("tab20", 20)
+    return {m: colours[i % 20] for i, m in enumerate(methods)}
+
+
+def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:
+    """Names of the non-dominated points (lower is better on both axes), ordered by the first axis."""
+    keep = []
+    for name, x, y in points:
+        if math.isnan(x) or math.isnan(y):
+            continue
+        if not any((x2 <= x and y2 <= y) and (x2 < x or y2 < y) for _, x2, y2 in points
+                   if not (math.isnan(x2) or math.isnan(y2))):
+            keep.append((x, name))
+    return [n for _, n in sorted(keep)]
+
+
+def plot_pareto(run: Run, kind: str):
+    """Per dataset: forget-quality gap |Δ| (x) against utility loss (y: retrain's test accuracy − the method's), one
+    marker per method, its area the unlearning time (log scale); the Pareto front (no method both closer on
+    forgetting and losing less utility) joined by a line. Lower left is retrain."""
+    import matplotlib.pyplot as plt
+
+    df = leaderboard_frame(run, kind)
+    df = df[df.supported & (df.method != "original")]
+    fx = FORGET_AXIS[kind]
+    datasets = list(dict.fromkeys(df.dataset))
+    methods = list(dict.fromkeys(df.method))
+    pal = _palette(methods)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.4 * len(datasets) + 2.2, 5.2), squeeze=False)
+    times = df.time_s.replace(0, np.nan).dropna()
+    lo_t, hi_t = (math.log10(times.min()), math.log10(times.max())) if len(times) else (0.0, 1.0)
+
+    def size(t: float) -> float:
+        if math.isnan(t) or t <= 0:
+            return 30.0
+        return 30.0 + 370.0 * (math.log10(t) - lo_t) / max(hi_t - lo_t, 1e-9)
+
+    for ax, ds in zip(axes[0], datasets, strict=True):
+        d = df[df.dataset == ds]
+        pts = []
+        for _, r in d.iterrows():
+            x, y = r[f"{fx}_abs"], -r[f"{UTILITY_AXIS}_gap"]
+            pts.append((r.method, x, y))
+            ax.scatter([x], [y], s=size(r.time_s), color=pal[r.method], edgecolor="black", linewidth=0.5,
+                       alpha=0.85, zorder=3)
+            ax.annotate(r.method, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        front = pareto_front(pts)
+        fp = [(x, y) for n in front for (m, x, y) in pts if m == n]
+        if fp:
+            ax.plot(*zip(*fp, strict=True), color="grey", lw=1, ls="--", zorder=1, label="Pareto front")
+        fl_x = d[f"{fx}_floor"].dropna()
+        fl_y = d[f"{UTILITY_AXIS}_floor"].dropna()
+        if len(fl_x) and len(fl_y):
+            ax.axvspan(0, float(fl_x.iloc[0]), color="#2e7d32", alpha=0.08, label="retrain noise floor")
+            ax.axhspan(-float(fl_y.iloc[0]), float(fl_y.iloc[0]), color="#2e7d32", alpha=0.08)
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set(title=ds, xlabel=f"forget-quality gap |Δ {METRIC_LABELS.get(fx, fx)}| to retrain",
+               ylabel=f"utility loss: retrain − method, {METRIC_LABELS.get(UTILITY_AXIS)}")
+        ax.xaxis.label.set_size(8)
+        ax.yaxis.label.set_size(8)
+        ax.legend(fontsize=7, loc="upper right")
+    for t in (10 ** lo_t, 10 ** ((lo_t + hi_t) / 2), 10 ** hi_t) if len(times) else ():
+        axes[0][-1].scatter([], [], s=size(t), color="white", edgecolor="black", label=f"{t:.2g} s")
+    handles = [h for h in axes[0][-1].collections if h.get_label() and not h.get_label().startswith("_")]
+    if handles:
+        fig.legend(handles=handles[-3:], title="unlearning time", loc="center right", fontsize=8, frameon=False,
+                   labelspacing=1.6, borderpad=1.2)
+    fig.suptitle(f"Forgetting {KIND_TITLES[kind]}: forget quality vs utility, marker area = time (log)\n"
+                 f"[{run.stamp}; means over seeds]", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1 - 2.2 / (6.4 * len(datasets) + 2.2), 1))
+    return fig
+
+
+def plot_ranking(run: Run, kind: str):
+    """Per dataset (rows) and gap (columns: the forget axis, test accuracy): the methods ranked by their signed gap
+    to retrain, 95 % interval as the bar, the retrain-vs-retrain floor as the shaded band around 0."""
+    import matplotlib.pyplot as plt
+
+    df = leaderboard_frame(run, kind)
+    df = df[df.supported & ~df.method.isin(["retrain"])]
+    cols = list(dict.fromkeys([FORGET_AXIS[kind], UTILITY_AXIS]))
+    datasets = list(dict.fromkeys(df.dataset))
+    n = df.method.nunique()
+    fig, axes = plt.subplots(len(datasets), len(cols), figsize=(5.6 * len(cols), 0.9 + 0.27 * n * len(datasets)),
+                             squeeze=False)
+    for i, ds in enumerate(datasets):
+        for j, g in enumerate(cols):
+            ax = axes[i][j]
+            d = df[df.dataset == ds].assign(order=lambda x, g=g: x[f"{g}_gap"].abs()).sort_values("order",
+                                                                                               ascending=False)
+            y = np.arange(len(d))
+            err = np.array([[m - lo if not math.isnan(lo) else 0 for m, lo in zip(d[f"{g}_gap"], d[f"{g}_lo"],
+                                                                                    strict=True)],
+                            [hi - m if not math.isnan(hi) else 0 for m, hi in zip(d[f"{g}_gap"], d[f"{g}_hi"],
+                                                                                   strict=True)]])
+            colours = ["#9e9e9e" if mth == "original" else "#1565c0" for mth in d.method]
+            ax.errorbar(d[f"{g}_gap"], y, xerr=err, fmt="none", ecolor="black", capsize=3, lw=0.8, zorder=2)
+            ax.scatter(d[f"{g}_gap"], y, color=colours, zorder=3, s=22)
+            fl = d[f"{g}_floor"].dropna()
+            if len(fl):
+                ax.axvspan(-float(fl.iloc[0]), float(fl.iloc[0]), color="#2e7d32", alpha=0.12)
+            ax.axvline(0, color="black", lw=0.6)
+            ax.set_yticks(y, d.method, fontsize=7)
+            ax.set_xlabel(f"Δ {METRIC_LABELS.get(g, g)}: method − retrain", fontsize=8)
+            ax.set_title(f"{ds}: {METRIC_LABELS.get(g, g)}", fontsize=9)
+    fig.suptitle(f"Forgetting {KIND_TITLES[kind]}: gap to retrain with its 95 % interval over seeds (green: the "
+                 f"retrain-vs-retrain floor; grey: the original, for scale)\n[{run.stamp}]", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# generated text
+
+
+def classify(row: pd.Series, kind: str) -> dict[str, bool]:
+    """The rules of :data:`RULES` applied to one leaderboard row."""
+    fx = FORGET_AXIS[kind]
+    fl = row.get(f"{fx}_floor", math.nan)
+    fl = 0.0 if math.isnan(fl) else fl
+    tf = row.get(f"{UTILITY_AXIS}_floor", math.nan)
+    tf = 0.0 if math.isnan(tf) else tf
+    lo, hi = row.get(f"{fx}_lo", math.nan), row.get(f"{fx}_hi", math.nan)
+    at_level = bool(row.get(f"{fx}_abs", math.inf) <= fl) if not math.isnan(row.get(f"{fx}_abs", math.nan)) else False
+    out = {
+        "at_level": at_level,
+        "over": bool(not math.isnan(hi) and hi < -fl),
+        "under": bool(not math.isnan(lo) and lo > fl),
+        "utility_loss": bool(not math.isnan(row.get(f"{UTILITY_AXIS}_hi", math.nan))
+                             and row[f"{UTILITY_AXIS}_hi"] < -tf),
+        "utility_kept": bool(row.get(f"{UTILITY_AXIS}_abs", math.inf) <= tf),
+        "head_only": False,
+    }
+    p, pr, po = row.get("probe_forget_acc", math.nan), row.get("probe_forget_acc_retrain", math.nan), \
+        row.get("probe_original", math.nan)
+    if kind == "class" and not any(math.isnan(v) for v in (p, pr, po)) and po > pr:
+        forgets = at_level or (not math.isnan(hi) and hi <= fl)
+        out["head_only"] = bool(forgets and p - pr > (po - pr) / 2)
+    return out
+
+
+def _names(rows: list[str]) -> str:
+    return ", ".join(f"`{r}`" for r in rows) if rows else "none"
+
+
+def scenario_summary(run: Run, kind: str):
+    """Generated sentences per dataset (Markdown): which methods are within retrain's noise floor, which over-forget
+    or forget too little, which lose utility, which only edit the head; the fastest at retrain's level."""
+    from IPython.display import Markdown
+
+    df = leaderboard_frame(run, kind)
+    fx = METRIC_LABELS.get(FORGET_AXIS[kind], FORGET_AXIS[kind])
+    smoke = run.profile == "smoke"
+    lines = []
+    if smoke:
+        lines.append("*smoke profile: a pipeline check; these sentences are generated from its numbers, which say "
+                     "nothing about the methods.*\n")
+    for ds, d in df.groupby("dataset", sort=False):
+        d = d[d.supported & ~d.method.isin(["original", "retrain"])]
+        tags = {r.method: classify(r, kind) for _, r in d.iterrows()}
+        times = dict(zip(d.method, d.time_s, strict=True))
+        level = [m for m, t in tags.items() if t["at_level"]]
+        both = [m for m in level if tags[m]["utility_kept"]]
+        fastest = min(both, key=lambda m: times[m]) if both else None
+        floor = d[f"{FORGET_AXIS[kind]}_floor"].dropna()
+        fl = f"±{floor.iloc[0]:.1f}" if len(floor) else "(one seed: no floor)"
+        parts = [f"**{ds}.** On {fx}, {len(level)} of {len(tags)} methods are within retrain's noise floor "
+                 f"({fl} points): {_names(level)}"]
+        if both:
+            parts.append(f"of them, {_names(both)} also keep test accuracy within its floor"
+                         + (f"; the fastest of these is `{fastest}` ({times[fastest]:.2g} s)" if fastest else ""))
+        over = [m for m, t in tags.items() if t["over"]]
+        under = [m for m, t in tags.items() if t["under"]]
+        loss = [m for m, t in tags.items() if t["utility_loss"]]
+        head = [m for m, t in tags.items() if t["head_only"]]
+        if over:
+            parts.append(f"over-forget (below retrain's level, which an attacker can see): {_names(over)}")
+        if under:
+            parts.append(f"forget too little (the whole interval above the floor): {_names(under)}")
+        if loss:
+            parts.append(f"lose test accuracy beyond the floor: {_names(loss)}")
+        if kind == "class":
+            parts.append(f"only edit the head (the probe still finds the class): {_names(head)}")
+        lines.append("; ".join(parts) + ".")
+    skipped = df[~df.supported].method.unique().tolist()
+    if skipped:
+        lines.append(f"\nNot run on {KIND_TITLES[kind]} scenarios: {_names(skipped)} (see the table's note).")
+    lines.append(f"\n<small>Rules: {RULES}.</small>")
+    return Markdown("\n\n".join(lines))
+
+
+__all__ = ["leaderboard_frame", "leaderboard_display", "leaderboard_table", "plot_pareto", "plot_ranking",
+           "scenario_summary", "classify", "pareto_front", "signed_gap", "KIND_TITLES", "FORGET_AXIS", "RULES"]

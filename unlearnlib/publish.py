@@ -1,0 +1,89 @@
+"""Publish the book the way Jupyter Book documents it: ``ghp-import`` of ``book/_build/html`` to a ``gh-pages``
+branch (pushed only when the remote exists), plus a self-contained ``book.tar.gz`` a reader opens offline.
+
+``python -m unlearnlib.cli publish`` (``make publish``) builds every chapter that has been executed
+(``book/papers/*.ipynb``, written by ``make reproduce``), checks that no page loads anything from the internet, then
+publishes. Without a remote it stops after the local commit on the branch and says how to push.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+from .paths import REPO_ROOT
+
+
+class PublishError(RuntimeError):
+    """Publishing cannot go on: the message says what is missing and what to do."""
+
+
+def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=check)
+
+
+def has_remote(repo: Path, remote: str) -> bool:
+    return _git(repo, "remote", "get-url", remote, check=False).returncode == 0
+
+
+def write_tarball(html_dir: Path, target: Path, root: str = "book") -> Path:
+    """``target`` (a .tar.gz) holding ``html_dir`` as ``<root>/``: unpack it and open ``<root>/index.html``.
+    Written to a temporary name and renamed, so a failure leaves no half-written archive."""
+    html_dir, target = Path(html_dir), Path(target)
+    if not (html_dir / "index.html").exists():
+        raise PublishError(f"{html_dir} has no index.html: build the book first (`make book`)")
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            tar.add(html_dir, arcname=root)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def commit_pages(html_dir: Path, repo: Path, branch: str = "gh-pages", remote: str = "origin",
+                 message: str = "Publish the book") -> dict:
+    """ghp-import ``html_dir`` onto ``branch`` of the git repository ``repo`` (with a ``.nojekyll``, so Sphinx's
+    ``_static`` folders are served); pushed to ``remote`` when it exists. Returns what was done."""
+    import ghp_import
+
+    repo = Path(repo)
+    if _git(repo, "rev-parse", "--git-dir", check=False).returncode != 0:
+        raise PublishError(f"{repo} is not a git repository: gh-pages needs one (the tarball was still written)")
+    push = has_remote(repo, remote)
+    cwd = Path.cwd()
+    try:
+        os.chdir(repo)  # ghp-import works on the repository of the current directory
+        ghp_import.ghp_import(str(Path(html_dir).resolve()), mesg=message, branch=branch, remote=remote,
+                              nojekyll=True, push=push)
+    except ghp_import.GhpError as e:
+        raise PublishError(f"ghp-import failed: {e}") from None
+    finally:
+        os.chdir(cwd)
+    head = _git(repo, "rev-parse", "--short", branch).stdout.strip()
+    return {"branch": branch, "commit": head, "pushed": push, "remote": remote}
+
+
+def publish(book_dir: Path | None = None, repo: Path = REPO_ROOT, tarball: Path | None = None,
+            branch: str = "gh-pages", remote: str = "origin", build: bool = True) -> dict:
+    """Build the book from every executed chapter, write the tarball, commit (and push) the pages."""
+    from . import book
+
+    book_dir = Path(book_dir or book.BOOK_DIR)
+    chapters = sorted((book_dir / "papers").glob("*.ipynb")) if (book_dir / "papers").exists() else []
+    if not chapters:
+        raise PublishError(f"no executed chapter in {book_dir / 'papers'}: run `make reproduce PAPER=<id>` first "
+                           f"(or `make test`'s smoke book: `python -m unlearnlib.cli book-test`)")
+    if build:
+        book.build(book_dir, strict=True)
+    html = book_dir / "_build" / "html"
+    out = write_tarball(html, Path(tarball or repo / "book.tar.gz"))
+    pages = commit_pages(html, repo, branch=branch, remote=remote,
+                         message=f"Publish the book: {', '.join(c.stem for c in chapters)}")
+    return {"chapters": [c.stem for c in chapters], "tarball": str(out), **pages}
+
+
+__all__ = ["PublishError", "publish", "commit_pages", "write_tarball", "has_remote"]
