@@ -36,7 +36,8 @@ def run():
         ("original", "class7", "probe_forget_acc"): [90, 90, 90],
         ("retrain", "class7", "forget_acc"): [0, 1, 0], ("retrain", "class7", "test_acc"): [76, 77, 78],
         ("retrain", "class7", "probe_forget_acc"): [60, 62, 64],
-        ("retrain", "class7", "unlearn_time_s"): [10, 12, 11],
+        ("retrain", "class7", "unlearn_time_s"): [10, 12, 11], ("retrain", "class7", "retain_acc"): [90, 91, 92],
+        ("lau", "class7", "retain_acc"): [90, 91, 92], ("scrub", "class7", "retain_acc"): [70, 72, 71],
         # at retrain's level, keeps test accuracy, probe near the original's: a head-only edit
         ("lau", "class7", "forget_acc"): [0, 1, 0], ("lau", "class7", "test_acc"): [77, 77, 77],
         ("lau", "class7", "probe_forget_acc"): [89, 88, 90], ("lau", "class7", "unlearn_time_s"): [0.1, 0.2, 0.1],
@@ -79,7 +80,8 @@ def test_the_rules_of_the_generated_text(run):
     rnd = lb.leaderboard_frame(run, "random").set_index("method")
     assert lb.classify(rnd.loc["lau"], "random")["over"]
     text = lb.scenario_summary(run, "class").data
-    assert "`lau`" in text.split("only edit the head")[1] and "`scrub`" in text.split("forget too little")[1]
+    assert "`lau`" in text.split("forget in the head only")[1] and "`scrub`" in text.split("forget too little")[1]
+    assert "`scrub`" in text.split("lose retain samples acc")[1]  # a class's utility: the retain accuracy
     assert "fastest of these is `lau`" in text
 
 
@@ -90,7 +92,7 @@ def test_a_method_defined_for_classes_only_is_a_row_with_a_note(run):
     assert "class forgetting only" in " ".join(shown.loc["unsir"].astype(str))
     caption = lb.leaderboard_table(run, "random").caption
     assert "unsir is defined for class forgetting only" in caption
-    assert "not run on" in lb.scenario_summary(run, "random").data.lower()
+    assert "Not run here (defined for other kinds of forgetting): `unsir`" in lb.scenario_summary(run, "random").data
 
 
 def test_unknown_or_absent_kinds_fail_with_the_valid_ones(run):
@@ -107,9 +109,10 @@ def test_pareto_front():
 
 def test_figures_draw_one_panel_per_dataset(run):
     fig = lb.plot_pareto(run, "class")
-    assert len(fig.axes) == 1 and "lau" in [t.get_text() for t in fig.axes[0].texts]
+    assert len(fig.axes) == 1 and "lau" in [t.get_text() for t in fig.legends[0].get_texts()]
     fig = lb.plot_ranking(run, "class")
-    assert len(fig.axes) == 2  # forget axis and test accuracy
+    assert len(fig.axes) == 2  # the forget axis and the utility axis (a class: retain accuracy)
+    assert "retain samples acc" in fig.axes[1].get_title()
 
 
 def test_ensemble_scores_join_the_row_of_their_scenario(run):
@@ -153,3 +156,31 @@ def test_the_front_page_row_of_a_paper_without_claims(run, monkeypatch):
     monkeypatch.setattr(results_mod, "latest_runs", lambda paper: [run])
     row = paper_status("benchmark")
     assert row["claims"].startswith("no claims: a leaderboard of 4 methods on 2 scenarios × 1 dataset")
+
+
+def test_the_plan_leaves_unsupported_kinds_out_and_can_skip_the_conditional_runs(fmnist_system_dir, monkeypatch,
+                                                                               tmp_path):
+    import shutil
+
+    import yaml
+
+    import unlearnlib.config as config_mod
+    from unlearnlib.harness.plan import build_plan
+
+    monkeypatch.setenv("UNLEARNLIB_SYSTEM_DATA", str(fmnist_system_dir))
+    plan = build_plan("benchmark", "smoke", device="cpu")
+    by = {(c.method, c.scenario) for c in plan.cells if c.kind == "method" and c.part != "ensemble"}
+    assert ("unsir", "class7") in by and ("lau", "backdoor10pct") in by
+    assert not {m for m, sc in by if not sc.startswith("class")} & {"unsir", "unsir_impair", "deep_unlearning"}
+    conditional = [c for c in plan.cells if c.part == "ensemble" and c.method == "lau" and c.method_seed is not None]
+    assert len(conditional) == 4
+    papers = tmp_path / "papers"
+    shutil.copytree(config_mod.PAPERS_DIR, papers)
+    raw = yaml.safe_load((papers / "benchmark.yaml").read_text())
+    raw["profiles"]["smoke"]["ensemble"]["conditional"] = False
+    (papers / "benchmark.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    monkeypatch.setattr(config_mod, "PAPERS_DIR", papers)
+    plan = build_plan("benchmark", "smoke", device="cpu")
+    ens = [c for c in plan.cells if c.part == "ensemble" and c.kind == "method"]
+    assert not [c for c in ens if c.method != "retrain" and c.method_seed is not None]
+    assert len([c for c in ens if c.method == "lau"]) == 4  # the marginal runs stay

@@ -32,14 +32,16 @@ GAP_METRICS = ("forget_acc", "retain_acc", "test_acc")  # signed gap to retrain,
 # the forget-quality axis of each kind: how far from retrain the forget set is treated. For a backdoor that is
 # the attack success rate (the trigger's effect), not the accuracy on the poisoned training images
 FORGET_AXIS = {"class": "forget_acc", "random": "forget_acc", "backdoor": "asr"}
-UTILITY_AXIS = "test_acc"
+# the utility axis: for a class, accuracy on the retained training images (test accuracy counts the forgotten
+# class's test images, which retrain gets wrong: a method that does not forget would look better than retrain)
+UTILITY_AXIS = {"class": "retain_acc", "random": "test_acc", "backdoor": "test_acc"}
 BESIDE_RETRAIN = ("mia_lr_cv", "mia_svc", "asr", "probe_forget_acc")  # shown as "method (retrain)"
 RULES = (
     "at retrain's level: the mean |method − retrain| over seeds is at most the retrain-vs-retrain floor; "
     "over-forgets / forgets too little: the whole 95 % interval of the signed gap is below / above ∓ the floor; "
-    "loses utility: the interval of the test-accuracy gap is entirely below −floor; "
-    "only edits the head (class scenarios): forgets to retrain's level but a linear probe on its features recovers "
-    "the class closer to the original's probe than to retrain's")
+    "loses utility: the interval of the utility gap (class: retain accuracy; otherwise test accuracy) is entirely "
+    "below −floor; forgets in the head only (class scenarios): forgets to retrain's level, but a linear probe on its "
+    "features recovers the class closer to the original's probe than to retrain's")
 
 
 def _kinds(run: Run) -> list[str]:
@@ -221,14 +223,20 @@ def leaderboard_table(run: Run, kind: str):
                f"from an ensemble of N = {e.n} originals and 2 × {e.n} retrains on {e.dataset or s.dataset} "
                f"{e.scenario} (training seeds {e.seed}…{e.seed + e.n - 1}); '–' where the ensemble is not.")
     scen = sorted({t for t in set(run.metrics.scenario) if scenario_kind(t) == kind})
+    lr_note = test_note = ""
+    if kind == "class":
+        lr_note = (" — the unseen images are of the other classes, so even retrain separates them: its value, near "
+                   "100, is the target here, not 50" if s.split.unseen and s.split.unseen_classes == "retain" else "")
+        test_note = (" Test acc counts the forgotten class's test images too (retrain gets them wrong); the plots' "
+                     "utility axis for a class is the retain accuracy.")
     return df.style.hide(axis="index").set_caption(
         f"Leaderboard: forgetting {KIND_TITLES[kind]} ({', '.join(scen)}) [{run.stamp}]. Δ: the signed gap to "
         f"retraining from scratch, method − retrain (same seed), mean and 95 % t-interval over {len(s.seeds)} "
         f"training seeds; the floor row: mean |retrain − retrain| between seeds, the gap two retrains already have. "
-        f"Attacks and probe: the method's value, retrain's in brackets (loss-LR MIA: forget vs unseen images, 50 = "
-        f"indistinguishable; SVC MIA: Kodge et al.'s attack, %; probe: forget-class test accuracy of a linear probe "
-        f"on frozen features).{ens} Time: median call (evaluation excluded); speed-up: retrain's median / the "
-        f"method's. Every method with its default options.{left_out_note(run)}")
+        f"Attacks and probe: the method's value, retrain's in brackets (loss-LR MIA: forget vs unseen training images, "
+        f"50 = indistinguishable{lr_note}; SVC MIA: Kodge et al.'s class attack, %; probe: forget-class test accuracy "
+        f"of a linear probe on frozen features).{test_note}{ens} Time: median call (evaluation excluded); speed-up: "
+        f"retrain's median / the method's. Every method with its default options.{left_out_note(run)}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -262,11 +270,12 @@ def plot_pareto(run: Run, kind: str):
 
     df = leaderboard_frame(run, kind)
     df = df[df.supported & (df.method != "original")]
-    fx = FORGET_AXIS[kind]
+    fx, ux = FORGET_AXIS[kind], UTILITY_AXIS[kind]
     datasets = list(dict.fromkeys(df.dataset))
     methods = list(dict.fromkeys(df.method))
     pal = _palette(methods)
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6.4 * len(datasets) + 2.2, 5.2), squeeze=False)
+    marks = {m: "osD^vP"[i % 6] for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.4 * len(datasets) + 2.6, 5.6), squeeze=False)
     times = df.time_s.replace(0, np.nan).dropna()
     lo_t, hi_t = (math.log10(times.min()), math.log10(times.max())) if len(times) else (0.0, 1.0)
 
@@ -279,35 +288,39 @@ def plot_pareto(run: Run, kind: str):
         d = df[df.dataset == ds]
         pts = []
         for _, r in d.iterrows():
-            x, y = r[f"{fx}_abs"], -r[f"{UTILITY_AXIS}_gap"]
+            x, y = r[f"{fx}_abs"], -r[f"{ux}_gap"]
             pts.append((r.method, x, y))
-            ax.scatter([x], [y], s=size(r.time_s), color=pal[r.method], edgecolor="black", linewidth=0.5,
-                       alpha=0.85, zorder=3)
-            ax.annotate(r.method, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            ax.scatter([x], [y], s=size(r.time_s), color=pal[r.method], marker=marks[r.method], edgecolor="black",
+                       linewidth=0.5, alpha=0.85, zorder=3, label=r.method)
         front = pareto_front(pts)
         fp = [(x, y) for n in front for (m, x, y) in pts if m == n]
         if fp:
             ax.plot(*zip(*fp, strict=True), color="grey", lw=1, ls="--", zorder=1, label="Pareto front")
         fl_x = d[f"{fx}_floor"].dropna()
-        fl_y = d[f"{UTILITY_AXIS}_floor"].dropna()
+        fl_y = d[f"{ux}_floor"].dropna()
         if len(fl_x) and len(fl_y):
-            ax.axvspan(0, float(fl_x.iloc[0]), color="#2e7d32", alpha=0.08, label="retrain noise floor")
-            ax.axhspan(-float(fl_y.iloc[0]), float(fl_y.iloc[0]), color="#2e7d32", alpha=0.08)
+            ax.axvspan(0, max(float(fl_x.iloc[0]), 0.5), color="#2e7d32", alpha=0.12, zorder=0)
+            ax.axhspan(-float(fl_y.iloc[0]), float(fl_y.iloc[0]), color="#2e7d32", alpha=0.12, zorder=0)
         ax.axhline(0, color="black", lw=0.6)
         ax.set(title=ds, xlabel=f"forget-quality gap |Δ {METRIC_LABELS.get(fx, fx)}| to retrain",
-               ylabel=f"utility loss: retrain − method, {METRIC_LABELS.get(UTILITY_AXIS)}")
+               ylabel=f"utility loss: retrain − method, {METRIC_LABELS.get(ux)}")
         ax.xaxis.label.set_size(8)
         ax.yaxis.label.set_size(8)
-        ax.legend(fontsize=7, loc="upper right")
-    for t in (10 ** lo_t, 10 ** ((lo_t + hi_t) / 2), 10 ** hi_t) if len(times) else ():
-        axes[0][-1].scatter([], [], s=size(t), color="white", edgecolor="black", label=f"{t:.2g} s")
-    handles = [h for h in axes[0][-1].collections if h.get_label() and not h.get_label().startswith("_")]
-    if handles:
-        fig.legend(handles=handles[-3:], title="unlearning time", loc="center right", fontsize=8, frameon=False,
-                   labelspacing=1.6, borderpad=1.2)
-    fig.suptitle(f"Forgetting {KIND_TITLES[kind]}: forget quality vs utility, marker area = time (log)\n"
-                 f"[{run.stamp}; means over seeds]", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1 - 2.2 / (6.4 * len(datasets) + 2.2), 1))
+    from matplotlib.lines import Line2D
+
+    keys = [Line2D([], [], marker=marks[m], color="none", markerfacecolor=pal[m], markeredgecolor="black",
+                   markersize=8, label=m) for m in methods]
+    keys += [Line2D([], [], color="grey", ls="--", label="Pareto front"),
+             plt.Rectangle((0, 0), 1, 1, color="#2e7d32", alpha=0.12, label="retrain noise floor")]
+    keys += [Line2D([], [], marker="o", color="none", markerfacecolor="white", markeredgecolor="black",
+                    markersize=math.sqrt(size(t)), label=f"{t:.2g} s")
+             for t in ((10 ** lo_t, 10 ** ((lo_t + hi_t) / 2), 10 ** hi_t) if len(times) else ())]
+    width = 6.4 * len(datasets) + 2.6
+    fig.legend(handles=keys, loc="center right", fontsize=7, frameon=False, labelspacing=0.9,
+               title="method · front · floor · time", title_fontsize=7)
+    fig.suptitle(f"Forgetting {KIND_TITLES[kind]}: forget quality vs utility, marker area = time (log); lower left "
+                 f"is retrain\n[{run.stamp}; means over seeds]", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1 - 2.6 / width, 1))
     return fig
 
 
@@ -318,7 +331,7 @@ def plot_ranking(run: Run, kind: str):
 
     df = leaderboard_frame(run, kind)
     df = df[df.supported & ~df.method.isin(["retrain"])]
-    cols = list(dict.fromkeys([FORGET_AXIS[kind], UTILITY_AXIS]))
+    cols = list(dict.fromkeys([FORGET_AXIS[kind], UTILITY_AXIS[kind]]))
     datasets = list(dict.fromkeys(df.dataset))
     n = df.method.nunique()
     fig, axes = plt.subplots(len(datasets), len(cols), figsize=(5.6 * len(cols), 0.9 + 0.27 * n * len(datasets)),
@@ -355,10 +368,10 @@ def plot_ranking(run: Run, kind: str):
 
 def classify(row: pd.Series, kind: str) -> dict[str, bool]:
     """The rules of :data:`RULES` applied to one leaderboard row."""
-    fx = FORGET_AXIS[kind]
+    fx, ux = FORGET_AXIS[kind], UTILITY_AXIS[kind]
     fl = row.get(f"{fx}_floor", math.nan)
     fl = 0.0 if math.isnan(fl) else fl
-    tf = row.get(f"{UTILITY_AXIS}_floor", math.nan)
+    tf = row.get(f"{ux}_floor", math.nan)
     tf = 0.0 if math.isnan(tf) else tf
     lo, hi = row.get(f"{fx}_lo", math.nan), row.get(f"{fx}_hi", math.nan)
     at_level = bool(row.get(f"{fx}_abs", math.inf) <= fl) if not math.isnan(row.get(f"{fx}_abs", math.nan)) else False
@@ -366,9 +379,8 @@ def classify(row: pd.Series, kind: str) -> dict[str, bool]:
         "at_level": at_level,
         "over": bool(not math.isnan(hi) and hi < -fl),
         "under": bool(not math.isnan(lo) and lo > fl),
-        "utility_loss": bool(not math.isnan(row.get(f"{UTILITY_AXIS}_hi", math.nan))
-                             and row[f"{UTILITY_AXIS}_hi"] < -tf),
-        "utility_kept": bool(row.get(f"{UTILITY_AXIS}_abs", math.inf) <= tf),
+        "utility_loss": bool(not math.isnan(row.get(f"{ux}_hi", math.nan)) and row[f"{ux}_hi"] < -tf),
+        "utility_kept": bool(row.get(f"{ux}_abs", math.inf) <= tf),
         "head_only": False,
     }
     p, pr, po = row.get("probe_forget_acc", math.nan), row.get("probe_forget_acc_retrain", math.nan), \
@@ -390,6 +402,7 @@ def scenario_summary(run: Run, kind: str):
 
     df = leaderboard_frame(run, kind)
     fx = METRIC_LABELS.get(FORGET_AXIS[kind], FORGET_AXIS[kind])
+    ux = METRIC_LABELS.get(UTILITY_AXIS[kind], UTILITY_AXIS[kind])
     smoke = run.profile == "smoke"
     lines = []
     if smoke:
@@ -403,11 +416,11 @@ def scenario_summary(run: Run, kind: str):
         both = [m for m in level if tags[m]["utility_kept"]]
         fastest = min(both, key=lambda m: times[m]) if both else None
         floor = d[f"{FORGET_AXIS[kind]}_floor"].dropna()
-        fl = f"±{floor.iloc[0]:.1f}" if len(floor) else "(one seed: no floor)"
+        fl = f"±{floor.iloc[0]:.1f} points" if len(floor) else "one seed: no floor"
         parts = [f"**{ds}.** On {fx}, {len(level)} of {len(tags)} methods are within retrain's noise floor "
-                 f"({fl} points): {_names(level)}"]
+                 f"({fl}): {_names(level)}"]
         if both:
-            parts.append(f"of them, {_names(both)} also keep test accuracy within its floor"
+            parts.append(f"of them, {_names(both)} also keep {ux} within its floor"
                          + (f"; the fastest of these is `{fastest}` ({times[fastest]:.2g} s)" if fastest else ""))
         over = [m for m, t in tags.items() if t["over"]]
         under = [m for m, t in tags.items() if t["under"]]
@@ -418,13 +431,14 @@ def scenario_summary(run: Run, kind: str):
         if under:
             parts.append(f"forget too little (the whole interval above the floor): {_names(under)}")
         if loss:
-            parts.append(f"lose test accuracy beyond the floor: {_names(loss)}")
+            parts.append(f"lose {ux} beyond the floor: {_names(loss)}")
         if kind == "class":
-            parts.append(f"only edit the head (the probe still finds the class): {_names(head)}")
+            parts.append(f"forget in the head only (a linear probe on their features still finds the class): "
+                         f"{_names(head)}")
         lines.append("; ".join(parts) + ".")
     skipped = df[~df.supported].method.unique().tolist()
     if skipped:
-        lines.append(f"\nNot run on {KIND_TITLES[kind]} scenarios: {_names(skipped)} (see the table's note).")
+        lines.append(f"\nNot run here (defined for other kinds of forgetting): {_names(skipped)}.")
     lines.append(f"\n<small>Rules: {RULES}.</small>")
     return Markdown("\n\n".join(lines))
 

@@ -573,8 +573,14 @@ def header(cfg: PaperConfig | Run):
     if isinstance(cfg, Run):
         cfg = cfg.config
     label = cfg.profile_label.removeprefix(f"{cfg.profile} profile: ")
+    leaderboard = not cfg.claims and not cfg.expected  # the benchmark: no paper, no claims
     warn = "" if cfg.profile == "paper" else (
         f"\n\n> **{cfg.profile} profile.** {label[:1].upper() + label[1:]}. Every number on this page comes from "
-        f"this profile; verdicts say whether the claim holds *in this run*, not in the paper's setting.")
+        f"this profile; " + ("the leaderboards compare the methods *in this run*, not in any paper's setting."
+                             if leaderboard else "verdicts say whether the claim holds *in this run*, not in the "
+                                                 "paper's setting."))
+    if leaderboard:
+        return Markdown(f"**Protocol.** {cfg.title}: {cfg.venue}. Code: {cfg.code}.\n\n**What it shows.** "
+                        f"{cfg.headline}\n\n**Why.** {cfg.availability}{warn}")
     return Markdown(f"**Paper.** {cfg.title}. {cfg.authors}. {cfg.venue}. arXiv {cfg.arxiv}. "
                     f"Code: {cfg.code}.\n\n**Claim.** {cfg.headline}\n\n**Sources.** {cfg.availability}{warn}")
