@@ -184,24 +184,29 @@ def test_results_table_stacks_each_gap_under_its_value(hand_run):
 def test_results_frame_never_pools_scenario_kinds(hand_run):
     m = hand_run.metrics.copy()
     rnd = m[m.scenario == "class7"].assign(scenario="random10pct", value=50.0)
-    run = dataclasses.replace(hand_run, metrics=pd.concat([m, rnd], ignore_index=True))
+    rnd["method"] = rnd.method.replace({"deep_unlearning": "neggrad"})  # deep_unlearning forgets classes only
+    both = pd.concat([m, rnd, m[m.method == "deep_unlearning"].assign(method="neggrad")], ignore_index=True)
+    run = dataclasses.replace(hand_run, metrics=both)
     df = results_frame(run, metrics=["test_forget_acc"])
     assert list(dict.fromkeys(df.scenarios)) == ["class (2)", "random (1)"]
-    row = df[(df.scenarios == "random (1)") & (df.method == "deep_unlearning") & (df.model == "resnet18")].iloc[0]
+    row = df[(df.scenarios == "random (1)") & (df.method == "neggrad") & (df.model == "resnet18")].iloc[0]
     assert row["ours: ACC_f test (%)"] == "50.00 ± 0.00"  # not mixed with the class scenarios' 3.00
 
 
 def test_a_method_left_out_of_a_scenario_kind_has_no_row_there_and_the_caption_says_so(hand_run):
     m = hand_run.metrics.copy()
     rnd = m[m.scenario == "class7"].assign(scenario="random10pct")
-    settings = dataclasses.replace(hand_run.config.settings, method_scenarios={"deep_unlearning": ["random"]})
+    rnd["method"] = rnd.method.replace({"deep_unlearning": "neggrad"})
+    settings = dataclasses.replace(hand_run.config.settings, method_scenarios={"neggrad": ["random"]})
     run = dataclasses.replace(hand_run, metrics=pd.concat([m, rnd], ignore_index=True),
                               config=dataclasses.replace(hand_run.config, settings=settings))
     df = results_frame(run, metrics=["test_forget_acc"])
-    du = df[df.method == "deep_unlearning"]
-    assert set(du.scenarios) == {"random (1)"} and set(df[df.method == "retrain"].scenarios) == {"class (2)",
-                                                                                                "random (1)"}
-    assert "deep_unlearning runs on random scenarios only" in results_table(run).caption
+    assert set(df[df.method == "neggrad"].scenarios) == {"random (1)"}  # left out of class: method_scenarios
+    assert set(df[df.method == "deep_unlearning"].scenarios) == {"class (2)"}  # it registered class forgetting only
+    assert set(df[df.method == "retrain"].scenarios) == {"class (2)", "random (1)"}
+    caption = results_table(run).caption
+    assert "neggrad runs on random scenarios only (`method_scenarios`)" in caption
+    assert "deep_unlearning is defined for class forgetting only (as it registered): not run on random" in caption
 
 
 def test_claims_frame_lists_every_claim_model_and_dataset(hand_run):

@@ -79,6 +79,7 @@ def test_the_rules_of_the_generated_text(run):
     assert scrub["under"] and scrub["utility_loss"] and not scrub["at_level"] and not scrub["head_only"]
     rnd = lb.leaderboard_frame(run, "random").set_index("method")
     assert lb.classify(rnd.loc["lau"], "random")["over"]
+    assert "none; the closest is `lau` (Δ -61.0 [" in lb.scenario_summary(run, "random").data
     text = lb.scenario_summary(run, "class").data
     assert "`lau`" in text.split("forget in the head only")[1] and "`scrub`" in text.split("forget too little")[1]
     assert "`scrub`" in text.split("lose retain samples acc")[1]  # a class's utility: the retain accuracy

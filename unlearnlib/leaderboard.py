@@ -419,6 +419,14 @@ def scenario_summary(run: Run, kind: str):
         fl = f"±{floor.iloc[0]:.1f} points" if len(floor) else "one seed: no floor"
         parts = [f"**{ds}.** On {fx}, {len(level)} of {len(tags)} methods are within retrain's noise floor "
                  f"({fl}): {_names(level)}"]
+        if not level and len(d):
+            gaps = d[f"{FORGET_AXIS[kind]}_abs"]
+            if gaps.notna().any():
+                near = d.loc[gaps.idxmin()]
+                g = near[f"{FORGET_AXIS[kind]}_gap"]
+                parts.append(f"the closest is `{near.method}` (Δ {g:+.1f}" + (
+                    f" [{near[f'{FORGET_AXIS[kind]}_lo']:+.1f}, {near[f'{FORGET_AXIS[kind]}_hi']:+.1f}])"
+                    if not math.isnan(near[f"{FORGET_AXIS[kind]}_lo"]) else ")"))
         if both:
             parts.append(f"of them, {_names(both)} also keep {ux} within its floor"
                          + (f"; the fastest of these is `{fastest}` ({times[fastest]:.2g} s)" if fastest else ""))
