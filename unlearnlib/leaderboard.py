@@ -23,9 +23,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from .claims import per_seed, select, t_interval
+from .claims import per_seed, t_interval
 from .config import supported_kinds
-from .results import KIND_ORDER, METRIC_LABELS, Run, retrain_floor, scenario_kind
+from .results import KIND_ORDER, METRIC_LABELS, Run, diff_to_retrain, retrain_floor, scenario_kind
 
 KIND_TITLES = {"class": "one class", "random": "a random subset", "backdoor": "a backdoor"}
 GAP_METRICS = ("forget_acc", "retain_acc", "test_acc")  # signed gap to retrain, with interval and floor
@@ -54,14 +54,12 @@ def _model(run: Run) -> str:
 
 def signed_gap(metrics: pd.DataFrame, method: str, metric: str, model: str, dataset: str, kind: str) -> pd.Series:
     """Per seed: the mean over the kind's scenarios of (method − retrain), each against the same seed's retrain."""
-    a = select(metrics, method, metric, model, dataset, kind).set_index(["seed", "scenario"]).value
-    b = select(metrics, "retrain", metric, model, dataset, kind).set_index(["seed", "scenario"]).value
-    both = a.index.intersection(b.index)
-    return (a.loc[both] - b.loc[both]).groupby(level="seed").mean()
+    return diff_to_retrain(metrics, method, metric, model, dataset, kind).groupby(level="seed").mean()
 
 
 def _ensemble_values(run: Run, kind: str, dataset: str) -> dict[str, dict[str, float]]:
-    """method -> {F, F_floor, ulira_accuracy, klom_forget_mean} when the run's ensemble is on this kind and dataset."""
+    """method -> {F, ulira_accuracy, klom_forget_mean} (the marginal scores; "retrain vs retrain": the floor) when
+    the run's ensemble is on this kind and dataset."""
     e, s = run.ensemble, run.config.settings
     if e is None or e.empty or not s.ensemble.n:
         return {}
@@ -69,16 +67,12 @@ def _ensemble_values(run: Run, kind: str, dataset: str) -> dict[str, dict[str, f
         return {}
     out: dict[str, dict[str, float]] = {}
     floor = e[e.method == "retrain vs retrain"]
-    f_floor = floor[floor.metric == "F"].value
     for method in set(e.method) - {"retrain vs retrain"}:
         d = e[(e.method == method) & (e.variant == "marginal")]
         out[method] = {m: float(d[d.metric == m].value.iloc[0]) for m in ("F", "ulira_accuracy", "klom_forget_mean")
                        if (d.metric == m).any()}
     out["retrain vs retrain"] = {m: float(floor[floor.metric == m].value.iloc[0])
                                  for m in ("F", "ulira_accuracy", "klom_forget_mean") if (floor.metric == m).any()}
-    if len(f_floor):
-        for v in out.values():
-            v["F_floor"] = float(f_floor.iloc[0])
     return out
 
 
@@ -116,7 +110,7 @@ def leaderboard_frame(run: Run, kind: str) -> pd.DataFrame:
                 fl = floors[g]
                 row.update({f"{g}_gap": mean, f"{g}_lo": lo, f"{g}_hi": hi, f"{g}_abs": float(np.mean(np.abs(gap)))
                             if len(gap) else math.nan, f"{g}_floor": float(fl.mean()) if len(fl) else math.nan})
-            for g in [*gap_metrics, *BESIDE_RETRAIN]:
+            for g in dict.fromkeys([*gap_metrics, *BESIDE_RETRAIN]):  # the backdoor's asr is in both
                 v = per_seed(m, method, g, model, ds, kind)
                 r = per_seed(m, "retrain", g, model, ds, kind)
                 row[g] = float(v.mean()) if len(v) else math.nan
@@ -127,8 +121,8 @@ def leaderboard_frame(run: Run, kind: str) -> pd.DataFrame:
             row["time_s"] = float(np.median(t)) if len(t) else math.nan
             row["speedup"] = retrain_time / row["time_s"] if row["time_s"] and row["time_s"] > 0 else math.nan
             row.update(ens.get(method, {}))
-            if ens and "F_floor" in next(iter(ens.values())):
-                row["F_floor"] = next(iter(ens.values()))["F_floor"]
+            if "F" in ens.get("retrain vs retrain", {}):
+                row["F_floor"] = ens["retrain vs retrain"]["F"]
             rows.append(row)
     return pd.DataFrame(rows)
 

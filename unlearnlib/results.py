@@ -196,13 +196,19 @@ def scenario_kind(tag: str) -> str:
     return next((k for k in KIND_ORDER if tag.startswith(k)), tag)
 
 
-def gap_to_retrain(metrics: pd.DataFrame, method: str, metric: str, model: str, dataset: str,
-                   kind: str) -> pd.Series:
-    """Per seed: the mean over the scenarios of |method - retrain| (the same seed's original and retrain)."""
+def diff_to_retrain(metrics: pd.DataFrame, method: str, metric: str, model: str, dataset: str,
+                    kind: str) -> pd.Series:
+    """Per (seed, scenario): method - retrain, each against the same seed's retrain (pairs both have)."""
     a = select(metrics, method, metric, model, dataset, kind).set_index(["seed", "scenario"]).value
     b = select(metrics, "retrain", metric, model, dataset, kind).set_index(["seed", "scenario"]).value
     both = a.index.intersection(b.index)
-    return (a.loc[both] - b.loc[both]).abs().groupby(level="seed").mean()
+    return a.loc[both] - b.loc[both]
+
+
+def gap_to_retrain(metrics: pd.DataFrame, method: str, metric: str, model: str, dataset: str,
+                   kind: str) -> pd.Series:
+    """Per seed: the mean over the scenarios of |method - retrain| (the same seed's original and retrain)."""
+    return diff_to_retrain(metrics, method, metric, model, dataset, kind).abs().groupby(level="seed").mean()
 
 
 def retrain_floor(metrics: pd.DataFrame, metric: str, model: str, dataset: str, kind: str) -> pd.Series:
