@@ -185,3 +185,10 @@ def test_the_plan_leaves_unsupported_kinds_out_and_can_skip_the_conditional_runs
     ens = [c for c in plan.cells if c.part == "ensemble" and c.kind == "method"]
     assert not [c for c in ens if c.method != "retrain" and c.method_seed is not None]
     assert len([c for c in ens if c.method == "lau"]) == 4  # the marginal runs stay
+
+
+def test_deviation_texts_are_escaped_so_placeholders_show():
+    from unlearnlib.results import deviations_table
+
+    html = deviations_table(load_paper("benchmark", "cpu")).to_html()
+    assert "methods.&lt;name&gt;" in html and "methods.<name>" not in html

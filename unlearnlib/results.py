@@ -403,11 +403,12 @@ def ensemble_table(run: Run):
 
 
 def deviations_table(cfg: PaperConfig):
-    """Every deviation and interpretation, whole (a Styler: no cell is cut short)."""
+    """Every deviation and interpretation, whole (a Styler: no cell is cut short). The texts are plain text, escaped
+    for HTML: a switch such as ``methods.<baseline>`` must not be read as a tag and vanish."""
     df = pd.DataFrame([{"what": d.what, "upstream code": d.upstream, "this suite (default)": d.ours,
                         "switch": d.switch} for d in cfg.deviations])
-    return df.style.hide(axis="index").set_caption("Deviations and interpretations: the default is the paper's "
-                                                   "behaviour; the switch selects the alternative")
+    return df.style.format(escape="html").hide(axis="index").set_caption(
+        "Deviations and interpretations: the default is the paper's behaviour; the switch selects the alternative")
 
 
 # ----------------------------------------------------------------------------------------------
