@@ -15,6 +15,15 @@ PY      := $(VENV)/bin/python
 MATHJAX := book/_assets/mathjax/tex-chtml.js
 MATHJAX_VERSION := 3.2.2
 FMNIST  := /usr/share/datasets/fashion-mnist
+# make test: JOBS test processes at once (pytest-xdist workers, notebooks side by side), each with its share of
+# the cores as its torch threads, fixed so that every test sees one count whatever runs beside it
+NPROC   := $(shell nproc 2>/dev/null || echo 1)
+JOBS    ?= $(NPROC)
+ifneq ($(shell echo '$(JOBS)' | grep -E '^[1-9][0-9]*$$'),$(JOBS))
+  $(error JOBS=$(JOBS): expected a positive integer, the test processes at once (default: the cores, $(NPROC)))
+endif
+TEST_THREADS = $$(( $(NPROC) / $(JOBS) > 0 ? $(NPROC) / $(JOBS) : 1 ))
+TEST_ENV = UNLEARNLIB_THREADS=$(TEST_THREADS) OMP_NUM_THREADS=$(TEST_THREADS)
 RUN_ARGS = --profile "$(PROFILE)" --seeds "$(SEEDS)" --device "$(DEVICE)" \
            --executor "$(EXECUTOR)" --workers "$(WORKERS)" --threads "$(THREADS)"
 
@@ -67,14 +76,14 @@ publish: setup  ## build the book (every executed chapter), write book.tar.gz, g
 
 test: setup lint test-unit test-notebooks test-book  ## ruff, unit tests, nbval (smoke) over every notebook, strict book build
 
-test-unit:
-	$(PY) -m pytest tests -q
+test-unit:  # files spread over JOBS workers, a file's tests on one worker (its module fixtures built once)
+	$(TEST_ENV) $(PY) -m pytest tests -q -n $(JOBS) --dist loadfile
 
 test-notebooks:  # nbval runs each notebook as committed: profile = smoke
-	$(PY) -m pytest --nbval-lax notebooks -q -p no:cacheprovider
+	$(TEST_ENV) $(PY) -m pytest --nbval-lax notebooks -q -p no:cacheprovider -n $(JOBS) --dist loadfile
 
 test-book:
-	$(PY) -m unlearnlib.cli book-test --dir build/book-test
+	$(TEST_ENV) $(PY) -m unlearnlib.cli book-test --dir build/book-test --jobs $(JOBS)
 
 lint:  ## ruff
 	$(VENV)/bin/ruff check unlearnlib tests scripts benchmarks

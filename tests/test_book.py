@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
+import pytest
 import yaml
 
 import unlearnlib.config as config_mod
@@ -86,3 +88,22 @@ def test_scratch_notebooks_of_dead_runs_are_cleared(tmp_path):
     gone = clear_stale_partials(tmp_path)
     assert [p.name for p in gone] == [f"unsir.{dead.pid}.ipynb"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"unsir.{os.getpid()}.ipynb", "notes.ipynb"])
+
+
+def test_notebooks_side_by_side_name_the_one_that_failed_and_show_its_log(tmp_path, monkeypatch, capsys):
+    """book-test --jobs N: a notebook that fails in its worker process is named, its log shown, exit code 2."""
+
+    from unlearnlib.cli import _execute_side_by_side
+
+    monkeypatch.delenv("UNLEARNLIB_THREADS", raising=False)
+    before = dict(os.environ)
+    scratch = tmp_path / "book-test"
+    with pytest.raises(SystemExit) as exit_:
+        _execute_side_by_side(["no_such_paper", "nor_this_one"], scratch, jobs=2, cores=2)
+    assert exit_.value.code == 2
+    out, err = capsys.readouterr()
+    assert "2 at once, 1 torch thread(s) each" in out  # the kernels' share of the cores: 2 cores / 2 jobs
+    assert "no_such_paper: FAILED" in out and "no notebook notebooks/no_such_paper.ipynb" in out  # its log
+    assert "notebook(s) no_such_paper, nor_this_one failed" in err
+    assert (tmp_path / "book-test-logs" / "nor_this_one.log").exists() and not (scratch / "papers").exists()
+    assert dict(os.environ) == before  # the share reached the workers, not this process

@@ -204,20 +204,70 @@ def cmd_book(a: argparse.Namespace) -> None:
     print(f"== the book is at {index}")
 
 
-def cmd_book_test(a: argparse.Namespace) -> None:
-    """Execute every paper notebook in the smoke profile into a scratch copy of the book, build it strictly."""
-    from . import book
+def _execute_logged(paper: str, profile: str, out_dir: Path, log: Path) -> Path:
+    """execute_notebook with this process's output in ``log`` (a book-test worker: the parent shows the log)."""
+    import contextlib
 
+    with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        return execute_notebook(paper, profile, out_dir)
+
+
+def cmd_book_test(a: argparse.Namespace) -> None:
+    """Execute every paper notebook in the smoke profile into a scratch copy of the book, build it strictly.
+
+    ``--jobs N`` executes N notebooks at once, each kernel with its share of the cores (``UNLEARNLIB_THREADS``,
+    unless already set); their output goes to ``<dir>-logs/<paper>.log`` and is shown when a notebook fails."""
+    from . import book
+    from .threads import cpu_budget
+
+    jobs = _int_option("--jobs", a.jobs) or 1
     scratch = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="book-test-", dir=REPO_ROOT / "build"
                                                                if (REPO_ROOT / "build").exists() else None))
     if scratch.exists():
         shutil.rmtree(scratch)
     shutil.copytree(book.BOOK_DIR, scratch, ignore=shutil.ignore_patterns("_build", "papers", "_generated",
                                                                            "_toc.yml"))
-    for paper in available_papers():
-        execute_notebook(paper, "smoke", scratch / "papers")
+    papers = available_papers()
+    t0 = time.perf_counter()
+    if jobs == 1:
+        for paper in papers:
+            execute_notebook(paper, "smoke", scratch / "papers")
+    else:
+        _execute_side_by_side(papers, scratch, min(jobs, len(papers)), cpu_budget())
+    print(f"== {len(papers)} notebooks executed in {time.perf_counter() - t0:.0f} s ({jobs} at once)", flush=True)
     index = book.build(scratch, strict=True)
     print(f"== strict book build passed: {index}")
+
+
+def _set_env(values: dict[str, str]) -> None:
+    os.environ.update(values)
+
+
+def _execute_side_by_side(papers: list[str], scratch: Path, jobs: int, cores: int) -> None:
+    import concurrent.futures as cf
+    import multiprocessing
+
+    threads = os.environ.get("UNLEARNLIB_THREADS") or str(max(1, cores // jobs))
+    logs = scratch.with_name(scratch.name + "-logs")  # beside the book's sources, not among them
+    logs.mkdir(parents=True, exist_ok=True)
+    print(f"== executing {len(papers)} notebooks, {jobs} at once, {threads} torch "
+          f"thread(s) each (logs: {logs})", flush=True)
+    failed = []
+    with cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_set_env,
+                                initargs=({"UNLEARNLIB_THREADS": threads},)) as pool:  # the kernels inherit it
+        futures = {pool.submit(_execute_logged, p, "smoke", scratch / "papers", logs / f"{p}.log"): p
+                   for p in papers}
+        for fut in cf.as_completed(futures):
+            paper = futures[fut]
+            try:
+                fut.result()
+                print(f"   {paper}: executed", flush=True)
+            except BaseException as exc:  # SystemExit from _fail included: the log says why
+                tail = (logs / f"{paper}.log").read_text().splitlines()[-40:]
+                print(f"   {paper}: FAILED ({type(exc).__name__}: {exc})\n" + "\n".join(tail), flush=True)
+                failed.append(paper)
+    if failed:
+        _fail(f"notebook(s) {', '.join(sorted(failed))} failed in the smoke profile (logs in {logs})")
 
 
 def cmd_publish(a: argparse.Namespace) -> None:
@@ -268,6 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     b.set_defaults(fn=cmd_book)
     t = sub.add_parser("book-test", help="smoke-execute every notebook into a scratch book and build it strictly")
     t.add_argument("--dir", default="")
+    t.add_argument("--jobs", default="1", help="notebooks executed at once (each with its share of the cores)")
     t.set_defaults(fn=cmd_book_test)
     pb = sub.add_parser("publish", help="build the book, write book.tar.gz, ghp-import it to gh-pages")
     pb.add_argument("--branch", default="gh-pages")
