@@ -22,7 +22,7 @@ JOBS    ?= $(NPROC)
 ifneq ($(shell echo '$(JOBS)' | grep -E '^[1-9][0-9]*$$'),$(JOBS))
   $(error JOBS=$(JOBS): expected a positive integer, the test processes at once (default: the cores, $(NPROC)))
 endif
-TEST_THREADS = $$(( $(NPROC) / $(JOBS) > 0 ? $(NPROC) / $(JOBS) : 1 ))
+TEST_THREADS := $(shell t=$$(( $(NPROC) / $(JOBS) )); echo $$(( t > 0 ? t : 1 )))
 TEST_ENV = UNLEARNLIB_THREADS=$(TEST_THREADS) OMP_NUM_THREADS=$(TEST_THREADS)
 RUN_ARGS = --profile "$(PROFILE)" --seeds "$(SEEDS)" --device "$(DEVICE)" \
            --executor "$(EXECUTOR)" --workers "$(WORKERS)" --threads "$(THREADS)"

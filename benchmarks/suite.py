@@ -27,7 +27,6 @@ Writes ``suite.csv`` (one row per part or phase, with its share of the run).
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -44,20 +43,15 @@ PHASES = ("originals", "retrains", "methods", "evaluation", "plan and tables", "
 
 
 def make_recipe(target: str, makefile: Path = _common.REPO / "Makefile") -> list[str]:
-    """The recipe lines of ``target`` in the Makefile, with ``$(PY)`` and ``$(VENV)/bin/`` pointing at this Python."""
-    lines = makefile.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if re.match(rf"^{re.escape(target)}:", line))
-    recipe = []
-    for line in lines[start + 1:]:
-        if not line.startswith("\t"):
-            break
-        cmd = line[1:].lstrip("@")
-        cmd = cmd.replace("$(PY)", shlex.quote(sys.executable))
-        cmd = cmd.replace("$(VENV)/bin/", shlex.quote(str(Path(sys.executable).parent)) + "/")
-        if "$(" in cmd:
-            raise SystemExit(f"Makefile target {target}: cannot run {cmd!r} outside make")
-        recipe.append(cmd)
-    return recipe
+    """The commands of ``target`` as make expands them (``make -n``: JOBS, the test threads and every variable
+    resolved), with ``$(PY)`` this Python and ``$(VENV)`` its environment."""
+    exe = Path(sys.executable)
+    proc = subprocess.run(["make", "-s", "--no-print-directory", "-n", "-f", str(makefile), target,
+                           f"PY={shlex.quote(str(exe))}", f"VENV={shlex.quote(str(exe.parent.parent))}"],
+                          cwd=makefile.parent, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"Makefile target {target}: make -n failed: {proc.stderr.strip()}")
+    return [line for line in proc.stdout.splitlines() if line.strip()]
 
 
 def time_test_parts(say) -> list[dict]:
