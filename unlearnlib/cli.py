@@ -204,10 +204,12 @@ def cmd_book(a: argparse.Namespace) -> None:
     print(f"== the book is at {index}")
 
 
-def _execute_logged(paper: str, profile: str, out_dir: Path, log: Path) -> Path:
-    """execute_notebook with this process's output in ``log`` (a book-test worker: the parent shows the log)."""
+def _execute_logged(paper: str, profile: str, out_dir: Path, log: Path, threads: str) -> Path:
+    """execute_notebook with this process's output in ``log`` and ``UNLEARNLIB_THREADS`` = ``threads`` (which the
+    kernel inherits): a book-test worker; the parent shows the log."""
     import contextlib
 
+    os.environ["UNLEARNLIB_THREADS"] = threads
     with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
         return execute_notebook(paper, profile, out_dir)
 
@@ -228,19 +230,16 @@ def cmd_book_test(a: argparse.Namespace) -> None:
     shutil.copytree(book.BOOK_DIR, scratch, ignore=shutil.ignore_patterns("_build", "papers", "_generated",
                                                                            "_toc.yml"))
     papers = available_papers()
+    jobs = min(jobs, len(papers))
     t0 = time.perf_counter()
     if jobs == 1:
         for paper in papers:
             execute_notebook(paper, "smoke", scratch / "papers")
     else:
-        _execute_side_by_side(papers, scratch, min(jobs, len(papers)), cpu_budget())
+        _execute_side_by_side(papers, scratch, jobs, cpu_budget())
     print(f"== {len(papers)} notebooks executed in {time.perf_counter() - t0:.0f} s ({jobs} at once)", flush=True)
     index = book.build(scratch, strict=True)
     print(f"== strict book build passed: {index}")
-
-
-def _set_env(values: dict[str, str]) -> None:
-    os.environ.update(values)
 
 
 def _execute_side_by_side(papers: list[str], scratch: Path, jobs: int, cores: int) -> None:
@@ -253,9 +252,8 @@ def _execute_side_by_side(papers: list[str], scratch: Path, jobs: int, cores: in
     print(f"== executing {len(papers)} notebooks, {jobs} at once, {threads} torch "
           f"thread(s) each (logs: {logs})", flush=True)
     failed = []
-    with cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_set_env,
-                                initargs=({"UNLEARNLIB_THREADS": threads},)) as pool:  # the kernels inherit it
-        futures = {pool.submit(_execute_logged, p, "smoke", scratch / "papers", logs / f"{p}.log"): p
+    with cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_execute_logged, p, "smoke", scratch / "papers", logs / f"{p}.log", threads): p
                    for p in papers}
         for fut in cf.as_completed(futures):
             paper = futures[fut]
