@@ -65,14 +65,13 @@ def _ensemble_values(run: Run, kind: str, dataset: str) -> dict[str, dict[str, f
         return {}
     if scenario_kind(s.ensemble.scenario) != kind or (s.ensemble.dataset or s.dataset) != dataset:
         return {}
-    out: dict[str, dict[str, float]] = {}
-    floor = e[e.method == "retrain vs retrain"]
-    for method in set(e.method) - {"retrain vs retrain"}:
-        d = e[(e.method == method) & (e.variant == "marginal")]
-        out[method] = {m: float(d[d.metric == m].value.iloc[0]) for m in ("F", "ulira_accuracy", "klom_forget_mean")
-                       if (d.metric == m).any()}
-    out["retrain vs retrain"] = {m: float(floor[floor.metric == m].value.iloc[0])
-                                 for m in ("F", "ulira_accuracy", "klom_forget_mean") if (floor.metric == m).any()}
+    def scores(d: pd.DataFrame) -> dict[str, float]:
+        return {m: float(d[d.metric == m].value.iloc[0]) for m in ("F", "ulira_accuracy", "klom_forget_mean")
+                if (d.metric == m).any()}
+
+    out = {method: scores(e[(e.method == method) & (e.variant == "marginal")])
+           for method in set(e.method) - {"retrain vs retrain"}}
+    out["retrain vs retrain"] = scores(e[e.method == "retrain vs retrain"])
     return out
 
 
@@ -395,7 +394,8 @@ def scenario_summary(run: Run, kind: str):
     from IPython.display import Markdown
 
     df = leaderboard_frame(run, kind)
-    fx = METRIC_LABELS.get(FORGET_AXIS[kind], FORGET_AXIS[kind])
+    fk = FORGET_AXIS[kind]
+    fx = METRIC_LABELS.get(fk, fk)
     ux = METRIC_LABELS.get(UTILITY_AXIS[kind], UTILITY_AXIS[kind])
     smoke = run.profile == "smoke"
     lines = []
@@ -409,18 +409,17 @@ def scenario_summary(run: Run, kind: str):
         level = [m for m, t in tags.items() if t["at_level"]]
         both = [m for m in level if tags[m]["utility_kept"]]
         fastest = min(both, key=lambda m: times[m]) if both else None
-        floor = d[f"{FORGET_AXIS[kind]}_floor"].dropna()
+        floor = d[f"{fk}_floor"].dropna()
         fl = f"±{floor.iloc[0]:.1f} points" if len(floor) else "one seed: no floor"
         parts = [f"**{ds}.** On {fx}, {len(level)} of {len(tags)} methods are within retrain's noise floor "
                  f"({fl}): {_names(level)}"]
         if not level and len(d):
-            gaps = d[f"{FORGET_AXIS[kind]}_abs"]
+            gaps = d[f"{fk}_abs"]
             if gaps.notna().any():
                 near = d.loc[gaps.idxmin()]
-                g = near[f"{FORGET_AXIS[kind]}_gap"]
-                parts.append(f"the closest is `{near.method}` (Δ {g:+.1f}" + (
-                    f" [{near[f'{FORGET_AXIS[kind]}_lo']:+.1f}, {near[f'{FORGET_AXIS[kind]}_hi']:+.1f}])"
-                    if not math.isnan(near[f"{FORGET_AXIS[kind]}_lo"]) else ")"))
+                lo, hi = near[f"{fk}_lo"], near[f"{fk}_hi"]
+                parts.append(f"the closest is `{near.method}` (Δ {near[f'{fk}_gap']:+.1f}"
+                             + (f" [{lo:+.1f}, {hi:+.1f}])" if not math.isnan(lo) else ")"))
         if both:
             parts.append(f"of them, {_names(both)} also keep {ux} within its floor"
                          + (f"; the fastest of these is `{fastest}` ({times[fastest]:.2g} s)" if fastest else ""))
