@@ -287,6 +287,17 @@ def cmd_publish(a: argparse.Namespace) -> None:
               f"no remote {done['remote']!r} (add one, then `git push {done['remote']} {done['branch']}`)")
 
 
+def cmd_clean_cache(a: argparse.Namespace) -> None:
+    from .paths import cache_root, clean_cache
+
+    try:
+        removed = clean_cache()
+    except ValueError as e:
+        _fail(str(e))
+    print(f"== cell store at {cache_root()}: " + (f"removed {', '.join(p.name + '/' for p in removed)}" if removed
+                                                  else "nothing to remove"))
+
+
 def cmd_list(a: argparse.Namespace) -> None:
     from .methods import METHODS
 
@@ -325,6 +336,8 @@ def main(argv: list[str] | None = None) -> None:
     pb.add_argument("--no-build", action="store_true", help="publish book/_build/html as it is")
     pb.set_defaults(fn=cmd_publish)
     sub.add_parser("list", help="list papers, profiles and methods").set_defaults(fn=cmd_list)
+    sub.add_parser("clean-cache", help="remove the cell store ($UNLEARNLIB_CACHE, default .cache/unlearnlib)"
+                   ).set_defaults(fn=cmd_clean_cache)
     a = p.parse_args(argv)
     if a.cmd == "reproduce" and not a.paper:
         _fail(f"PAPER is required; valid papers: {', '.join(available_papers())}")

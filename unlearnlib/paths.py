@@ -32,3 +32,26 @@ def system_data_dirs() -> list[Path]:
     """Read-only places where an OS package may have put datasets (Debian: /usr/share/datasets)."""
     extra = os.environ.get("UNLEARNLIB_SYSTEM_DATA")
     return [Path(extra)] if extra else [Path("/usr/share/datasets")]
+
+
+CACHE_PARTS = ("checkpoints", "cells", "logits", "locks", "datasets")  # what the suite writes below cache_root()
+
+
+def clean_cache(root: Path | None = None) -> list[Path]:
+    """Remove the cell store below ``root`` (default: :func:`cache_root`, so ``$UNLEARNLIB_CACHE`` is honoured):
+    only the folders the suite writes there (:data:`CACHE_PARTS`), never the root itself. Refuses a root that is
+    the file-system root, the home folder or the repository (a mistyped ``UNLEARNLIB_CACHE``). Returns what it
+    removed."""
+    import shutil
+
+    root = (root or cache_root()).expanduser().resolve()
+    if root in (Path(root.anchor), Path.home().resolve(), REPO_ROOT):
+        raise ValueError(f"refusing to clean the cache at {root}: it is the file-system root, the home folder or "
+                         f"the repository; set UNLEARNLIB_CACHE to the cache folder itself")
+    removed = [root / part for part in CACHE_PARTS if (root / part).exists()]
+    for path in removed:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return removed

@@ -18,6 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .schema import check_range
+
 Batch = Any
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 Optimizer = Literal["sgd", "adam"]
@@ -49,6 +51,18 @@ class TrainConfig:
     # speed options for CUDA (they also run on the CPU); off by default so the numerics are the paper's float32 ones
     channels_last: bool = False  # model and 4-d inputs in channels_last memory format during fit/predict_logits
     bf16: bool = False  # bfloat16 autocast of the forward pass and loss (weights, gradients, optimiser stay float32)
+
+    def check(self) -> None:
+        """Ranges (called when the YAML loads; a method's Config extends it)."""
+        check_range(self, "epochs", "plateau_patience", ge=0)
+        check_range(self, "max_steps", ge=1, optional=True)
+        check_range(self, "batch_size", ge=1)
+        check_range(self, "lr", "lr_decay", gt=0)
+        check_range(self, "momentum", ge=0, lt=1)
+        check_range(self, "weight_decay", ge=0)
+        check_range(self, "plateau_factor", gt=0, lt=1)
+        check_range(self, "lr_milestones", ge=1)
+        check_range(self, "grad_clip_value", "grad_clip_norm", gt=0, optional=True)
 
 
 def configure_device(device: str | torch.device) -> None:

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from .. import threads as _threads
+from ..schema import ConfigError
 from .ensemble import ensemble_scores
 from .executors import make_executor
 from .plan import Cell, RunPlan, build_plan, resolve_device, seed_everything
@@ -38,6 +39,9 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
     ex = make_executor(executor, workers, threads, progress)  # bad parameters fail before any work
     t0 = time.perf_counter()
     plan = build_plan(paper, profile, seeds, device, methods)
+    if not plan.cells:  # never replace a results folder with an empty run
+        raise ConfigError(f"{paper} ({plan.profile}): the run has no cells (seeds {plan.seeds}, methods "
+                          f"{plan.methods}); nothing was written")
     store = Store(say=_say)
     computing = _threads.computing() if ex.name == "local" else contextlib.nullcontext()
     with RunFolder(paper, plan.profile) as folder, computing:

@@ -276,6 +276,7 @@ def build_plan(paper: str, profile: str = "auto", seeds: Any = None, device: str
                               f"{', '.join(part.splits)}")
         plan.parts[ENSEMBLE] = part
         plan.cells += _ensemble_cells(plan, part)
+    plan.cells = list({c.key: c for c in plan.cells}.values())  # a cell listed twice is computed once
     return plan
 
 

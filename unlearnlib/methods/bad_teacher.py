@@ -57,6 +57,11 @@ class Config(TrainConfig):
     scheduler: Scheduler = "none"
     augment: bool = False  # [BT] dataset.py transforms: Resize + ToTensor + Normalize, no augmentation
 
+    def check(self) -> None:
+        """Ranges and cross-field rules, checked when the YAML loads."""
+        super().check()
+        _validate(self)
+
 
 def _validate(cfg: Config) -> None:
     if not 0.0 <= cfg.retain_fraction <= 1.0 or cfg.temperature <= 0:
@@ -81,7 +86,6 @@ def unlearner_loss(student_logits: torch.Tensor, is_forget: torch.Tensor, compet
 @register_method("bad_teacher", Config)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Bad teacher: distil from the original on retain samples and from a random network on forget samples."""
-    _validate(cfg)
     competent = frozen_copy(model)
     incompetent = incompetent_teacher(model, cfg.teacher_seed)
     n_r = retain.num_samples

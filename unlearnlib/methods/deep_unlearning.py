@@ -52,6 +52,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..schema import check_range
 from . import register_method
 
 
@@ -74,6 +75,11 @@ class Config:
     # run differ by 0.69-0.79; identical forget/retain accuracies) and the call is 4.9x faster (median 1.35 vs 6.67 s)
     decomposition: Literal["svd", "gram_eigh", "gram_solve"] = "gram_solve"
     project_classifier: bool = True  # upstream projects the final layer too (its flag has no effect)
+
+    def check(self) -> None:
+        """Ranges, checked when the YAML loads (n_samples below the number of retain classes fails at the call)."""
+        check_range(self, "n_samples", "max_patches", ge=1)
+        check_range(self, "alpha_r", "alpha_f", gt=0)
 
 
 def importance(s: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -70,6 +70,10 @@ class Config:
     augment: bool = False  # [CODE] cell 26: loaders built with augment=False
     chunk_size: int = 32  # samples per vmapped per-sample-gradient pass (memory only; cell 73 uses batch 1)
 
+    def check(self) -> None:
+        """Ranges and cross-field rules, checked when the YAML loads."""
+        _validate(self)
+
 
 def _validate(cfg: Config) -> None:
     if cfg.alpha < 0 or cfg.chunk_size < 1 or (cfg.n_samples is not None and cfg.n_samples < 1):
@@ -154,7 +158,6 @@ def _head_names(model: nn.Module, num_classes: int) -> set[str]:
 @torch.no_grad()
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Fisher forgetting: Gaussian noise on every weight, scaled by the inverse retain-set Fisher information."""
-    _validate(cfg)
     num_classes = retain.spec.num_classes
     labels = retain.labels
     positions = np.arange(len(labels))

@@ -60,6 +60,11 @@ class Config(RLConfig):
     scheduler: Scheduler = "none"  # [SAL] MultiStepLR(91, 136) is never reached in 10 epochs: constant lr
     augment: bool = True  # [SAL] unlearning loaders use the training transform (crop, flip)
 
+    def check(self) -> None:
+        """Ranges and cross-field rules, checked when the YAML loads."""
+        super().check()
+        _validate(self)
+
 
 def _validate(cfg: Config) -> None:
     if not 0.0 <= cfg.sparsity <= 1.0 or cfg.mask_batch_size < 1:
@@ -124,7 +129,6 @@ class HardMask:
 @register_method("salun", Config)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """SalUn: random-label fine-tuning of only the forget-salient weights (gradient-magnitude mask, hard-masked)."""
-    _validate(cfg)
     mask = saliency_mask(model, forget, cfg.sparsity, cfg.mask_batch_size, cfg.augment)
     hard = HardMask(model, mask, restore=cfg.variant == "paper")
     try:

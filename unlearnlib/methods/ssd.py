@@ -56,6 +56,10 @@ class Config:
     full_order: Literal["auto", "class_major", "random", "dataset", "shuffled"] = "auto"
     augment: bool = False  # [SSD] datasets.py transform_unlearning: ToTensor + Normalize only
 
+    def check(self) -> None:
+        """Ranges and cross-field rules, checked when the YAML loads."""
+        _validate(self)
+
 
 def _validate(cfg: Config) -> None:
     if cfg.selection_weighting < 0 or cfg.dampening_constant < 0 or cfg.batch_size < 1 or cfg.batch_size_random < 1:
@@ -139,7 +143,6 @@ def loader_batches(loader, batch_size: int, augment: bool):
 @register_method("ssd", Config)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Selective Synaptic Dampening: shrink weights far more important to the forget set than to all data."""
-    _validate(cfg)
     retain_labels = retain.labels
     is_class = bool(forget_classes_from_retain(retain_labels, retain.spec.num_classes))
     bs = cfg.batch_size if is_class else cfg.batch_size_random

@@ -139,6 +139,11 @@ class Config(TrainConfig):
     mia_splits: int = 10  # [EVAL] §5.3
     stat_seed: int = 0  # seeds the statistic's samples and the attack's splits (not training)
 
+    def check(self) -> None:
+        """Ranges and cross-field rules, checked when the YAML loads."""
+        super().check()
+        _validate(self)
+
 
 LOG_FLOOR = -20.0  # log-probabilities below this are clipped (log_scale features)
 
@@ -279,7 +284,6 @@ class _Batches:
 @register_method("versatile", Config, needs_unseen=True)
 def unlearn(model: nn.Module, *, retain, forget, unseen, cfg: Config, device) -> nn.Module:
     """Fast yet versatile unlearning: fine-tune until outputs on forget data look like outputs on unseen data."""
-    _validate(cfg)
     rule = rule_of(cfg)
     monitor = GapMonitor(forget, unseen, samples=cfg.stat_samples, seed=cfg.stat_seed, mia_splits=cfg.mia_splits)
     if not forget.num_samples or not unseen.num_samples:
