@@ -216,7 +216,8 @@ def test_misspelled_choice_in_code_fails_before_the_method_runs(tiny_problem):
 
 def test_yaml_wrong_type_in_train(patched_paper):
     patched_paper(lambda raw: raw["profiles"]["smoke"]["train"].update(epochs="5"))
-    with pytest.raises(ConfigError, match=r"deep_unlearning\.profiles\.smoke\.train\.epochs: expected an integer, got str '5'"):
+    with pytest.raises(ConfigError,
+                       match=r"deep_unlearning\.profiles\.smoke\.train\.epochs: expected an integer, got str '5'"):
         load_paper(PAPER, "smoke")
 
 

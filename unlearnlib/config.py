@@ -364,6 +364,7 @@ def validate_settings(cfg: PaperConfig) -> None:
     _validate_registered(cfg)
     if not cfg.settings.split.all_scenarios():
         raise ConfigError(f"{cfg.id}.settings.split: no scenario; give `forget: [[class, ...], ...]` or `scenarios:`")
+    _validate_classes(cfg)
     _validate_method_scenarios(cfg)
     _validate_ensemble(cfg)
     for c in cfg.claims:
@@ -411,6 +412,25 @@ def _validate_registered(cfg: PaperConfig) -> None:
         for mth in [c.method, c.reference, *c.references, c.requires_method if c.requires_metric else None]:
             if mth and mth != "original" and base_method(mth) not in METHODS:
                 raise ConfigError(f"{cfg.id}.claims.{c.id}: unknown method {mth!r}")
+
+
+def _validate_classes(cfg: PaperConfig) -> None:
+    """Every class a scenario names (forgotten classes, a backdoor's target) exists in its dataset, and a class
+    scenario leaves at least one class to retain."""
+    from .data import DATASETS
+
+    for ds in cfg.datasets:
+        n = DATASETS.get(ds).num_classes
+        w = f"{cfg.id}.settings" + ("" if ds == cfg.settings.dataset else f".more_datasets.{ds}")
+        for i, sc in enumerate(cfg.settings_for(ds).split.all_scenarios()):
+            named = [*sc.classes, *([sc.target] if sc.kind == "backdoor" else [])]
+            bad = [c for c in named if c >= n]
+            if bad:
+                raise ConfigError(f"{w}.split: scenario {i} ({sc.kind}) names class {bad[0]}; {ds} has classes "
+                                  f"0 .. {n - 1}")
+            if sc.kind == "class" and len(sc.classes) >= n:
+                raise ConfigError(f"{w}.split: scenario {i} forgets every class of {ds}; leave at least one to "
+                                  f"retain")
 
 
 def _validate_method_scenarios(cfg: PaperConfig) -> None:

@@ -178,7 +178,12 @@ def run_check(obj: Any, where: str = "") -> None:
     try:
         check()
     except ValueError as e:  # ConfigError included
-        raise ConfigError(f"{where}.{e}" if where else str(e)) from None
+        msg = str(e)
+        if not where:
+            raise ConfigError(msg) from None
+        head = msg.split(":", 1)[0].split(".", 1)[0].split("[", 1)[0]  # "epochs: ..." names a field: join with "."
+        names = {f.name for f in dataclasses.fields(obj)}
+        raise ConfigError(f"{where}.{msg}" if head in names else f"{where}: {msg}") from None
 
 
 def check_instance(obj: Any, where: str = "") -> None:
