@@ -15,8 +15,10 @@ retain data does not constrain the weight (low Fisher) and small where it does:
 .. math::  w_i \leftarrow \mu_i + \sigma_i\,\varepsilon_i,\quad \varepsilon_i \sim \mathcal N(0, 1),\quad
            \sigma_i^2 = s_i\,\alpha\,\min\!\big(1/(F_i + \epsilon),\ m\big)
 
-with the clamp :math:`m` = 1e3 (1e2 for the classifier), one variance per output unit (the mean over the
-other dimensions), scale :math:`s` = 10 for the classifier and for 1-D parameters (BatchNorm, biases), and,
+with the clamp :math:`m` = 1e3 (1e2 for the classifier), the variance of a weight tensor averaged over its
+dimension 1 only (a linear layer: one variance per output unit; a conv kernel ``(out, in, kh, kw)``: one per
+``(out, kh, kw)``, shared by the input channels), scale :math:`s` = 10 for the classifier and for 1-D parameters
+(BatchNorm, biases), and,
 for class forgetting, the classifier rows of the forget classes set to :math:`\mu = 0` with variance 1e-4
 (times 10). The forget classes are the classes absent from the retain labels (the forget loader is never read).
 
@@ -61,7 +63,10 @@ class Config:
     eps: float = 1e-8  # [CODE] cell 75: 1 / (F + 1e-8)
     max_inv_fisher: float = 1e3  # [CODE] cell 75 var.clamp(max=1e3), applied to 1/(F + eps) before alpha
     max_inv_fisher_head: float = 1e2  # [CODE] cell 75 var.clamp(max=1e2) for the classifier (size(0) == K)
-    row_mean: bool = True  # [CODE] cell 75: for ndim > 1, var.mean(dim=1) -> one variance per output unit
+    # [CODE] cell 75 and its copies (if-loops/selective-synaptic-dampening src/forget_full_class_strategies.py
+    # L532 @cdfdc0e): for ndim > 1, var.mean(dim=1, keepdim=True).expand_as(p): the mean over dimension 1 only
+    # (a conv kernel keeps one variance per (out, kh, kw)); False: one variance per weight
+    row_mean: bool = True
     head_scale: float = 10.0  # [CODE] cell 75 "Last layer": var *= 10
     vector_scale: float = 10.0  # [CODE] cell 75 "BatchNorm" (every other 1-D parameter, biases too): var *= 10
     zero_forget_rows: bool = True  # [CODE] cell 75: for class forgetting (num_to_forget None) the classifier
@@ -133,7 +138,7 @@ def noise_moments(p: torch.Tensor, fisher: torch.Tensor, cfg: Config, *, is_head
         var = var.clamp(max=cfg.max_inv_fisher_head)
     var = cfg.alpha * var
     if cfg.row_mean and p.dim() > 1:
-        var = var.mean(dim=tuple(range(1, p.dim())), keepdim=True).expand_as(p).clone()
+        var = var.mean(dim=1, keepdim=True).expand_as(p).clone()
     mu = p.detach().clone()
     if is_head and len(forget_rows):
         rows = torch.as_tensor(list(forget_rows), device=p.device)
