@@ -42,7 +42,7 @@ class Config(TrainConfig):
     """Bad teacher: [BT] ``CIFARSuper20_Rocket_Unlearn.ipynb`` cells 6, 15 and ``unlearn.py``."""
 
     temperature: float = 1.0  # [BT] cell 15 KL_temperature = 1
-    retain_fraction: float = 0.3  # [BT] cell 15 random.sample(retain, int(0.3 * len(retain)))
+    retain_fraction: float = 0.3  # [BT] cell 6 random.sample(retain_train, int(0.3 * len(...)))
     teacher_seed: int = 0  # ours: seed of the incompetent teacher's initialisation (upstream: unseeded). The ZRF
     #                        metric builds the same teacher from its own seed field (zrf_teacher_seed of the metric
     #                        config; 0 = this default when that field is absent): keep the two equal

@@ -42,10 +42,11 @@ from .common import class_major
 class Config:
     """SSD: [SSD] values for ResNet18 (``forget_full_class_main.py``, ``forget_random_main.py``)."""
 
-    selection_weighting: float = 10.0  # alpha: [SSD] forget_full_class_main.py:176 "selection_weighting": 10
+    selection_weighting: float = 10.0  # alpha: [SSD] forget_full_class_main.py:177 "selection_weighting": 10
     #                                    (x 0.5 for ViT); the same for random forgetting (forget_random_main.py)
-    dampening_constant: float = 1.0  # lambda: [SSD] forget_full_class_main.py:175 "dampening_constant": 1
-    batch_size: int = 64  # class forgetting: [SSD] cifar100/cifar20_fullclass_exps.sh -b 64
+    dampening_constant: float = 1.0  # lambda: [SSD] forget_full_class_main.py:176 "dampening_constant": 1
+    batch_size: int = 64  # class forgetting: [SSD] forget_full_class_main.py:58 parser default -b 64 (the
+    #                       cifar100/cifar20_fullclass_exps.sh scripts pass no -b)
     batch_size_random: int = 128  # random forgetting (every class keeps retain samples): [SSD] forget_random_main.py
     #                               DataLoader(..., batch_size=128)
     # order of D's batches. "auto": [SSD], the retain samples then the forget samples (ConcatDataset, no shuffle),
