@@ -37,8 +37,9 @@ ifneq ($(words $(JOBS))$(filter 0%,$(JOBS))$(subst 0,,$(subst 1,,$(subst 2,,$(su
 endif
 TEST_THREADS := $(shell t=$$(( $(NPROC) / $(JOBS) )); echo $$(( t > 0 ? t : 1 )))
 TEST_ENV = UNLEARNLIB_THREADS=$(TEST_THREADS) OMP_NUM_THREADS=$(TEST_THREADS)
-RUN_ARGS = --profile "$$PROFILE" --seeds "$$SEEDS" --device "$$DEVICE" \
-           --executor "$$EXECUTOR" --workers "$$WORKERS" --threads "$$THREADS"
+# --opt=VALUE: a value that starts with '-' (THREADS=-1) is the option's value, checked by the CLI, not an option
+RUN_ARGS = --profile="$$PROFILE" --seeds="$$SEEDS" --device="$$DEVICE" \
+           --executor="$$EXECUTOR" --workers="$$WORKERS" --threads="$$THREADS"
 PAPERS  := $(notdir $(basename $(wildcard unlearnlib/papers/*.yaml)))
 # PAPER is checked before `setup` (a typo costs no virtual environment); '%' would be a pattern to make's filter
 PAPER_OK = $(and $(filter 1,$(words $(PAPER))),$(if $(findstring %,$(PAPER)),,$(filter $(PAPER),$(PAPERS))))
@@ -83,7 +84,7 @@ check-paper:
 	@$(if $(PAPER_OK),true,echo "error: PAPER=$$PAPER: expected one of: $(PAPERS)" >&2; exit 2)
 
 reproduce: check-paper setup  ## run PAPER end to end (notebook -> book/papers/) and build the book
-	@$(PY) -m unlearnlib.cli reproduce --paper "$$PAPER" $(RUN_ARGS)
+	@$(PY) -m unlearnlib.cli reproduce --paper="$$PAPER" $(RUN_ARGS)
 
 reproduce-all: setup  ## every paper in PROFILE (side by side with EXECUTOR=ray), then the book
 	@$(PY) -m unlearnlib.cli reproduce-all $(RUN_ARGS)

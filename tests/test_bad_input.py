@@ -194,6 +194,14 @@ def test_a_duplicate_key_inside_a_profile_is_refused(paper_text):
         load_paper(PAPER, "smoke")
 
 
+@pytest.mark.parametrize("argv", [["reproduce", "--paper", "unsir", "--threads"], ["reproduce", "--colour"], ["nope"], []])
+def test_a_usage_error_is_one_line(capsys, argv):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("error: unlearnlib") and err.count("\n") == 1, err
+
+
 def test_the_cli_prints_one_error_line_for_a_broken_yaml(paper_text, capsys, monkeypatch):
     monkeypatch.setattr(cli, "execute_notebook", _would_run)
     paper_text("id: unsir\ntitle: [unclosed\n")
@@ -392,8 +400,8 @@ def test_cli_parameters_run_or_give_one_error_line(isolated_env, paper, profile,
     """PAPER, PROFILE, SEEDS, DEVICE, EXECUTOR, WORKERS, THREADS as make passes them: either every check passes
     (the notebook would run) or exit 2 with one `error:` line; never a traceback, never a file written."""
     err = io.StringIO()
-    argv = ["reproduce", "--paper", paper, "--profile", profile, "--seeds", seeds, "--device", device,
-            "--executor", executor, "--workers", workers, "--threads", threads, "--no-book"]
+    argv = ["reproduce", f"--paper={paper}", f"--profile={profile}", f"--seeds={seeds}", f"--device={device}",
+            f"--executor={executor}", f"--workers={workers}", f"--threads={threads}", "--no-book"]  # as make passes
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         mp.setattr(cli, "execute_notebook", _would_run)
         try:

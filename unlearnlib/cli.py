@@ -306,9 +306,16 @@ def cmd_list(a: argparse.Namespace) -> None:
     print("methods:  " + ", ".join(METHODS.names()))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the suite's one-line errors (``error: ...``, exit 2) instead of a usage block."""
+
+    def error(self, message: str) -> None:
+        _fail(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="unlearnlib", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = _Parser(prog="unlearnlib", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     r = sub.add_parser("reproduce", help="run a paper's notebook and build the book")
     ra = sub.add_parser("reproduce-all", help="every paper (side by side on Ray with --executor ray), then the book")
     for q in (r, ra):
