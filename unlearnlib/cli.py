@@ -269,13 +269,13 @@ def _execute_side_by_side(papers: list[str], scratch: Path, jobs: int, cores: in
 
 
 def cmd_publish(a: argparse.Namespace) -> None:
-    """Build the book from every executed chapter, write book.tar.gz, ghp-import it to gh-pages (pushed when the
-    remote exists)."""
+    """Build the book from every executed chapter, write book.tar.gz, ghp-import it to the local gh-pages branch;
+    push it only with --push (make publish PUSH=1)."""
     from .publish import PublishError, publish
 
     try:
         done = publish(tarball=Path(a.tarball) if a.tarball else None, branch=a.branch, remote=a.remote,
-                       build=not a.no_build)
+                       build=not a.no_build, push=a.push)
     except PublishError as e:
         _fail(str(e))
     print(f"== {len(done['chapters'])} chapter(s): {', '.join(done['chapters'])}")
@@ -283,8 +283,8 @@ def cmd_publish(a: argparse.Namespace) -> None:
     if done["pushed"]:
         print(f"== committed {done['commit']} to {done['branch']} and pushed it to {done['remote']}")
     else:
-        print(f"== committed {done['commit']} to the local branch {done['branch']}; not pushed: this repository has "
-              f"no remote {done['remote']!r} (add one, then `git push {done['remote']} {done['branch']}`)")
+        print(f"== committed {done['commit']} to the local branch {done['branch']}; not pushed (to push: "
+              f"`make publish PUSH=1`, or `git push {done['remote']} {done['branch']}`)")
 
 
 def cmd_list(a: argparse.Namespace) -> None:
@@ -318,9 +318,10 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--dir", default="")
     t.add_argument("--jobs", default="1", help="notebooks executed at once (each with its share of the cores)")
     t.set_defaults(fn=cmd_book_test)
-    pb = sub.add_parser("publish", help="build the book, write book.tar.gz, ghp-import it to gh-pages")
+    pb = sub.add_parser("publish", help="build the book, write book.tar.gz, ghp-import it to gh-pages (--push: push)")
     pb.add_argument("--branch", default="gh-pages")
-    pb.add_argument("--remote", default="origin", help="pushed only when this remote exists")
+    pb.add_argument("--remote", default="origin", help="the remote --push pushes to")
+    pb.add_argument("--push", action="store_true", help="push the branch to the remote (default: a local commit only)")
     pb.add_argument("--tarball", default="", help="default: book.tar.gz in the repository root")
     pb.add_argument("--no-build", action="store_true", help="publish book/_build/html as it is")
     pb.set_defaults(fn=cmd_publish)
