@@ -107,3 +107,37 @@ def test_notebooks_side_by_side_name_the_one_that_failed_and_show_its_log(tmp_pa
     assert "notebook(s) no_such_paper, nor_this_one failed" in err
     assert (tmp_path / "book-test-logs" / "nor_this_one.log").exists() and not (scratch / "papers").exists()
     assert dict(os.environ) == before  # the share reached the workers, not this process
+
+
+def test_book_test_refuses_to_delete_a_folder_it_did_not_write(tmp_path, monkeypatch, capsys):
+    """book-test --dir DIR deletes DIR first: only when it is empty or a previous book-test wrote it."""
+    from unlearnlib import cli
+
+    def never(*a, **k):
+        raise RuntimeError("a notebook would run")
+
+    monkeypatch.setattr(cli, "available_papers", lambda: ["unsir"])
+    monkeypatch.setattr(cli, "execute_notebook", never)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["book-test", "--dir", str(mine)])
+    assert exit_.value.code == 2
+    assert (mine / "thesis.tex").read_text() == "years of work" and sorted(os.listdir(mine)) == ["thesis.tex"]
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --dir {mine}: the folder is not empty and no book-test wrote it")
+
+
+def test_book_test_folder_carries_its_marker_and_is_reused(tmp_path):
+    from unlearnlib.cli import BOOK_TEST_MARKER, prepare_book_test_dir
+
+    d = prepare_book_test_dir(tmp_path / "bt", book.BOOK_DIR)  # a new folder
+    assert (d / BOOK_TEST_MARKER).is_file() and (d / "_config.yml").exists() and not (d / "papers").exists()
+    (d / "papers").mkdir()
+    (d / "papers" / "stale.ipynb").write_text("{}")  # what the last book-test executed
+    assert prepare_book_test_dir(d, book.BOOK_DIR) == d  # its own folder: cleared and written again
+    assert not (d / "papers").exists() and (d / BOOK_TEST_MARKER).is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (prepare_book_test_dir(empty, book.BOOK_DIR) / "_config.yml").exists()  # an empty folder is fine

@@ -223,12 +223,7 @@ def cmd_book_test(a: argparse.Namespace) -> None:
     from .threads import cpu_budget
 
     jobs = _int_option("--jobs", a.jobs) or 1
-    scratch = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="book-test-", dir=REPO_ROOT / "build"
-                                                               if (REPO_ROOT / "build").exists() else None))
-    if scratch.exists():
-        shutil.rmtree(scratch)
-    shutil.copytree(book.BOOK_DIR, scratch, ignore=shutil.ignore_patterns("_build", "papers", "_generated",
-                                                                           "_toc.yml"))
+    scratch = prepare_book_test_dir(Path(a.dir) if a.dir else None, book.BOOK_DIR)
     papers = available_papers()
     jobs = min(jobs, len(papers))
     t0 = time.perf_counter()
@@ -240,6 +235,30 @@ def cmd_book_test(a: argparse.Namespace) -> None:
     print(f"== {len(papers)} notebooks executed in {time.perf_counter() - t0:.0f} s ({jobs} at once)", flush=True)
     index = book.build(scratch, strict=True)
     print(f"== strict book build passed: {index}")
+
+
+BOOK_TEST_MARKER = ".book-test"  # written into every book-test folder: only such a folder is ever deleted
+
+
+def prepare_book_test_dir(scratch: Path | None, book_dir: Path) -> Path:
+    """A fresh copy of the book's sources (no executed chapters, no build) in ``scratch`` (default: a new folder
+    under ``build/``), with the marker file ``.book-test``. An existing ``scratch`` is deleted first only when it is
+    empty or holds that marker (a previous book-test wrote it): ``--dir .`` or ``--dir ~`` is refused."""
+    if scratch is None:
+        scratch = Path(tempfile.mkdtemp(prefix="book-test-", dir=REPO_ROOT / "build"
+                                        if (REPO_ROOT / "build").exists() else None))
+    if scratch.is_symlink() or (scratch.exists() and not scratch.is_dir()):
+        _fail(f"--dir {scratch}: not a folder; give a new or empty folder (or one a previous book-test wrote)")
+    if scratch.exists():
+        if any(scratch.iterdir()) and not (scratch / BOOK_TEST_MARKER).is_file():
+            _fail(f"--dir {scratch}: the folder is not empty and no book-test wrote it (it has no {BOOK_TEST_MARKER} "
+                  f"file), so it is not deleted; give a new or empty folder")
+        shutil.rmtree(scratch)
+    shutil.copytree(book_dir, scratch, ignore=shutil.ignore_patterns("_build", "papers", "_generated", "_toc.yml",
+                                                                      BOOK_TEST_MARKER))
+    (scratch / BOOK_TEST_MARKER).write_text("written by `python -m unlearnlib.cli book-test`: the next book-test "
+                                            "with this --dir deletes this folder\n")
+    return scratch
 
 
 def _execute_side_by_side(papers: list[str], scratch: Path, jobs: int, cores: int) -> None:
@@ -315,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--no-strict", action="store_true")
     b.set_defaults(fn=cmd_book)
     t = sub.add_parser("book-test", help="smoke-execute every notebook into a scratch book and build it strictly")
-    t.add_argument("--dir", default="")
+    t.add_argument("--dir", default="", help="scratch book folder (new, empty, or written by a previous book-test)")
     t.add_argument("--jobs", default="1", help="notebooks executed at once (each with its share of the cores)")
     t.set_defaults(fn=cmd_book_test)
     pb = sub.add_parser("publish", help="build the book, write book.tar.gz, ghp-import it to gh-pages (--push: push)")
