@@ -141,3 +141,36 @@ def test_book_test_folder_carries_its_marker_and_is_reused(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert (prepare_book_test_dir(empty, book.BOOK_DIR) / "_config.yml").exists()  # an empty folder is fine
+
+
+def _lock_is_free(path) -> bool:
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another open file description: conflicts with a holder
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_a_book_build_holds_the_build_lock_while_jupyter_book_runs(tmp_path, monkeypatch):
+    """Two builds of one book folder at once: the second waits on <book>/_build/.build.lock (D17)."""
+    import subprocess
+
+    lock = tmp_path / "_build" / ".build.lock"
+    seen = []
+
+    def fake_jupyter_book(cmd, cwd):
+        seen.append(_lock_is_free(lock))
+        (tmp_path / "_build" / "html").mkdir(parents=True)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(book, "ensure_mathjax", lambda d: None)
+    monkeypatch.setattr(book, "write_generated", lambda d: [])
+    monkeypatch.setattr(book.subprocess, "run", fake_jupyter_book)
+    assert book.build(tmp_path) == tmp_path.resolve() / "_build" / "html" / "index.html"
+    assert seen == [False]  # held during the build
+    assert _lock_is_free(lock)  # and released after it

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from .config import available_papers, load_paper
-from .paths import REPO_ROOT
+from .paths import REPO_ROOT, shown
 
 BOOK_DIR = REPO_ROOT / "book"
 
@@ -110,24 +114,45 @@ def ensure_mathjax(book_dir: Path) -> None:
                      "run `make setup` (it unpacks the npm package mathjax@3 there), so math renders offline.")
 
 
+@contextlib.contextmanager
+def build_lock(book_dir: Path) -> Iterator[Path]:
+    """Hold an exclusive ``flock`` on ``<book>/_build/.build.lock``: two builds of one book folder (two
+    ``make reproduce`` of different papers finishing together) would write ``_generated/``, ``_toc.yml`` and
+    ``_build/`` at once. The second waits, saying so in one line. The lock goes with the process (``kill -9``
+    included); the file stays, empty."""
+    lock = Path(book_dir) / "_build" / ".build.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another build of this book to finish (lock: {shown(lock)})", flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield lock
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def build(book_dir: Path = BOOK_DIR, strict: bool = True) -> Path:
     book_dir = Path(book_dir).resolve()  # jupyter-book runs inside the book folder
-    ensure_mathjax(book_dir)
-    chapters = write_generated(book_dir)
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(book_dir), "--builder", "html"]
-    if strict:
-        cmd += ["-W", "-n", "--keep-going"]
-    jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))
-    if jb:
-        cmd = [jb, *cmd[3:]]
-    print(f"building the book ({len(chapters)} chapter(s): {', '.join(chapters) or 'none'})", flush=True)
-    proc = subprocess.run(cmd, cwd=book_dir)
-    if proc.returncode != 0:
-        raise SystemExit(f"book build failed (exit {proc.returncode})")
-    html = book_dir / "_build" / "html"
-    problems = external_requests(html)
-    if problems:
-        raise SystemExit("the book would load resources from the internet:\n  " + "\n  ".join(problems[:20]))
+    with build_lock(book_dir):
+        ensure_mathjax(book_dir)
+        chapters = write_generated(book_dir)
+        cmd = [sys.executable, "-m", "jupyter_book", "build", str(book_dir), "--builder", "html"]
+        if strict:
+            cmd += ["-W", "-n", "--keep-going"]
+        jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))
+        if jb:
+            cmd = [jb, *cmd[3:]]
+        print(f"building the book ({len(chapters)} chapter(s): {', '.join(chapters) or 'none'})", flush=True)
+        proc = subprocess.run(cmd, cwd=book_dir)
+        if proc.returncode != 0:
+            raise SystemExit(f"book build failed (exit {proc.returncode})")
+        html = book_dir / "_build" / "html"
+        problems = external_requests(html)
+        if problems:
+            raise SystemExit("the book would load resources from the internet:\n  " + "\n  ".join(problems[:20]))
     return html / "index.html"
 
 
