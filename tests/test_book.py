@@ -174,3 +174,44 @@ def test_a_book_build_holds_the_build_lock_while_jupyter_book_runs(tmp_path, mon
     assert book.build(tmp_path) == tmp_path.resolve() / "_build" / "html" / "index.html"
     assert seen == [False]  # held during the build
     assert _lock_is_free(lock)  # and released after it
+
+
+def test_the_offline_check_finds_every_kind_of_request_to_another_host(tmp_path):
+    """Known answer on hand-written pages: tags, srcset, <object data>, media, inline and linked CSS (D18)."""
+    (tmp_path / "papers").mkdir()
+    (tmp_path / "_static").mkdir()
+    (tmp_path / "papers" / "page.html").write_text("""<html><head>
+<script src="https://cdn.example/x.js"></script>
+<link rel="canonical" href="https://book.example/page.html">
+<link rel="stylesheet" href="../_static/local.css">
+<style>@import "https://fonts.example/f.css"; .a { background: url(../_static/ok.png) }</style>
+</head><body>
+<a href="https://paper.example/abs">a hyperlink is not a request</a>
+<img src="../_static/fig.png" srcset="../_static/fig.png 1x, https://img.example/fig@2x.png 2x" alt="">
+<picture><source srcset="//img.example/fig.webp"></picture>
+<object data="//evil.example/x.swf"></object>
+<video src="https://v.example/clip.mp4" poster="../_static/p.png"></video>
+<audio src='http://a.example/a.mp3'></audio>
+<div style="background: url('//bg.example/i.png')" data-src="https://lazy.example/not-fetched.png"></div>
+<img src=../_static/unquoted.png>
+</body></html>""")
+    (tmp_path / "_static" / "site.css").write_text("""@import "../basic.css";
+@import url("https://fonts.example/a.css");
+/* url(https://comment.example/ignored.png) */
+.x { background: url(//img.example/y.png); }
+.y { background: url(data:image/png;base64,AAAA); }
+@font-face { src: url("fonts/x.woff2") format("woff2"); }
+""")
+    (tmp_path / "index.html").write_text('<html><body><img src="_static/logo.png"></body></html>')
+    assert book.external_requests(tmp_path) == [
+        "_static/site.css: https://fonts.example/a.css",
+        "_static/site.css: //img.example/y.png",
+        "papers/page.html: https://cdn.example/x.js",
+        "papers/page.html: https://img.example/fig@2x.png",
+        "papers/page.html: //img.example/fig.webp",
+        "papers/page.html: //evil.example/x.swf",
+        "papers/page.html: https://v.example/clip.mp4",
+        "papers/page.html: http://a.example/a.mp3",
+        "papers/page.html: https://fonts.example/f.css",
+        "papers/page.html: //bg.example/i.png",
+    ]

@@ -156,19 +156,46 @@ def build(book_dir: Path = BOOK_DIR, strict: bool = True) -> Path:
     return html / "index.html"
 
 
-_RESOURCE = re.compile(r"""<(?:script|link|img|iframe|source)\b[^>]*?\b(?:src|href)=["'](https?:)?//([^"']+)""",
-                       re.I)
+# What a browser fetches by itself when it opens a page (plain hyperlinks, <a href>, are not requests).
+_EXTERNAL = re.compile(r"\s*(?:https?:)?//", re.I)  # another host: http://, https:// or protocol-relative //
+_TAG = re.compile(r"<(script|link|img|iframe|source|embed|track|object|video|audio|input)\b[^>]*>", re.I)
+_ATTR = re.compile(r"""(?<![\w-])(src|href|data|poster|srcset)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.I)
+_STYLE = re.compile(r"""<style\b[^>]*>(.*?)</style>|(?<![\w-])style\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.I | re.S)
+_CSS_COMMENT = re.compile(r"/\*.*?\*/", re.S)
+_CSS_URL = re.compile(r"""url\(\s*["']?([^"')]*)|@import\s+["']([^"']*)""", re.I)
+
+
+def _css_requests(css: str) -> list[str]:
+    """``url(...)`` and ``@import "..."`` targets in CSS that point at another host (comments ignored)."""
+    found = (a or b for a, b in _CSS_URL.findall(_CSS_COMMENT.sub("", css)))
+    return [u.strip() for u in found if _EXTERNAL.match(u)]
+
+
+def _html_requests(html: str) -> list[str]:
+    out = []
+    for tag in _TAG.finditer(html):
+        text = tag.group(0)
+        if tag.group(1).lower() == "link" and re.search(r"""rel\s*=\s*["']?(canonical|alternate)""", text, re.I):
+            continue
+        for attr in _ATTR.finditer(text):
+            value = attr.group(2) or attr.group(3) or attr.group(4) or ""
+            # srcset: "a.png 1x, https://cdn/b.png 2x": every candidate's URL
+            urls = [c.split()[0] for c in value.split(",") if c.split()] if attr.group(1).lower() == "srcset" \
+                else [value]
+            out += [u.strip() for u in urls if _EXTERNAL.match(u)]
+    for block in _STYLE.finditer(html):  # <style> blocks and style="..." attributes
+        out += _css_requests(next(g for g in block.groups() if g is not None))
+    return out
 
 
 def external_requests(html_dir: Path) -> list[str]:
-    """Resources a page would fetch from another host (scripts, styles, images, frames).
-    Plain hyperlinks (<a href>) are not requests and are allowed."""
+    """Resources a page would fetch from another host: the src/href/data/poster/srcset of scripts, styles, images,
+    frames, media and objects; ``url(...)`` and ``@import`` in stylesheets (``*.css``), ``<style>`` blocks and
+    ``style`` attributes. Plain hyperlinks (<a href>) and <link rel=canonical|alternate> are not requests.
+    Requests made by scripts at run time are not seen (the MathJax copy is served locally and makes none)."""
     out = []
-    for page in sorted(html_dir.rglob("*.html")):
+    for page in sorted([*html_dir.rglob("*.html"), *html_dir.rglob("*.css")]):
         text = page.read_text(errors="replace")
-        for m in _RESOURCE.finditer(text):
-            tag = m.group(0)
-            if tag.lower().startswith("<link") and re.search(r"""rel=["'](canonical|alternate)""", tag):
-                continue
-            out.append(f"{page.relative_to(html_dir)}: {m.group(2)[:80]}")
+        found = _css_requests(text) if page.suffix == ".css" else _html_requests(text)
+        out += [f"{page.relative_to(html_dir)}: {url[:80]}" for url in found]
     return out
