@@ -79,6 +79,23 @@ def test_with_push_it_pushes_and_the_remote_head_moved(repo, html, tmp_path):
     assert git(remote, "rev-parse", "--short", "gh-pages") == again["commit"]
 
 
+def test_push_builds_on_what_others_pushed_since_the_last_fetch(repo, html, tmp_path):
+    """CI pushes smoke/ to gh-pages too: a maintainer's publication must not fail as a non-fast-forward."""
+    remote = bare_remote(repo, tmp_path)
+    commit_pages(html, repo, push=True)
+    other = tmp_path / "ci"
+    subprocess.run(["git", "clone", "-q", "--branch", "gh-pages", str(remote), str(other)], check=True)
+    (other / "smoke").mkdir()
+    (other / "smoke" / "index.html").write_text("<html>smoke</html>")
+    git(other, "add", "smoke")
+    git(other, "commit", "-q", "-m", "CI: the smoke book")
+    git(other, "push", "-q", "origin", "gh-pages")
+    ci_head = git(remote, "rev-parse", "gh-pages")
+    done = commit_pages(html, repo, push=True)
+    assert git(remote, "rev-parse", "--short", "gh-pages") == done["commit"]
+    assert git(remote, "rev-parse", "gh-pages~1") == ci_head  # on top of CI's commit, not forced over it
+
+
 def test_without_push_nothing_is_pushed_even_with_a_remote(repo, html, tmp_path):
     remote = bare_remote(repo, tmp_path)
     done = commit_pages(html, repo)

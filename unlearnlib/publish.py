@@ -65,6 +65,8 @@ def commit_pages(html_dir: Path, repo: Path, branch: str = "gh-pages", remote: s
     if push and not has_remote(repo, remote):
         raise PublishError(f"--push: this repository has no remote {remote!r}; add one (`git remote add {remote} "
                            f"URL`), or publish without --push (a local commit on {branch} only)")
+    if push:  # CI publishes the smoke book under smoke/ on the same branch: build on the remote's newest commit
+        _git(repo, "fetch", "--quiet", remote, f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}", check=False)
     # ghp-import first moves the local branch to <remote>/<branch> when that exists, then commits on top of it
     base = _rev(repo, f"refs/remotes/{remote}/{branch}") or _rev(repo, f"refs/heads/{branch}")
     cwd = Path.cwd()
