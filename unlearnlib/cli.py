@@ -252,7 +252,8 @@ def prepare_book_test_dir(scratch: Path | None, book_dir: Path) -> Path:
     if scratch.exists():
         if any(scratch.iterdir()) and not (scratch / BOOK_TEST_MARKER).is_file():
             _fail(f"--dir {scratch}: the folder is not empty and no book-test wrote it (it has no {BOOK_TEST_MARKER} "
-                  f"file), so it is not deleted; give a new or empty folder")
+                  f"file), so it is not deleted; give a new or empty folder (a folder an older book-test wrote, "
+                  f"without the marker: remove it yourself)")
         shutil.rmtree(scratch)
     shutil.copytree(book_dir, scratch, ignore=shutil.ignore_patterns("_build", "papers", "_generated", "_toc.yml",
                                                                       BOOK_TEST_MARKER))
