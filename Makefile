@@ -22,10 +22,10 @@ MATHJAX_VERSION := 3.2.2
 FMNIST  := /usr/share/datasets/fashion-mnist
 # The run parameters reach the commands as environment variables, read by the shell ("$$PAPER"), never pasted
 # into shell code by make: a value with quotes, backticks or $(...) is passed on as text and checked by the CLI.
-RUN_VARS := PAPER PROFILE SEEDS DEVICE EXECUTOR WORKERS THREADS OFFICIAL
+RUN_VARS := PAPER PROFILE SEEDS DEVICE EXECUTOR WORKERS THREADS OFFICIAL PUSH
 export $(RUN_VARS)
 # make itself expands a value holding '$$' (a command-line or environment variable is recursive): refuse it unread
-$(foreach v,$(RUN_VARS) JOBS PUSH,$(if $(findstring $$,$(value $(v))),$(error $(v): a value containing '$$' is not accepted)))
+$(foreach v,$(RUN_VARS) JOBS,$(if $(findstring $$,$(value $(v))),$(error $(v): a value containing '$$' is not accepted)))
 # make test: JOBS test processes at once (pytest-xdist workers, notebooks side by side), each with its share of
 # the cores as its torch threads, fixed so that every test sees one count whatever runs beside it. JOBS is checked
 # by make's own functions (no shell sees it before it is known to be a number)
@@ -52,6 +52,7 @@ help:  ## this list
 	@echo
 	@echo "  make reproduce PAPER=<id> [PROFILE=auto|paper|cpu|smoke] [SEEDS=1,2] [DEVICE=auto|cpu|cuda]"
 	@echo "                 [EXECUTOR=local|ray] [WORKERS=N] [THREADS=N]   (RAY_ADDRESS=<head>:6379 joins a cluster)"
+	@echo "  make publish [PUSH=1]   (PUSH=1: also push gh-pages to origin)"
 	@echo "  make test"
 	@echo
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -92,8 +93,8 @@ reproduce-all: setup  ## every paper in PROFILE (side by side with EXECUTOR=ray)
 book: setup  ## build book/_build/html from the executed notebooks
 	@$(PY) -m unlearnlib.cli book
 
-publish: setup  ## build the book (every executed chapter), write book.tar.gz, ghp-import to gh-pages (pushed when a remote is set)
-	@$(PY) -m unlearnlib.cli publish
+publish: setup  ## build the book (every executed chapter), write book.tar.gz, commit it to gh-pages; PUSH=1 also pushes it
+	@$(PY) -m unlearnlib.cli publish $(if $(filter 1,$(PUSH)),--push)
 
 test: setup lint test-unit test-notebooks test-book  ## ruff, unit tests, nbval (smoke) over every notebook, strict book build
 

@@ -194,7 +194,8 @@ def test_a_duplicate_key_inside_a_profile_is_refused(paper_text):
         load_paper(PAPER, "smoke")
 
 
-@pytest.mark.parametrize("argv", [["reproduce", "--paper", "unsir", "--threads"], ["reproduce", "--colour"], ["nope"], []])
+@pytest.mark.parametrize("argv", [["reproduce", "--paper", "unsir", "--threads"], ["reproduce", "--colour"], ["nope"],
+                                  []])
 def test_a_usage_error_is_one_line(capsys, argv):
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
