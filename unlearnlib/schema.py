@@ -82,56 +82,83 @@ def _type_name(tp: Any) -> str:
 
 
 def _check(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
+    """``value`` as type ``tp`` (a YAML value: lists become tuples where the type says so), else one
+    :class:`ConfigError` naming ``where``."""
     if tp is Any:
         return value
-    if origin is typing.Literal:
-        if isinstance(value, bool) or not _hashable(value) or value not in args:
-            raise ConfigError(f"{where}: {value!r} is not a valid choice; valid: {', '.join(str(a) for a in args)}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        for a in args:
-            try:
-                return _check(value, a, where)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, "
-                          f"got {type(value).__name__} {value!r}")
-    if tp is type(None):
-        if value is None:
-            return None
-        raise ConfigError(f"{where}: expected null, got {value!r}")
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-        inner = args[0] if args else Any
-        out = [_check(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(out) if origin is tuple else out
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
-        bad = [k for k in value if not isinstance(k, str)]
-        if bad:
-            raise ConfigError(f"{where}: keys must be names (text), got {bad[0]!r}")
-        return {k: _check(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
-        return value
-    if tp in (str, bool):
-        if not isinstance(value, tp):
-            raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
-        return value
+    checker = _CHECKERS.get(origin) or _CHECKERS.get(tp)
+    return checker(value, tp, where) if checker else value
+
+
+def _check_literal(value: Any, tp: Any, where: str) -> Any:
+    args = typing.get_args(tp)
+    if isinstance(value, bool) or not _hashable(value) or value not in args:
+        raise ConfigError(f"{where}: {value!r} is not a valid choice; valid: {', '.join(str(a) for a in args)}")
     return value
+
+
+def _check_union(value: Any, tp: Any, where: str) -> Any:
+    args = typing.get_args(tp)
+    for a in args:
+        try:
+            return _check(value, a, where)
+        except ConfigError:
+            pass
+    raise ConfigError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, "
+                      f"got {type(value).__name__} {value!r}")
+
+
+def _check_none(value: Any, tp: Any, where: str) -> None:
+    if value is not None:
+        raise ConfigError(f"{where}: expected null, got {value!r}")
+
+
+def _check_sequence(value: Any, tp: Any, where: str) -> list | tuple:
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+    args = typing.get_args(tp)
+    inner = args[0] if args else Any
+    out = [_check(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    return tuple(out) if typing.get_origin(tp) is tuple else out
+
+
+def _check_mapping(value: Any, tp: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+    bad = [k for k in value if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"{where}: keys must be names (text), got {bad[0]!r}")
+    args = typing.get_args(tp)
+    inner = args[1] if args else Any
+    return {k: _check(v, inner, f"{where}.{k}") for k, v in value.items()}
+
+
+def _check_float(value: Any, tp: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _check_int(value: Any, tp: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_plain(value: Any, tp: Any, where: str) -> Any:
+    if not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+_CHECKERS = {typing.Literal: _check_literal, typing.Union: _check_union, types.UnionType: _check_union,
+             type(None): _check_none, list: _check_sequence, tuple: _check_sequence, dict: _check_mapping,
+             float: _check_float, int: _check_int, str: _check_plain, bool: _check_plain}
 
 
 def _hashable(value: Any) -> bool:
