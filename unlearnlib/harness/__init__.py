@@ -37,7 +37,8 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
 
     ex = make_executor(executor, workers, threads, progress)  # bad parameters fail before any work
     t0 = time.perf_counter()
-    plan = build_plan(paper, profile, seeds, device, methods)
+    threads = ex.threads_for(resolve_device(device))  # once per run: on the CPU it is part of the cells' keys
+    plan = build_plan(paper, profile, seeds, device, methods, threads=threads)
     store = Store(say=_say)
     computing = _threads.computing() if ex.name == "local" else contextlib.nullcontext()
     with RunFolder(paper, plan.profile) as folder, computing:
