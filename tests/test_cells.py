@@ -265,7 +265,7 @@ def test_short_calls_are_repeated_from_fresh_copies_and_the_median_is_reported(
     r = dict(reference["roots"], UNLEARNLIB_CACHE=str(tmp_path / "cache"))
     shutil.copytree(reference["roots"]["UNLEARNLIB_CACHE"], r["UNLEARNLIB_CACHE"])
     with env(**r):
-        plan = build_plan(PAPER, PROFILE, device="cpu", methods=METHODS)
+        plan = build_plan(PAPER, PROFILE, device="cpu", methods=METHODS, threads=1)  # the cached cells' count
         plan.settings.timing.repeats = 3  # the smoke profile times once; here the cpu default
         runner = CellRunner(plan, Store(say=lambda m: None), progress=False, threads=1)
         cell = next(c for c in plan.cells if c.method == "finetune")

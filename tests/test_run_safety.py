@@ -92,8 +92,12 @@ def test_the_run_share_counts_this_process_among_those_computing(monkeypatch, tm
     assert threads.run_share() == 4 and threads.run_share(3) == 3
     ex = make_executor("local")
     assert ex.threads_for(torch.device("cpu")) == 4 and "4 thread(s)" in ex.describe()
-    (tmp_path / str(os.getpid())).touch()  # this process registered: counted once
-    assert threads.run_share() == 4
+    mine = tmp_path / str(os.getpid())
+    assert mine.is_file()  # registered before counting: a run starting now sees this one
+    assert threads.run_share() == 4  # counted once
+    with threads.computing():  # the run's block takes the claim over and ends it
+        assert mine.is_file()
+    assert not mine.exists()
 
 
 def test_plans_at_one_and_two_threads_share_no_cell(fmnist_system_dir, monkeypatch):

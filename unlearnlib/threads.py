@@ -126,30 +126,58 @@ def fixed_threads() -> int | None:
 
 
 _MINE: list[int] = []  # this process's registrations (nested ``computing`` blocks)
+_CLAIM: list[Path] = []  # an entry made by :func:`claim`, taken over by the next ``computing`` block
+
+
+def _register(d: Path) -> Path | None:
+    """This process's entry in ``d``, created now (None: it was there already, or cannot be made)."""
+    entry = d / str(os.getpid())
+    try:
+        os.close(os.open(entry, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    except FileExistsError:  # registered already (an outer block, or a claim)
+        return None
+    except OSError as e:
+        _unsafe(entry, f"cannot be created ({e.strerror})")
+        return None
+    return entry
+
+
+def _unregister(entry: Path | None) -> None:
+    with contextlib.suppress(OSError):
+        if entry is not None and stat.S_ISREG(os.lstat(entry).st_mode):
+            entry.unlink()
+
+
+def claim() -> bool:
+    """Count this process as computing from now until the end of its next ``computing`` block: a run registers
+    before it counts the others (:func:`run_share`), so that two runs started together see each other. True if a
+    claim was made."""
+    d = _registry()
+    if d is not None and not _CLAIM and (entry := _register(d)) is not None:
+        _CLAIM.append(entry)
+        return True
+    return False
+
+
+def release_claim() -> None:
+    """Drop a claim that no ``computing`` block took over (its run failed before computing)."""
+    while _CLAIM:
+        _unregister(_CLAIM.pop())
 
 
 @contextlib.contextmanager
 def computing() -> Iterator[None]:
     """While inside, this process counts as one that computes (for :func:`fair_share`)."""
     d = _registry()
-    entry, mine = None, False
-    if d is not None:
-        entry = d / str(os.getpid())
-        try:
-            os.close(os.open(entry, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-            mine = True
-        except FileExistsError:  # registered already (an outer block)
-            pass
-        except OSError as e:
-            _unsafe(entry, f"cannot be created ({e.strerror})")
+    entry = None if d is None else _register(d)
+    if entry is None and _CLAIM:
+        entry = _CLAIM.pop()  # the claim of this run: it ends with this block
     _MINE.append(1)
     try:
         yield
     finally:
         _MINE.pop()
-        with contextlib.suppress(OSError):
-            if mine and stat.S_ISREG(os.lstat(entry).st_mode):
-                entry.unlink()
+        _unregister(entry)
 
 
 def fair_share() -> int:

@@ -63,9 +63,17 @@ class LocalExecutor:
         return f"local executor, {self.threads or 'fair share of ' + str(_threads.cpu_budget())} thread(s)"
 
     def threads_for(self, device: torch.device) -> int:
-        """The run's torch threads per cell, resolved once (it goes into the plan and the cells' keys)."""
+        """The run's torch threads per cell, resolved once (it goes into the plan and the cells' keys). The process
+        counts as computing from here on (until its run's ``computing`` block ends), so that a run starting now
+        sees this one."""
+        if not (self.threads or _threads.fixed_threads()):
+            self._claimed = _threads.claim()
         self.threads = _threads.run_share(self.threads)
         return self.threads
+
+    def __del__(self) -> None:  # a run that failed before computing leaves no claim behind
+        if getattr(self, "_claimed", False):
+            _threads.release_claim()
 
     def run(self, plan: RunPlan, store: Store, todo: list[Cell], on_done: OnDone, say=print) -> None:
         runner = CellRunner(plan, store, progress=self.progress, threads=self.threads, say=say)
