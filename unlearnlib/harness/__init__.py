@@ -40,7 +40,8 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
 
     ex = make_executor(executor, workers, threads, progress)  # bad parameters fail before any work
     t0 = time.perf_counter()
-    plan = build_plan(paper, profile, seeds, device, methods)
+    threads = ex.threads_for(resolve_device(device))  # once per run: on the CPU it is part of the cells' keys
+    plan = build_plan(paper, profile, seeds, device, methods, threads=threads)
     if not plan.cells:  # never replace a results folder with an empty run
         raise ConfigError(f"{paper} ({plan.profile}): the run has no cells (seeds {plan.seeds}, methods "
                           f"{plan.methods}); nothing was written")
