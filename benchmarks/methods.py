@@ -29,11 +29,11 @@ import _common  # before unlearnlib: puts this checkout first on sys.path
 import numpy as np
 
 from unlearnlib import train as _train
-from unlearnlib.config import available_papers, base_method, load_paper, method_config
+from unlearnlib.config import available_papers, load_paper, method_config
 from unlearnlib.data import Loader
 from unlearnlib.harness import Store, build_plan, seed_everything
 from unlearnlib.harness.cells import CellRunner, warm_up
-from unlearnlib.methods import METHODS
+from unlearnlib.methods import METHODS, method_spec
 
 SMOKE_METHODS = "retrain,deep_unlearning,ssd"
 
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     warm_up(original, loaders(args.seed)[0], plan.device)
     rows = []
     for name in names:
-        spec, (mc, note) = METHODS.get(base_method(name)), configs[name]
+        spec, (mc, note) = method_spec(name), configs[name]
         times, fits, calls = [], [], 0
         while len(times) < (1 if times and times[0] >= args.repeat_below else args.repeats):
             retain, forget, unseen = loaders(args.seed)

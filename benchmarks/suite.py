@@ -83,9 +83,8 @@ class CellClock:
         self.cells = 0
 
     def __enter__(self) -> "CellClock":
-        from unlearnlib.config import base_method
         from unlearnlib.harness.cells import CellRunner
-        from unlearnlib.methods import METHODS
+        from unlearnlib.methods import method_spec
 
         self._run, self._timed_fn = CellRunner.run, CellRunner._timed
         clock, run, timed = self, CellRunner.run, CellRunner._timed
@@ -111,7 +110,7 @@ class CellClock:
                     clock.by["evaluation"] += dt
                 else:
                     call = inner.pop(cell.key, 0.0)
-                    scratch = METHODS.get(base_method(cell.method)).trains_from_scratch
+                    scratch = method_spec(cell.method).trains_from_scratch
                     clock.by["retrains" if scratch else "methods"] += call
                     clock.by["evaluation"] += dt - call
 

@@ -13,14 +13,13 @@ from unlearnlib.config import (
     Claim,
     ConfigError,
     available_papers,
-    base_method,
     load_paper,
     method_config,
     parse_seeds,
     validate_settings,
 )
 from unlearnlib.harness import run_paper
-from unlearnlib.methods import METHODS
+from unlearnlib.methods import METHODS, method_spec
 from unlearnlib.train import TrainConfig
 
 PAPER = "deep_unlearning"
@@ -46,7 +45,7 @@ def test_load_paper_every_paper_and_profile(paper, profile):
     assert s.seeds and s.models and s.methods and s.split.all_scenarios()
     for name in s.methods:  # every configured method builds its Config
         mc = method_config(name, s.methods[name], s.train)
-        assert isinstance(mc, METHODS.get(base_method(name)).Config)
+        assert isinstance(mc, method_spec(name).Config)
     assert cfg.profile_label and cfg.chapter
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .methods import base_method, method_spec  # noqa: F401 - base_method re-exported for the config's readers
 from .metrics.evaluation import MetricConfig
 from .schema import (  # noqa: F401 - re-exported: the paper schema's readers import them from here
     SEED_MAX,
@@ -179,9 +180,8 @@ class Settings:
 
 def supported_kinds(method: str) -> tuple[str, ...]:
     """The scenario kinds a configured method (or variant) is defined for, as it registered them."""
-    from .methods import METHODS
 
-    return METHODS.get(base_method(method)).scenarios
+    return method_spec(method).scenarios
 
 
 SCENARIO_KINDS = ("class", "random", "backdoor")
@@ -434,7 +434,6 @@ def _validate_classes(cfg: PaperConfig) -> None:
 
 
 def _validate_method_scenarios(cfg: PaperConfig) -> None:
-    from .methods import METHODS
 
     s, w = cfg.settings, f"{cfg.id}.settings.method_scenarios"
     for name, kinds in s.method_scenarios.items():
@@ -443,7 +442,7 @@ def _validate_method_scenarios(cfg: PaperConfig) -> None:
         bad = [k for k in kinds if k not in SCENARIO_KINDS]
         if bad or not kinds:
             raise ConfigError(f"{w}.{name}: {kinds!r}; give a non-empty list of {', '.join(SCENARIO_KINDS)}")
-        if METHODS.get(base_method(name)).trains_from_scratch:
+        if method_spec(name).trains_from_scratch:
             raise ConfigError(f"{w}.{name}: the retrain reference runs on every scenario")
         unsupported = [k for k in kinds if k not in supported_kinds(name)]
         if unsupported:
@@ -489,17 +488,10 @@ def _validate_ensemble(cfg: PaperConfig) -> None:
     cfg.ensemble_settings()  # the overrides are valid keys and types
 
 
-def base_method(name: str) -> str:
-    """A run may configure variants of one method: ``deep_unlearning@no_aug`` is ``deep_unlearning`` with its
-    own options, reported under the full name."""
-    return name.split("@", 1)[0]
-
-
 def method_config(name: str, opts: dict[str, Any] | None, train: TrainConfig, where: str = "") -> Any:
     """The method's Config from YAML options; retrain inherits the paper's training recipe."""
-    from .methods import METHODS
 
-    spec = METHODS.get(base_method(name))
+    spec = method_spec(name)
     opts = dict(opts or {})
     if spec.trains_from_scratch:
         opts = {**to_dict(train), **opts}

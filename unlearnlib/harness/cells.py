@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from .. import threads as _threads
-from ..config import base_method, to_dict
+from ..config import to_dict
 from ..data import Loader
 from ..data.splits import Split
-from ..methods import METHODS
+from ..methods import method_spec
 from ..metrics import MODEL_METRICS, Evaluation, ModelContext, Timer, compute_metrics
 from ..trace import collecting
 from ..train import fit, predict_logits
@@ -226,7 +226,7 @@ class CellRunner:
         """Fresh (retain, forget, unseen) loaders of the cell's split: every call starts from the same state."""
         part, split = self._part(cell), self._split(cell)
         x, y = part.training_data(split)
-        needs_unseen = METHODS.get(base_method(cell.method)).needs_unseen
+        needs_unseen = method_spec(cell.method).needs_unseen
         seed = cell.run_seed
         return (self._loader(part, x, y, split.retain_train, "retain", seed),
                 self._loader(part, x, y, split.forget_train, "forget", seed + 1),
@@ -239,7 +239,7 @@ class CellRunner:
         first call is the one evaluated."""
         plan, part = self.plan, self._part(cell)
         timing = part.settings.timing
-        spec, mc = METHODS.get(base_method(cell.method)), part.method_cfgs[cell.method]
+        spec, mc = method_spec(cell.method), part.method_cfgs[cell.method]
         w0 = time.perf_counter()
         if timing.warmup:
             warm_up(original, self._loaders(cell)[0], plan.device)

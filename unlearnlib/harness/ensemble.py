@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..config import base_method
-from ..methods import METHODS
+from ..methods import method_spec
 from ..metrics import forgetting as fq
 from .cells import evaluation_from
 from .plan import ENSEMBLE, Cell, RunPlan
@@ -31,7 +30,7 @@ def _groups(plan: RunPlan) -> dict[tuple[str, str], list[Cell]]:
     for c in plan.cells:
         if c.part != ENSEMBLE or c.kind != "method":
             continue
-        retrain = METHODS.get(base_method(c.method)).trains_from_scratch
+        retrain = method_spec(c.method).trains_from_scratch
         variant = ("floor" if c.method_seed is not None else "oracle") if retrain else (
             "conditional" if c.method_seed is not None else "marginal")
         out.setdefault((c.method, variant), []).append(c)

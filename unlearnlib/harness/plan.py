@@ -37,7 +37,6 @@ from ..config import (
     ConfigError,
     PaperConfig,
     Settings,
-    base_method,
     config_hash,
     load_paper,
     method_config,
@@ -54,7 +53,7 @@ from ..data import (
     stratified_subset,
 )
 from ..data.splits import Split
-from ..methods import METHODS
+from ..methods import method_spec
 from ..metrics import MODEL_METRICS
 
 PACKAGE = Path(__file__).resolve().parent.parent
@@ -113,7 +112,7 @@ EVAL_CODE = ("metrics", "data", "models", "attacks.py", "train.py", "trace.py", 
 
 def method_code(method: str) -> str:
     """Fingerprint of the evaluation code plus the file that defines ``method``'s function."""
-    fn = METHODS.get(base_method(method)).fn
+    fn = method_spec(method).fn
     return code_fingerprint(*EVAL_CODE, "methods/__init__.py", inspect.getsourcefile(inspect.unwrap(fn)))
 
 
@@ -264,7 +263,7 @@ def select_methods(paper: str, configured: dict, methods: Any) -> list[str]:
             raise ConfigError(f"methods: {unknown} not configured for {paper}; valid: {', '.join(configured)}")
         names = list(methods)
     # retrain first: its time is the reference for every speed-up, its model for weight distances
-    return sorted(names, key=lambda m: not METHODS.get(base_method(m)).trains_from_scratch)
+    return sorted(names, key=lambda m: not method_spec(m).trains_from_scratch)
 
 
 def build_plan(paper: str, profile: str = "auto", seeds: Any = None, device: str = "auto",
@@ -301,7 +300,7 @@ def _part(cfg: PaperConfig, s: Settings, names: list[str], dev: torch.device) ->
     where = f"{cfg.id}.methods" if s.dataset == cfg.settings.dataset else f"{cfg.id}.more_datasets.{s.dataset}"
     method_cfgs = {m: method_config(m, s.methods[m], s.train, where=f"{where}.{m}") for m in names}
     for m in names:
-        if METHODS.get(base_method(m)).needs_unseen and not s.split.unseen:
+        if method_spec(m).needs_unseen and not s.split.unseen:
             raise ConfigError(f"{where}.{m}: the method needs unseen data; set split.unseen > 0 for {s.dataset}")
     data = load_dataset(s.dataset, download=s.download)
     if dev.type == "cuda":
@@ -363,7 +362,7 @@ class _CellMaker:
 
     def method(self, name: str, orig: Cell, ev: Cell, split: Split, retrain: Cell | None,
                method_seed: int | None = None) -> Cell:
-        s, spec, mc = self.s, METHODS.get(base_method(name)), self.part.method_cfgs[name]
+        s, spec, mc = self.s, method_spec(name), self.part.method_cfgs[name]
         seed = orig.seed if method_seed is None else method_seed
         deps, model_key = [orig.key, ev.key], ""
         if spec.trains_from_scratch:
@@ -380,7 +379,7 @@ class _CellMaker:
 
 
 def _retrain_name(methods: list[str]) -> str | None:
-    return next((m for m in methods if METHODS.get(base_method(m)).trains_from_scratch), None)
+    return next((m for m in methods if method_spec(m).trains_from_scratch), None)
 
 
 def _cells(plan: RunPlan, part: DataPart) -> list[Cell]:

@@ -14,9 +14,9 @@ import pandas as pd
 import torch
 import yaml
 
-from ..config import base_method, to_dict
+from ..config import to_dict
 from ..data import save_splits
-from ..methods import METHODS
+from ..methods import method_spec
 from ..metrics import speedup
 from ..paths import REPO_ROOT
 from .cells import CellRunner, original_timing
@@ -79,7 +79,7 @@ def collect(plan: RunPlan, store: Store, reused: set[str]) -> tuple[pd.DataFrame
     rows, timings, traces, ensemble, cells = [], [], [], [], []
     run = {"paper": plan.paper, "profile": plan.profile}
     for cell in plan.cells:
-        scratch = cell.kind == "method" and METHODS.get(base_method(cell.method)).trains_from_scratch
+        scratch = cell.kind == "method" and method_spec(cell.method).trains_from_scratch
         times = {"cell": cell.key, "part": cell.part or cell.dataset, "kind": cell.kind, "dataset": cell.dataset,
                  "model": cell.model, "scenario": cell.scenario, "method": cell.method, "seed": cell.run_seed,
                  "trains_from_scratch": scratch, "wall_s": None, "call_s": None, "reused": cell.key in reused}

@@ -56,6 +56,18 @@ def register_method(name: str, config: type, **flags) -> Callable[[Callable[...,
     return add
 
 
+def base_method(name: str) -> str:
+    """A run may configure variants of one method: ``deep_unlearning@no_aug`` is ``deep_unlearning`` with its
+    own options, reported under the full name."""
+    return name.split("@", 1)[0]
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The registered method of a configured name or variant (``deep_unlearning@no_aug`` -> ``deep_unlearning``'s
+    spec); an unknown name raises the registry's error listing the valid ones."""
+    return METHODS.get(base_method(name))
+
+
 def forget_classes_from_retain(retain_labels, num_classes: int) -> list[int]:
     """The classes absent from the retain labels: the forgotten classes of a class-forgetting split (empty for
     random-sample forgetting, where every class keeps retain samples)."""
@@ -76,4 +88,4 @@ def _import_all() -> None:
 
 _import_all()
 
-__all__ = ["METHODS", "MethodSpec", "register_method", "forget_classes_from_retain"]
+__all__ = ["METHODS", "MethodSpec", "base_method", "method_spec", "register_method", "forget_classes_from_retain"]
