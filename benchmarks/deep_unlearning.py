@@ -402,7 +402,9 @@ def main(argv=None) -> int:
     p.add_argument("--per-class", type=int, default=1000, help="random images per class")
     p.add_argument("--mode", choices=("shapes", "full"), default="shapes")
     p.add_argument("--end-to-end", action="store_true", help="also time the method's call whole (gram_solve)")
-    p.add_argument("--official", type=Path, default=None, help="a checkout of sangamesh-kodge/class_forgetting")
+    p.add_argument("--official", type=Path, default=None,
+                   help="a checkout of sangamesh-kodge/class_forgetting: its code is imported and run in this "
+                   "process (only give a checkout you trust)")
     p.add_argument("--numerics", default="cpu", help="profile of the run-to-run comparison (none: skip it)")
     p.add_argument("--numerics-seeds", type=int, default=5)
     p.add_argument("--skip-timing", action="store_true", help="only the run-to-run comparison")

@@ -328,3 +328,12 @@ def test_a_worker_with_other_code_refuses_to_compute():
         check_code("0123456789abcdef")
     assert "papers/unsir.yaml" in RAY_CODE  # the papers' settings rebuild the plan on the worker
 
+
+
+@pytest.mark.parametrize("paper,profile", [("../escaped", "cpu"), ("unsir", "../x"), (".hidden", "cpu"),
+                                           ("unsir", ""), ("a/b", "cpu")])
+def test_a_run_folder_is_never_built_outside_its_paper_folder(tmp_path, paper, profile):
+    """Review §1.2: RunFolder itself refuses a name that is not a plain folder name (the CLI checks first)."""
+    with pytest.raises(ValueError, match="not a plain folder name"):
+        RunFolder(paper, profile, root=tmp_path / "results")
+    assert sorted(tmp_path.rglob("*")) == []

@@ -327,6 +327,9 @@ class RunFolder:
     MARKER = "COMPLETE"  # written last into a scratch folder that is ready to be swapped in
 
     def __init__(self, paper: str, profile: str, root: Path | None = None) -> None:
+        for what, name in (("paper", paper), ("profile", profile)):  # defence in depth: the CLI checks them first
+            if not name or "/" in name or "\\" in name or name.startswith(".") or "\0" in name:
+                raise ValueError(f"{what} {name!r}: not a plain folder name (no '/', no leading '.')")
         self.parent = (Path(root) if root is not None else results_root()) / paper
         self.profile = profile
         self.final = self.parent / profile
