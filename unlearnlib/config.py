@@ -141,6 +141,9 @@ def config_hash(*parts: Any) -> str:
 @dataclass
 class ModelSpec:
     width: int | None = None  # channels of the first stage (None: the architecture's own, e.g. 64 for ResNet-18)
+    depth: int | None = None  # ViT only: encoder blocks (None: its own, 12)
+    heads: int | None = None  # ViT only: attention heads (None: width // 64)
+    patch: int | None = None  # ViT only: patch side in pixels (None: its own, 4)
 
 
 @dataclass
@@ -392,7 +395,7 @@ def validate_settings(cfg: PaperConfig) -> None:
     from .data import DATASETS
     from .methods import METHODS
     from .metrics import METRICS
-    from .models import MODELS
+    from .models import MODELS, check_options
 
     s, w = cfg.settings, f"{cfg.id}.settings"
     shared = ("methods", "models", "seeds", "metrics", "more_datasets", "ensemble", "method_scenarios")
@@ -411,8 +414,12 @@ def validate_settings(cfg: PaperConfig) -> None:
         cfg.settings_for(ds)  # its overrides are valid keys and types
     try:
         DATASETS.get(s.dataset)
-        for m in s.models:
+        for m, spec in s.models.items():
             MODELS.get(m)
+            try:
+                check_options(m, depth=spec.depth, heads=spec.heads, patch=spec.patch)
+            except ValueError as e:
+                raise ConfigError(f"{w}.models.{m}: {e}") from None
         for name, opts in s.methods.items():
             method_config(name, opts, s.train, where=f"{w}.methods.{name}")
         for m in s.metrics.metrics:

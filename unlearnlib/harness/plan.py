@@ -164,8 +164,9 @@ class DataPart:
     def new_model(self, name: str) -> torch.nn.Module:
         from ..models import build_model
 
+        m = self.settings.models[name]
         return build_model(name, num_classes=self.data.spec.num_classes, in_channels=self.data.spec.channels,
-                           width=self.settings.models[name].width)
+                           width=m.width, image_size=self.data.spec.size, depth=m.depth, heads=m.heads, patch=m.patch)
 
 
 @dataclass
