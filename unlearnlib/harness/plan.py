@@ -31,6 +31,7 @@ import torch
 
 from ..config import (
     ConfigError,
+    ModelSpec,
     PaperConfig,
     Settings,
     base_method,
@@ -38,6 +39,7 @@ from ..config import (
     load_paper,
     method_config,
     parse_seeds,
+    to_dict,
 )
 from ..data import (
     ImageData,
@@ -104,6 +106,12 @@ def method_code(method: str) -> str:
     """Fingerprint of the evaluation code plus the file that defines ``method``'s function."""
     fn = METHODS.get(base_method(method)).fn
     return code_fingerprint(*EVAL_CODE, "methods/__init__.py", inspect.getsourcefile(inspect.unwrap(fn)))
+
+
+def model_spec_key(spec: ModelSpec) -> dict:
+    """A model's options as they enter a key: ``width`` always, the ViT's ``depth``/``heads``/``patch`` when set, so a
+    CNN's checkpoint keys are the ones from before those options existed (its cached models stay valid)."""
+    return {k: v for k, v in to_dict(spec).items() if k == "width" or v is not None}
 
 
 @dataclass(frozen=True)
@@ -327,8 +335,8 @@ class _CellMaker:
         if (model, seed, dk) in self.originals:
             return self.originals[(model, seed, dk)], False
         s = self.s
-        key = config_hash("original", s.dataset, hash_array(self.part.train_pool), dk, model, s.models[model],
-                          s.train, seed)
+        key = config_hash("original", s.dataset, hash_array(self.part.train_pool), dk, model,
+                          model_spec_key(s.models[model]), s.train, seed)
         cell = Cell(key, "original", seed, model, "all" if dk == "clean" else split.tag, "original", model_key=key,
                     original=key, data_key=dk, dataset=s.dataset, part=self.key)
         self.originals[(model, seed, dk)] = cell
@@ -347,7 +355,7 @@ class _CellMaker:
         deps, model_key = [orig.key, ev.key], ""
         if spec.trains_from_scratch:
             model_key = config_hash(name, s.dataset, hash_array(split.retain_train), orig.data_key, orig.model,
-                                    s.models[orig.model], mc, seed)
+                                    model_spec_key(s.models[orig.model]), mc, seed)
         elif self.needs_retrain and retrain is not None:
             deps.append(retrain.key)
         key = config_hash("method", name, orig.key, model_key, _split_hash(split), mc, *self.eval_part, orig.seed,
