@@ -6,19 +6,29 @@ The intro file is Markdown (math allowed) placed under the title. Each --figure 
 """
 
 import argparse
+import re
 
 import nbformat as nbf
+
+PAPER_ID = re.compile(r"[a-z][a-z0-9_]*")  # the stem of unlearnlib/papers/<id>.yaml, a Python-identifier-like name
+
+
+def paper_id(text: str) -> str:
+    if not PAPER_ID.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a paper id: lower-case letters, digits and _, starting "
+                                         f"with a letter (e.g. deep_unlearning)")
+    return text
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("paper")
+    ap.add_argument("paper", type=paper_id)
     ap.add_argument("title")
     ap.add_argument("intro")
     ap.add_argument("--figure", action="append", default=[])
     a = ap.parse_args()
     md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
-    params = code(f'paper = "{a.paper}"\n'
+    params = code(f"paper = {a.paper!r}\n"
                   'profile = "smoke"  # make reproduce passes the profile (auto -> paper with CUDA, else cpu)\n'
                   'seeds = ""  # empty: the profile seeds; or a list such as 1,2,3 in quotes\n'
                   'device = "auto"\n'

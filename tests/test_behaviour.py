@@ -14,7 +14,8 @@ Measured on the development machine (torch 2.14.1, CPU, 1 thread), forget class 
     identity         forget 95.5 %   retain 77.6 %  (fails the checks, as it must)
 
 The baselines of issue 11, with the short options below (their own defaults are for 45 000-image CIFAR sets:
-on 4500 retain images SCRUB's 3 epochs at batch 256/512 are 20 steps, bad teacher's 1 epoch 8 steps; measured
+on 4500 retain images SCRUB's 3 epochs at batch 256/512 are 56 steps (54 min-steps on
+the retain set, 2 max-steps on the forget set), bad teacher's 1 epoch 8 steps; measured
 with the defaults: SCRUB forget 82.5 %, bad teacher 87.5 %, SSD 95.5 % (nothing selected: see below), SalUn 0.0 %,
 random labels 2.5 %, l1-sparse 0.0 %):
 

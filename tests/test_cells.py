@@ -9,6 +9,7 @@ import io
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -132,7 +133,7 @@ def test_corrupt_files_are_reported_moved_aside_and_rebuilt(reference, tmp_path)
     shutil.copytree(reference["roots"]["UNLEARNLIB_CACHE"], r["UNLEARNLIB_CACHE"])
     cache = Path(r["UNLEARNLIB_CACHE"])
     with env(**r):
-        plan = build_plan(PAPER, PROFILE, device="cpu", methods=METHODS)
+        plan = build_plan(PAPER, PROFILE, device="cpu", methods=METHODS, threads=1)  # the count is in the keys
     original = next(c for c in plan.cells if c.kind == "original")
     finetune = next(c for c in plan.cells if c.method == "finetune")
     pt = cache / "checkpoints" / f"{original.model_key}.pt"
@@ -167,7 +168,7 @@ def test_a_second_run_of_the_same_paper_and_profile_is_refused(reference, tmp_pa
     r = dict(reference["roots"], UNLEARNLIB_RESULTS=str(tmp_path / "results"))
     with env(**r):
         with RunFolder(PAPER, PROFILE):
-            with pytest.raises(RunLockedError, match=rf"process id {os.getpid()}.*wait for it"):
+            with pytest.raises(RunLockedError, match=rf"process {socket.gethostname()}:{os.getpid()}.*wait for it"):
                 run_paper(PAPER, PROFILE, device="cpu", progress=False, methods=METHODS)
         # released: nothing left behind, and the next run goes through (every cell reused)
         assert not (tmp_path / "results" / PAPER).exists()
@@ -187,7 +188,7 @@ def test_the_lock_is_released_when_its_process_is_killed(tmp_path):
     """)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
-    with pytest.raises(RunLockedError, match=f"process id {proc.pid}"):
+    with pytest.raises(RunLockedError, match=f"process {socket.gethostname()}:{proc.pid}"):
         with RunFolder(PAPER, PROFILE, root=tmp_path):
             pass
     proc.kill()
@@ -264,7 +265,7 @@ def test_short_calls_are_repeated_from_fresh_copies_and_the_median_is_reported(
     r = dict(reference["roots"], UNLEARNLIB_CACHE=str(tmp_path / "cache"))
     shutil.copytree(reference["roots"]["UNLEARNLIB_CACHE"], r["UNLEARNLIB_CACHE"])
     with env(**r):
-        plan = build_plan(PAPER, PROFILE, device="cpu", methods=METHODS)
+        plan = build_plan(PAPER, PROFILE, device="cpu", methods=METHODS, threads=1)  # the cached cells' count
         plan.settings.timing.repeats = 3  # the smoke profile times once; here the cpu default
         runner = CellRunner(plan, Store(say=lambda m: None), progress=False, threads=1)
         cell = next(c for c in plan.cells if c.method == "finetune")

@@ -184,7 +184,7 @@ def test_yaml_unknown_method_key(patched_paper):
     with pytest.raises(ConfigError) as exc:
         load_paper(PAPER, "smoke")
     msg = str(exc.value)
-    assert "deep_unlearning.settings.methods.deep_unlearning" in msg
+    assert "deep_unlearning.profiles.smoke.methods.deep_unlearning" in msg  # where the typo is
     assert "alpha" in msg and "valid keys" in msg and "alpha_r" in msg
 
 
@@ -218,7 +218,8 @@ def test_misspelled_choice_in_code_fails_before_the_method_runs(tiny_problem):
 
 def test_yaml_wrong_type_in_train(patched_paper):
     patched_paper(lambda raw: raw["profiles"]["smoke"]["train"].update(epochs="5"))
-    with pytest.raises(ConfigError, match=r"settings\.train\.epochs: expected an integer, got str '5'"):
+    with pytest.raises(ConfigError,
+                       match=r"deep_unlearning\.profiles\.smoke\.train\.epochs: expected an integer, got str '5'"):
         load_paper(PAPER, "smoke")
 
 

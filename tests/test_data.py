@@ -147,7 +147,9 @@ def test_cifar10_loads_from_local_copy(isolated_env):
     expected = torch.from_numpy(ref["train_x"].reshape(-1, 3, 32, 32))
     assert torch.equal(data.train_x, expected)
     assert torch.equal(data.test_x, torch.from_numpy(ref["test_x"].reshape(-1, 3, 32, 32)))
-    assert data.source == str(root)
+    # named by its root variable, never by this machine's absolute path (it is printed into the book)
+    assert data.source == "$UNLEARNLIB_DATA; not byte-identical to the official files (md5 differs: a re-encoded " \
+                          "or partial copy)"
 
 
 def test_cifar10_pixel_lands_in_the_right_channel_and_position(isolated_env):
@@ -189,6 +191,138 @@ def test_cifar10_found_under_dataset_subfolder(isolated_env):
     assert data.train_y.tolist() == ref["train_y"]
 
 
+class _Payload:
+    """A pickle that creates ``path`` when it is loaded: what a crafted data file would do with os.system."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("name, file", [("cifar10", "cifar-10-batches-py/data_batch_2"),
+                                        ("cifar10", "cifar-10-batches-py/test_batch"),
+                                        ("cifar10", "cifar-10-batches-py/batches.meta"),
+                                        ("cifar100", "cifar-100-python/train"),
+                                        ("cifar100", "cifar-100-python/meta")])
+def test_a_crafted_cifar_pickle_runs_nothing_and_is_named(isolated_env, tmp_path, name, file):
+    root = Path(isolated_env["UNLEARNLIB_DATA"])
+    (write_cifar10 if name == "cifar10" else write_cifar100)(root)
+    pwned = tmp_path / "pwned"
+    with open(root / file, "wb") as fh:  # the payload inside a dict, where a batch's 'data' would be
+        pickle.dump({"data": _Payload(pwned), "labels": [0]}, fh, protocol=2)
+    with pytest.raises(DatasetNotAvailableError) as exc:
+        load_dataset(name, download=False)
+    assert not pwned.exists()  # the payload never ran
+    msg = str(exc.value)
+    assert str(root / file) in msg and "refused: it asks for io.open" in msg
+    assert "three ways" in msg and "UNLEARNLIB_DATA" in msg  # how to replace it
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda d: _truncate(d / "data_batch_4"), "not a readable CIFAR pickle (UnpicklingError: pickle data was trunc"),
+    (lambda d: (d / "data_batch_4").write_bytes(b"\x00" * 6), "not a readable CIFAR pickle"),
+    (lambda d: (d / "data_batch_4").write_bytes(b""), "(EOFError: Ran out of input)"),
+    (lambda d: (d / "data_batch_4").unlink(), "missing"),
+    (lambda d: _dump_py2({b"data": np.zeros((2, 3072), np.float32), b"labels": [1, 2]}, d / "data_batch_4"),
+     "uint8 rows of 3072"),
+    (lambda d: _dump_py2({b"data": np.zeros((2, 3072), np.uint8), b"labels": [1]}, d / "data_batch_4"),
+     "'labels' list of 2 integers"),
+    (lambda d: _dump_py2([1, 2, 3], d / "data_batch_4"), "not a CIFAR batch"),
+], ids=["truncated", "garbage", "empty", "missing", "float-pixels", "short-labels", "not-a-dict"])
+def test_a_damaged_cifar_copy_is_one_clear_error_naming_the_file(isolated_env, damage, why):
+    root = Path(isolated_env["UNLEARNLIB_DATA"])
+    write_cifar10(root)
+    damage(root / "cifar-10-batches-py")
+    with pytest.raises(DatasetNotAvailableError) as exc:
+        load_dataset("cifar10", download=False)
+    msg = str(exc.value)
+    assert f"the file {root / 'cifar-10-batches-py' / 'data_batch_4'} is damaged" in msg and why in msg
+    assert "Replace it" in msg and "three ways" in msg
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_cifar_re_encoded_by_python3_loads_and_is_not_called_official(isolated_env, protocol):
+    """A copy pickled again by Python 3 and numpy 2 (str keys, numpy._core globals, _codecs/_frombuffer)."""
+    root = Path(isolated_env["UNLEARNLIB_DATA"])
+    ref = write_cifar10(root)
+    d = root / "cifar-10-batches-py"
+    for f in d.iterdir():
+        entry = pickle.loads(f.read_bytes(), encoding="latin1")
+        entry["batch_label"] = entry.get("batch_label", "").encode()  # a bytes value: _codecs.encode at protocol 2
+        f.write_bytes(pickle.dumps(entry, protocol=protocol))
+    data = load_dataset("cifar10", download=False)
+    assert data.train_y.tolist() == ref["train_y"]
+    assert torch.equal(data.train_x, torch.from_numpy(ref["train_x"].reshape(-1, 3, 32, 32)))
+    assert "not byte-identical to the official files" in data.source
+
+
+def test_cifar_files_matching_torchvisions_md5_list_are_called_official(isolated_env, monkeypatch):
+    import hashlib
+
+    from unlearnlib.data import datasets as ds
+
+    root = Path(isolated_env["UNLEARNLIB_DATA"])
+    write_cifar10(root)
+    d = root / "cifar-10-batches-py"
+    md5 = {f.name: hashlib.md5(f.read_bytes()).hexdigest() for f in d.iterdir()}
+    monkeypatch.setattr(ds._LocalCIFAR10, "train_list", [[f"data_batch_{i}", md5[f"data_batch_{i}"]]
+                                                         for i in range(1, 6)])
+    monkeypatch.setattr(ds._LocalCIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
+    monkeypatch.setattr(ds._LocalCIFAR10, "meta", {"filename": "batches.meta", "key": "label_names",
+                                                   "md5": md5["batches.meta"]})
+    assert load_dataset("cifar10", download=False).source == "$UNLEARNLIB_DATA; the official files (md5 verified)"
+
+
+def write_svhn(root: Path, n: dict | None = None, seed: int = 0) -> dict:
+    """train_32x32.mat / test_32x32.mat as the SVHN site ships them: X (32, 32, 3, N) uint8, y (N, 1) in 1..10."""
+    import scipy.io
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, k in (n or {"train": 5, "test": 3}).items():
+        x = rng.integers(0, 256, (32, 32, 3, k), dtype=np.uint8)
+        y = rng.integers(1, 11, (k, 1)).astype(np.uint8)
+        y[0] = 10  # the digit 0
+        scipy.io.savemat(root / f"{split}_32x32.mat", {"X": x, "y": y})
+        out[split] = (x, y)
+    return out
+
+
+def test_svhn_loads_from_local_copy_and_a_truncated_file_is_one_clear_error(isolated_env):
+    root = Path(isolated_env["UNLEARNLIB_DATA"])
+    ref = write_svhn(root)
+    data = load_dataset("svhn", download=False)
+    x, y = ref["train"]
+    assert data.train_x.shape == (5, 3, 32, 32) and data.test_x.shape == (3, 3, 32, 32)
+    assert torch.equal(data.train_x, torch.from_numpy(np.transpose(x, (3, 2, 0, 1)).copy()))
+    assert data.train_y.tolist() == [0 if v == 10 else int(v) for v in y[:, 0]]
+    assert data.source.startswith("$UNLEARNLIB_DATA; not byte-identical")
+    _truncate(root / "test_32x32.mat")
+    with pytest.raises(DatasetNotAvailableError) as exc:
+        load_dataset("svhn", download=False)
+    msg = str(exc.value)
+    assert f"the file {root / 'test_32x32.mat'} is damaged" in msg and "not a readable SVHN .mat file" in msg
+    assert "three ways" in msg
+
+
+def test_data_sources_name_no_absolute_path(isolated_env):
+    """The source is printed into the notebooks and so into the published book: no user name, no layout."""
+    import sklearn
+
+    digits = load_dataset("digits", download=False)
+    assert str(Path(sklearn.__file__).parent) not in digits.source
+    assert "(sklearn/datasets/data/digits.csv.gz)" in digits.source
+    write_cifar10(Path(isolated_env["UNLEARNLIB_DATA"]) / "cifar10")
+    cifar = load_dataset("cifar10", download=False)
+    assert cifar.source.startswith("$UNLEARNLIB_DATA/cifar10;") and isolated_env["UNLEARNLIB_DATA"] not in cifar.source
+
+
 # ----------------------------------------------------------------------------------------------
 # (b) idx files
 
@@ -204,7 +338,7 @@ def test_fashion_mnist_debian_flat_gz_layout(isolated_env):
     assert torch.equal(data.test_x[:, 0], torch.from_numpy(arrays["t10k-images-idx3-ubyte"]))
     assert data.train_y.tolist() == arrays["train-labels-idx1-ubyte"].tolist()
     assert data.test_y.tolist() == arrays["t10k-labels-idx1-ubyte"].tolist()
-    assert data.source == str(sysdir)
+    assert data.source == "$UNLEARNLIB_SYSTEM_DATA/fashion-mnist" and str(sysdir) not in data.source
     # the decompressed copy torchvision reads goes to the cache root, not next to the read-only source
     prepared = Path(isolated_env["UNLEARNLIB_CACHE"]) / "datasets" / "fashionmnist" / "FashionMNIST" / "raw"
     assert (prepared / "train-images-idx3-ubyte").exists()

@@ -156,16 +156,26 @@ def test_lower_fisher_gives_larger_variance_with_the_clamp():
     assert torch.all(var[1:] >= var[:-1])  # monotone: less Fisher, more noise
 
 
-def test_one_variance_per_output_unit():
-    w = torch.zeros(3, 2, 2, 2)  # a conv kernel: rows = output channels
+def test_variance_is_averaged_over_dimension_1_only_as_the_official_code():
+    """[CODE] Forgetting.ipynb cell 75, copied as if-loops/selective-synaptic-dampening
+    src/forget_full_class_strategies.py L531-532 (@cdfdc0e): ``if p.ndim > 1: var = var.mean(dim=1,
+    keepdim=True).expand_as(p).clone()``. A conv kernel (out, in, kh, kw) keeps one variance per (out, kh, kw),
+    shared by its input channels, not one per output channel."""
+    w = torch.zeros(3, 2, 2, 2)  # a conv kernel (out 3, in 2, 2 x 2)
     f = torch.stack([torch.full((2, 2, 2), v) for v in (1.0, 1e-2, 1e-5)])
-    f[0, 0, 0, 0] = 1e-5  # one weakly constrained weight in row 0 raises row 0's variance
+    f[0, 0, 0, 0] = 1e-5  # one weakly constrained weight at (out 0, in 0, 0, 0)
     _, var = noise_moments(w, f, Config(), is_head=False)
-    for r in range(3):
-        assert torch.all(var[r] == var[r].flatten()[0])
     inv = torch.minimum(1 / (f + 1e-8), torch.tensor(1e3))
-    assert torch.allclose(var[:, 0, 0, 0], 1e-6 * inv.flatten(1).mean(1))
-    assert var[2, 0, 0, 0] > var[1, 0, 0, 0]
+    assert var.shape == w.shape
+    assert torch.allclose(var, 1e-6 * inv.mean(1, keepdim=True).expand_as(w))  # the official rule, every entry
+    assert torch.equal(var[:, 0], var[:, 1])  # shared by the input channels ...
+    assert var[0, 0, 0, 0] > 10 * var[0, 0, 1, 1]  # ... but not by the kernel positions (the old rule's mistake)
+    assert var[2, 0, 1, 1] > var[1, 0, 1, 1]
+    lin = torch.zeros(2, 3)  # a linear layer: dimension 1 is all of it, one variance per output unit
+    fl = torch.tensor([[1.0, 1e-2, 1e-4], [1.0, 1.0, 1.0]])
+    _, var_lin = noise_moments(lin, fl, Config(), is_head=False)
+    inv_lin = torch.minimum(1 / (fl + 1e-8), torch.tensor(1e3))
+    assert torch.allclose(var_lin, 1e-6 * inv_lin.mean(1, keepdim=True).expand_as(lin))
     _, var_entry = noise_moments(w, f, Config(row_mean=False), is_head=False)
     assert torch.allclose(var_entry, 1e-6 * inv)
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from .config import available_papers, load_paper
-from .paths import REPO_ROOT
+from .paths import REPO_ROOT, shown
 
 BOOK_DIR = REPO_ROOT / "book"
 
@@ -110,40 +114,88 @@ def ensure_mathjax(book_dir: Path) -> None:
                      "run `make setup` (it unpacks the npm package mathjax@3 there), so math renders offline.")
 
 
+@contextlib.contextmanager
+def build_lock(book_dir: Path) -> Iterator[Path]:
+    """Hold an exclusive ``flock`` on ``<book>/_build/.build.lock``: two builds of one book folder (two
+    ``make reproduce`` of different papers finishing together) would write ``_generated/``, ``_toc.yml`` and
+    ``_build/`` at once. The second waits, saying so in one line. The lock goes with the process (``kill -9``
+    included); the file stays, empty."""
+    lock = Path(book_dir) / "_build" / ".build.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another build of this book to finish (lock: {shown(lock)})", flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield lock
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def build(book_dir: Path = BOOK_DIR, strict: bool = True) -> Path:
     book_dir = Path(book_dir).resolve()  # jupyter-book runs inside the book folder
-    ensure_mathjax(book_dir)
-    chapters = write_generated(book_dir)
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(book_dir), "--builder", "html"]
-    if strict:
-        cmd += ["-W", "-n", "--keep-going"]
-    jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))
-    if jb:
-        cmd = [jb, *cmd[3:]]
-    print(f"building the book ({len(chapters)} chapter(s): {', '.join(chapters) or 'none'})", flush=True)
-    proc = subprocess.run(cmd, cwd=book_dir)
-    if proc.returncode != 0:
-        raise SystemExit(f"book build failed (exit {proc.returncode})")
-    html = book_dir / "_build" / "html"
-    problems = external_requests(html)
-    if problems:
-        raise SystemExit("the book would load resources from the internet:\n  " + "\n  ".join(problems[:20]))
+    with build_lock(book_dir):
+        ensure_mathjax(book_dir)
+        chapters = write_generated(book_dir)
+        cmd = [sys.executable, "-m", "jupyter_book", "build", str(book_dir), "--builder", "html"]
+        if strict:
+            cmd += ["-W", "-n", "--keep-going"]
+        jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))
+        if jb:
+            cmd = [jb, *cmd[3:]]
+        print(f"building the book ({len(chapters)} chapter(s): {', '.join(chapters) or 'none'})", flush=True)
+        proc = subprocess.run(cmd, cwd=book_dir)
+        if proc.returncode != 0:
+            raise SystemExit(f"book build failed (exit {proc.returncode})")
+        html = book_dir / "_build" / "html"
+        problems = external_requests(html)
+        if problems:
+            raise SystemExit("the book would load resources from the internet:\n  " + "\n  ".join(problems[:20]))
     return html / "index.html"
 
 
-_RESOURCE = re.compile(r"""<(?:script|link|img|iframe|source)\b[^>]*?\b(?:src|href)=["'](https?:)?//([^"']+)""",
-                       re.I)
+# What a browser fetches by itself when it opens a page (plain hyperlinks, <a href>, are not requests).
+_EXTERNAL = re.compile(r"\s*(?:https?:)?//", re.I)  # another host: http://, https:// or protocol-relative //
+_TAG = re.compile(r"<(script|link|img|iframe|source|embed|track|object|video|audio|input)\b[^>]*>", re.I)
+_ATTR = re.compile(r"""(?<![\w-])(src|href|data|poster|srcset)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.I)
+_STYLE = re.compile(r"""<style\b[^>]*>(.*?)</style>|(?<![\w-])style\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.I | re.S)
+_CSS_COMMENT = re.compile(r"/\*.*?\*/", re.S)
+_CSS_URL = re.compile(r"""url\(\s*["']?([^"')]*)|@import\s+["']([^"']*)""", re.I)
+
+
+def _css_requests(css: str) -> list[str]:
+    """``url(...)`` and ``@import "..."`` targets in CSS that point at another host (comments ignored)."""
+    found = (a or b for a, b in _CSS_URL.findall(_CSS_COMMENT.sub("", css)))
+    return [u.strip() for u in found if _EXTERNAL.match(u)]
+
+
+def _html_requests(html: str) -> list[str]:
+    out = []
+    for tag in _TAG.finditer(html):
+        text = tag.group(0)
+        if tag.group(1).lower() == "link" and re.search(r"""rel\s*=\s*["']?(canonical|alternate)""", text, re.I):
+            continue
+        for attr in _ATTR.finditer(text):
+            value = attr.group(2) or attr.group(3) or attr.group(4) or ""
+            # srcset: "a.png 1x, https://cdn/b.png 2x": every candidate's URL
+            urls = [c.split()[0] for c in value.split(",") if c.split()] if attr.group(1).lower() == "srcset" \
+                else [value]
+            out += [u.strip() for u in urls if _EXTERNAL.match(u)]
+    for block in _STYLE.finditer(html):  # <style> blocks and style="..." attributes
+        out += _css_requests(next(g for g in block.groups() if g is not None))
+    return out
 
 
 def external_requests(html_dir: Path) -> list[str]:
-    """Resources a page would fetch from another host (scripts, styles, images, frames).
-    Plain hyperlinks (<a href>) are not requests and are allowed."""
+    """Resources a page would fetch from another host: the src/href/data/poster/srcset of scripts, styles, images,
+    frames, media and objects; ``url(...)`` and ``@import`` in stylesheets (``*.css``), ``<style>`` blocks and
+    ``style`` attributes. Plain hyperlinks (<a href>) and <link rel=canonical|alternate> are not requests.
+    Requests made by scripts at run time are not seen (the MathJax copy is served locally and makes none)."""
     out = []
-    for page in sorted(html_dir.rglob("*.html")):
+    for page in sorted([*html_dir.rglob("*.html"), *html_dir.rglob("*.css")]):
         text = page.read_text(errors="replace")
-        for m in _RESOURCE.finditer(text):
-            tag = m.group(0)
-            if tag.lower().startswith("<link") and re.search(r"""rel=["'](canonical|alternate)""", tag):
-                continue
-            out.append(f"{page.relative_to(html_dir)}: {m.group(2)[:80]}")
+        found = _css_requests(text) if page.suffix == ".css" else _html_requests(text)
+        out += [f"{page.relative_to(html_dir)}: {url[:80]}" for url in found]
     return out

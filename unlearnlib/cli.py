@@ -223,12 +223,7 @@ def cmd_book_test(a: argparse.Namespace) -> None:
     from .threads import cpu_budget
 
     jobs = _int_option("--jobs", a.jobs) or 1
-    scratch = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="book-test-", dir=REPO_ROOT / "build"
-                                                               if (REPO_ROOT / "build").exists() else None))
-    if scratch.exists():
-        shutil.rmtree(scratch)
-    shutil.copytree(book.BOOK_DIR, scratch, ignore=shutil.ignore_patterns("_build", "papers", "_generated",
-                                                                           "_toc.yml"))
+    scratch = prepare_book_test_dir(Path(a.dir) if a.dir else None, book.BOOK_DIR)
     papers = available_papers()
     jobs = min(jobs, len(papers))
     t0 = time.perf_counter()
@@ -240,6 +235,31 @@ def cmd_book_test(a: argparse.Namespace) -> None:
     print(f"== {len(papers)} notebooks executed in {time.perf_counter() - t0:.0f} s ({jobs} at once)", flush=True)
     index = book.build(scratch, strict=True)
     print(f"== strict book build passed: {index}")
+
+
+BOOK_TEST_MARKER = ".book-test"  # written into every book-test folder: only such a folder is ever deleted
+
+
+def prepare_book_test_dir(scratch: Path | None, book_dir: Path) -> Path:
+    """A fresh copy of the book's sources (no executed chapters, no build) in ``scratch`` (default: a new folder
+    under ``build/``), with the marker file ``.book-test``. An existing ``scratch`` is deleted first only when it is
+    empty or holds that marker (a previous book-test wrote it): ``--dir .`` or ``--dir ~`` is refused."""
+    if scratch is None:
+        scratch = Path(tempfile.mkdtemp(prefix="book-test-", dir=REPO_ROOT / "build"
+                                        if (REPO_ROOT / "build").exists() else None))
+    if scratch.is_symlink() or (scratch.exists() and not scratch.is_dir()):
+        _fail(f"--dir {scratch}: not a folder; give a new or empty folder (or one a previous book-test wrote)")
+    if scratch.exists():
+        if any(scratch.iterdir()) and not (scratch / BOOK_TEST_MARKER).is_file():
+            _fail(f"--dir {scratch}: the folder is not empty and no book-test wrote it (it has no {BOOK_TEST_MARKER} "
+                  f"file), so it is not deleted; give a new or empty folder (a folder an older book-test wrote, "
+                  f"without the marker: remove it yourself)")
+        shutil.rmtree(scratch)
+    shutil.copytree(book_dir, scratch, ignore=shutil.ignore_patterns("_build", "papers", "_generated", "_toc.yml",
+                                                                      BOOK_TEST_MARKER))
+    (scratch / BOOK_TEST_MARKER).write_text("written by `python -m unlearnlib.cli book-test`: the next book-test "
+                                            "with this --dir deletes this folder\n")
+    return scratch
 
 
 def _execute_side_by_side(papers: list[str], scratch: Path, jobs: int, cores: int) -> None:
@@ -269,13 +289,13 @@ def _execute_side_by_side(papers: list[str], scratch: Path, jobs: int, cores: in
 
 
 def cmd_publish(a: argparse.Namespace) -> None:
-    """Build the book from every executed chapter, write book.tar.gz, ghp-import it to gh-pages (pushed when the
-    remote exists)."""
+    """Build the book from every executed chapter, write book.tar.gz, ghp-import it to the local gh-pages branch;
+    push it only with --push (make publish PUSH=1)."""
     from .publish import PublishError, publish
 
     try:
         done = publish(tarball=Path(a.tarball) if a.tarball else None, branch=a.branch, remote=a.remote,
-                       build=not a.no_build)
+                       build=not a.no_build, push=a.push)
     except PublishError as e:
         _fail(str(e))
     print(f"== {len(done['chapters'])} chapter(s): {', '.join(done['chapters'])}")
@@ -283,8 +303,19 @@ def cmd_publish(a: argparse.Namespace) -> None:
     if done["pushed"]:
         print(f"== committed {done['commit']} to {done['branch']} and pushed it to {done['remote']}")
     else:
-        print(f"== committed {done['commit']} to the local branch {done['branch']}; not pushed: this repository has "
-              f"no remote {done['remote']!r} (add one, then `git push {done['remote']} {done['branch']}`)")
+        print(f"== committed {done['commit']} to the local branch {done['branch']}; not pushed (to push: "
+              f"`make publish PUSH=1`, or `git push {done['remote']} {done['branch']}`)")
+
+
+def cmd_clean_cache(a: argparse.Namespace) -> None:
+    from .paths import cache_root, clean_cache
+
+    try:
+        removed = clean_cache()
+    except ValueError as e:
+        _fail(str(e))
+    print(f"== cell store at {cache_root()}: " + (f"removed {', '.join(p.name + '/' for p in removed)}" if removed
+                                                  else "nothing to remove"))
 
 
 def cmd_list(a: argparse.Namespace) -> None:
@@ -295,9 +326,16 @@ def cmd_list(a: argparse.Namespace) -> None:
     print("methods:  " + ", ".join(METHODS.names()))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the suite's one-line errors (``error: ...``, exit 2) instead of a usage block."""
+
+    def error(self, message: str) -> None:
+        _fail(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="unlearnlib", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = _Parser(prog="unlearnlib", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     r = sub.add_parser("reproduce", help="run a paper's notebook and build the book")
     ra = sub.add_parser("reproduce-all", help="every paper (side by side on Ray with --executor ray), then the book")
     for q in (r, ra):
@@ -315,16 +353,19 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--no-strict", action="store_true")
     b.set_defaults(fn=cmd_book)
     t = sub.add_parser("book-test", help="smoke-execute every notebook into a scratch book and build it strictly")
-    t.add_argument("--dir", default="")
+    t.add_argument("--dir", default="", help="scratch book folder (new, empty, or written by a previous book-test)")
     t.add_argument("--jobs", default="1", help="notebooks executed at once (each with its share of the cores)")
     t.set_defaults(fn=cmd_book_test)
-    pb = sub.add_parser("publish", help="build the book, write book.tar.gz, ghp-import it to gh-pages")
+    pb = sub.add_parser("publish", help="build the book, write book.tar.gz, ghp-import it to gh-pages (--push: push)")
     pb.add_argument("--branch", default="gh-pages")
-    pb.add_argument("--remote", default="origin", help="pushed only when this remote exists")
+    pb.add_argument("--remote", default="origin", help="the remote --push pushes to")
+    pb.add_argument("--push", action="store_true", help="push the branch to the remote (default: a local commit only)")
     pb.add_argument("--tarball", default="", help="default: book.tar.gz in the repository root")
     pb.add_argument("--no-build", action="store_true", help="publish book/_build/html as it is")
     pb.set_defaults(fn=cmd_publish)
     sub.add_parser("list", help="list papers, profiles and methods").set_defaults(fn=cmd_list)
+    sub.add_parser("clean-cache", help="remove the cell store ($UNLEARNLIB_CACHE, default .cache/unlearnlib)"
+                   ).set_defaults(fn=cmd_clean_cache)
     a = p.parse_args(argv)
     if a.cmd == "reproduce" and not a.paper:
         _fail(f"PAPER is required; valid papers: {', '.join(available_papers())}")

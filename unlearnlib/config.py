@@ -8,18 +8,21 @@ value removes an entry.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .metrics.evaluation import MetricConfig
+from .schema import (  # noqa: F401 - re-exported: the paper schema's readers import them from here
+    SEED_MAX,
+    ConfigError,
+    check_instance,
+    check_range,
+    config_hash,
+    from_dict,
+    read_yaml,
+    to_dict,
+)
 from .train import TrainConfig
 
 PAPERS_DIR = Path(__file__).resolve().parent / "papers"
@@ -29,109 +32,6 @@ PROFILE_LABELS = {
     "cpu": "cpu profile: Fashion-MNIST, narrow models, short recipe; NOT the paper's setting",
     "smoke": "smoke profile: a few thousand images, tiny models, 1 epoch; a pipeline check, not a result",
 }
-
-
-class ConfigError(ValueError):
-    """A config or run parameter is invalid; the message names the field and what is valid."""
-
-
-# ----------------------------------------------------------------------------------------------
-# generic dataclass validation
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _check(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin is typing.Literal:
-        if isinstance(value, bool) or value not in args:
-            raise ConfigError(f"{where}: {value!r} is not a valid choice; valid: {', '.join(str(a) for a in args)}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for a in args:
-            try:
-                return _check(value, a, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, "
-                          f"got {type(value).__name__} {value!r}")
-    if tp is type(None):
-        if value is None:
-            return None
-        raise ConfigError(f"{where}: expected null, got {value!r}")
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-        inner = args[0] if args else Any
-        out = [_check(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(out) if origin is tuple else out
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
-        return {k: _check(v, args[1], f"{where}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
-        return value
-    if tp in (str, bool):
-        if not isinstance(value, tp):
-            raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
-        return value
-    return value
-
-
-def from_dict(cls: type, data: Any, where: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise :class:`ConfigError`."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__} {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ConfigError(f"{where or cls.__name__}: unknown key(s) {', '.join(unknown)}; "
-                          f"valid keys: {', '.join(names)}")
-    required = [f.name for f in dataclasses.fields(cls) if f.init and f.default is dataclasses.MISSING
-                and f.default_factory is dataclasses.MISSING]
-    missing = [k for k in required if k not in data]
-    if missing:
-        raise ConfigError(f"{where or cls.__name__}: missing key(s) {', '.join(missing)}")
-    kwargs = {k: _check(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def check_instance(obj: Any, where: str = "") -> None:
-    """Validate an already built dataclass (a method's Config made in code): types and choices, as from YAML."""
-    from_dict(type(obj), {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init},
-              where or type(obj).__name__)
-
-
-def to_dict(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
-    return obj
-
-
-def config_hash(*parts: Any) -> str:
-    blob = json.dumps([to_dict(p) for p in parts], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -145,6 +45,9 @@ class ModelSpec:
     heads: int | None = None  # ViT only: attention heads (None: width // 64)
     patch: int | None = None  # ViT only: patch side in pixels (None: its own, 4)
 
+    def check(self) -> None:
+        check_range(self, "width", "depth", "heads", "patch", ge=1, optional=True)
+
 
 @dataclass
 class ScenarioConfig:
@@ -155,6 +58,20 @@ class ScenarioConfig:
     trigger_size: int = 3  # backdoor: side of the square patch, pixels
     trigger_value: int = 255  # backdoor: uint8 value of the patch
     trigger_location: str = "bottom_right"  # bottom_right | top_left
+
+    def check(self) -> None:
+        if self.kind not in SCENARIO_KINDS:
+            raise ConfigError(f"kind: {self.kind!r}; valid: {', '.join(SCENARIO_KINDS)}")
+        check_range(self, "classes", "target", ge=0)
+        if len(set(self.classes)) != len(self.classes):
+            raise ConfigError(f"classes: {self.classes} names a class twice; give each class once")
+        if self.kind == "class" and not self.classes:
+            raise ConfigError("classes: a class scenario needs at least one class")
+        check_range(self, "fraction", gt=0, lt=1)
+        check_range(self, "trigger_size", ge=1)
+        check_range(self, "trigger_value", ge=0, le=255)
+        if self.trigger_location not in ("bottom_right", "top_left"):
+            raise ConfigError(f"trigger_location: {self.trigger_location!r}; valid: bottom_right, top_left")
 
 
 @dataclass
@@ -168,6 +85,17 @@ class SplitConfig:
     def all_scenarios(self) -> list[ScenarioConfig]:
         return [ScenarioConfig("class", classes=list(c)) for c in self.forget] + list(self.scenarios)
 
+    def check(self) -> None:
+        for i, classes in enumerate(self.forget):
+            try:
+                ScenarioConfig("class", classes=list(classes)).check()
+            except ConfigError as e:
+                raise ConfigError(f"forget[{i}]: {str(e).split(': ', 1)[1]}") from None
+        check_range(self, "unseen", ge=0)
+        check_range(self, "seed", ge=0, le=SEED_MAX)
+        if self.unseen_classes not in ("all", "retain"):
+            raise ConfigError(f"unseen_classes: {self.unseen_classes!r}; valid: all, retain")
+
 
 @dataclass
 class TimingConfig:
@@ -176,6 +104,10 @@ class TimingConfig:
     repeat_below_s: float = 5.0  # a call shorter than this is repeated, each from a fresh copy of the original
     repeats: int = 3  # calls in all for such a method (the median is reported, with the spread)
     warmup: bool = True  # one untimed forward/backward pass before the first timed call of a model in a process
+
+    def check(self) -> None:
+        check_range(self, "repeat_below_s", ge=0)
+        check_range(self, "repeats", ge=1)
 
 
 @dataclass
@@ -198,6 +130,15 @@ class EnsembleConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
     metrics: list[str] = field(default_factory=lambda: ["forget_acc", "retain_acc", "test_acc", "test_forget_acc",
                                                          "test_retain_acc"])  # per model (the scores use logits)
+
+    def check(self) -> None:
+        if self.n and self.n < 4:
+            raise ConfigError(f"n: {self.n}; an ensemble needs at least 4 models per side (0 switches it off)")
+        check_range(self, "n", ge=0)
+        # originals take seeds seed .. seed+n-1, the retrains and the conditional runs up to seed+3n-1
+        if not 0 <= self.seed <= SEED_MAX - 3 * self.n:
+            raise ConfigError(f"seed: {self.seed} is out of range; valid: 0 .. {SEED_MAX - 3 * self.n} "
+                              f"(the ensemble uses seeds seed .. seed + 3n)")
 
 
 @dataclass
@@ -224,6 +165,14 @@ class Settings:
     # methods that run only on some scenario kinds (method -> [class | random | backdoor]); every other method
     # runs on every scenario. The results table says "not run on this kind" where a method was left out
     method_scenarios: dict[str, list[str]] = field(default_factory=dict)
+
+    def check(self) -> None:
+        self.seeds = check_seeds(self.seeds, "seeds")
+        if self.train.epochs < 1:
+            raise ConfigError(f"train.epochs: {self.train.epochs} is out of range; valid: >= 1 (the original model "
+                              f"is trained for this many epochs)")
+        check_range(self, "train_subset", "test_subset", "eval_train_subset", ge=1, optional=True)
+        check_range(self, "eval_batch_size", ge=1)
 
     def runs_on(self, method: str, kind: str) -> bool:
         """Whether ``method`` runs on scenarios of this kind: the method supports the kind (its registered
@@ -370,32 +319,63 @@ def load_paper(paper: str, profile: str = "paper") -> PaperConfig:
         raise ConfigError(f"unknown paper {paper!r}; valid papers: {', '.join(papers)}")
     profile = resolve_profile(profile)
     path = PAPERS_DIR / f"{paper}.yaml"
-    raw = yaml.safe_load(path.read_text())
-    profiles = raw.get("profiles") or {}
+    raw = read_yaml(path.read_text(), path.name)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path.name}: expected a mapping of the paper's fields (id, title, settings, profiles, "
+                          f"...) at the top level, got {type(raw).__name__}")
+    profiles = raw.get("profiles")
+    if not isinstance(profiles, dict) or not all(isinstance(v, dict) or v is None for v in profiles.values()):
+        raise ConfigError(f"{path.name}: profiles: expected a mapping of profile name -> overrides of settings")
     missing = [p for p in PROFILES if p not in profiles]
     if missing:
         raise ConfigError(f"{path.name}: every paper declares the profiles {', '.join(PROFILES)}; missing {missing}")
     if profile not in profiles:
         raise ConfigError(f"unknown profile {profile!r} for {paper}; valid profiles: auto, {', '.join(profiles)}")
-    raw = dict(raw)
-    raw["settings"] = _merge(raw.get("settings") or {}, profiles.get(profile) or {}, "settings")
-    raw["profile"] = profile
-    cfg = from_dict(PaperConfig, raw, paper)
-    if cfg.id != paper:
-        raise ConfigError(f"{path.name}: id {cfg.id!r} does not match the file name")
-    validate_settings(cfg)
+    if not isinstance(raw.get("settings"), dict):
+        raise ConfigError(f"{paper}.settings: expected a mapping, got {type(raw.get('settings')).__name__}")
+    merged = dict(raw, settings=_merge(raw["settings"], profiles[profile] or {}, "settings"), profile=profile)
+    if raw.get("id") != paper:
+        raise ConfigError(f"{path.name}: id {raw.get('id')!r} does not match the file name")
+    try:
+        cfg = from_dict(PaperConfig, merged, paper)
+        validate_settings(cfg)
+    except ConfigError as e:
+        raise _blame_profile(e, raw, paper, profile) from None
     return cfg
+
+
+def _blame_profile(error: ConfigError, raw: dict, paper: str, profile: str) -> ConfigError:
+    """An error in the merged settings that the paper's own settings do not have comes from the profile's
+    overrides: name ``<paper>.profiles.<profile>`` rather than ``<paper>.settings`` (where the typo is)."""
+    prefix = f"{paper}.settings"
+    if not str(error).startswith(prefix) or not raw["profiles"][profile]:
+        return error
+    try:
+        validate_settings(from_dict(PaperConfig, dict(raw, profile=profile), paper))
+    except ConfigError:
+        return error  # the paper's own settings are wrong too: report as it is
+    return ConfigError(f"{paper}.profiles.{profile}{str(error)[len(prefix):]}")
 
 
 CLAIM_OPS = ("<", "<=", ">", ">=")  # the comparisons a claim (and its precondition) may use
 
 
 def validate_settings(cfg: PaperConfig) -> None:
-    """Cross-checks against the registries, so a typo fails before any training starts."""
+    """Cross-checks against the registries and between fields, so a typo fails before any training starts (each
+    field's own ranges were checked by its dataclass's ``check()`` when the YAML loaded)."""
+    _validate_more_datasets(cfg)
+    _validate_registered(cfg)
+    if not cfg.settings.split.all_scenarios():
+        raise ConfigError(f"{cfg.id}.settings.split: no scenario; give `forget: [[class, ...], ...]` or `scenarios:`")
+    _validate_classes(cfg)
+    _validate_method_scenarios(cfg)
+    _validate_ensemble(cfg)
+    for c in cfg.claims:
+        _validate_claim(cfg.id, c)
+
+
+def _validate_more_datasets(cfg: PaperConfig) -> None:
     from .data import DATASETS
-    from .methods import METHODS
-    from .metrics import METRICS
-    from .models import MODELS, check_options
 
     s, w = cfg.settings, f"{cfg.id}.settings"
     shared = ("methods", "models", "seeds", "metrics", "more_datasets", "ensemble", "method_scenarios")
@@ -407,84 +387,103 @@ def validate_settings(cfg: PaperConfig) -> None:
                               f"test_subset, split, eval_batch_size, download, timing")
         if ds == s.dataset:
             raise ConfigError(f"{w}.more_datasets.{ds}: already the run's first dataset")
-        try:
-            DATASETS.get(ds)
-        except KeyError as e:
-            raise ConfigError(f"{w}.more_datasets: {e}") from None
+        if ds not in DATASETS:
+            raise ConfigError(f"{w}.more_datasets: unknown dataset {ds!r}; valid: {', '.join(DATASETS.names())}")
         cfg.settings_for(ds)  # its overrides are valid keys and types
-    try:
-        DATASETS.get(s.dataset)
-        for m, spec in s.models.items():
-            MODELS.get(m)
+
+
+def _validate_registered(cfg: PaperConfig) -> None:
+    """Every dataset, model, method and metric named is registered; every method's options load (its Config's
+    types, choices and ranges)."""
+    from .data import DATASETS
+    from .methods import METHODS
+    from .metrics import METRICS
+    from .models import MODELS, check_options
+
+    s, w = cfg.settings, f"{cfg.id}.settings"
+    for registry, names, where in ((DATASETS, [s.dataset], "dataset"), (MODELS, s.models, "models"),
+                                   (METRICS, s.metrics.metrics, "metrics.metrics"),
+                                   (METHODS, [base_method(m) for m in s.methods], "methods")):
+        for name in names:
             try:
-                check_options(m, depth=spec.depth, heads=spec.heads, patch=spec.patch)
-            except ValueError as e:
-                raise ConfigError(f"{w}.models.{m}: {e}") from None
-        for name, opts in s.methods.items():
-            method_config(name, opts, s.train, where=f"{w}.methods.{name}")
-        for m in s.metrics.metrics:
-            METRICS.get(m)
-        for c in cfg.claims:
-            for mth in [c.method, c.reference, *c.references, c.requires_method if c.requires_metric else None]:
-                if mth and mth != "original" and base_method(mth) not in METHODS:
-                    raise ConfigError(f"{cfg.id}.claims.{c.id}: unknown method {mth!r}")
-    except KeyError as e:
-        raise ConfigError(f"{w}: {e}") from None
-    if not s.split.all_scenarios():
-        raise ConfigError(f"{w}.split: no scenario; give `forget: [[class, ...], ...]` or `scenarios:`")
-    for i, sc in enumerate(s.split.all_scenarios()):
-        if sc.kind not in SCENARIO_KINDS:
-            raise ConfigError(f"{w}.split.scenarios[{i}].kind: {sc.kind!r}; valid: {', '.join(SCENARIO_KINDS)}")
-        if sc.kind == "class" and not sc.classes:
-            raise ConfigError(f"{w}.split.scenarios[{i}].classes: a class scenario needs at least one class")
+                registry.get(name)
+            except KeyError as e:
+                raise ConfigError(f"{w}.{where}: {e}") from None
+    for m, spec in s.models.items():  # the ViT's options, given to the ViT only
+        try:
+            check_options(m, depth=spec.depth, heads=spec.heads, patch=spec.patch)
+        except ValueError as e:
+            raise ConfigError(f"{w}.models.{m}: {e}") from None
+    for name, opts in s.methods.items():
+        method_config(name, opts, s.train, where=f"{w}.methods.{name}")
+    for c in cfg.claims:
+        for mth in [c.method, c.reference, *c.references, c.requires_method if c.requires_metric else None]:
+            if mth and mth != "original" and base_method(mth) not in METHODS:
+                raise ConfigError(f"{cfg.id}.claims.{c.id}: unknown method {mth!r}")
+
+
+def _validate_classes(cfg: PaperConfig) -> None:
+    """Every class a scenario names (forgotten classes, a backdoor's target) exists in its dataset, and a class
+    scenario leaves at least one class to retain."""
+    from .data import DATASETS
+
+    for ds in cfg.datasets:
+        n = DATASETS.get(ds).num_classes
+        w = f"{cfg.id}.settings" + ("" if ds == cfg.settings.dataset else f".more_datasets.{ds}")
+        for i, sc in enumerate(cfg.settings_for(ds).split.all_scenarios()):
+            named = [*sc.classes, *([sc.target] if sc.kind == "backdoor" else [])]
+            bad = [c for c in named if c >= n]
+            if bad:
+                raise ConfigError(f"{w}.split: scenario {i} ({sc.kind}) names class {bad[0]}; {ds} has classes "
+                                  f"0 .. {n - 1}")
+            if sc.kind == "class" and len(sc.classes) >= n:
+                raise ConfigError(f"{w}.split: scenario {i} forgets every class of {ds}; leave at least one to "
+                                  f"retain")
+
+
+def _validate_method_scenarios(cfg: PaperConfig) -> None:
+    from .methods import METHODS
+
+    s, w = cfg.settings, f"{cfg.id}.settings.method_scenarios"
     for name, kinds in s.method_scenarios.items():
         if name not in s.methods:
-            raise ConfigError(f"{w}.method_scenarios.{name}: not a configured method; valid: {', '.join(s.methods)}")
+            raise ConfigError(f"{w}.{name}: not a configured method; valid: {', '.join(s.methods)}")
         bad = [k for k in kinds if k not in SCENARIO_KINDS]
         if bad or not kinds:
-            raise ConfigError(f"{w}.method_scenarios.{name}: {kinds!r}; give a non-empty list of "
-                              f"{', '.join(SCENARIO_KINDS)}")
+            raise ConfigError(f"{w}.{name}: {kinds!r}; give a non-empty list of {', '.join(SCENARIO_KINDS)}")
         if METHODS.get(base_method(name)).trains_from_scratch:
-            raise ConfigError(f"{w}.method_scenarios.{name}: the retrain reference runs on every scenario")
+            raise ConfigError(f"{w}.{name}: the retrain reference runs on every scenario")
         unsupported = [k for k in kinds if k not in supported_kinds(name)]
         if unsupported:
-            raise ConfigError(f"{w}.method_scenarios.{name}: {name} does not support {', '.join(unsupported)} "
+            raise ConfigError(f"{w}.{name}: {name} does not support {', '.join(unsupported)} "
                               f"scenarios; it supports {', '.join(supported_kinds(name))}")
         if not any(sc.kind in kinds for sc in s.split.all_scenarios()):
-            raise ConfigError(f"{w}.method_scenarios.{name}: no scenario of kind {', '.join(kinds)} in this run")
-    if s.split.unseen_classes not in ("all", "retain"):
-        raise ConfigError(f"{w}.split.unseen_classes: {s.split.unseen_classes!r}; valid: all, retain")
-    if not s.seeds:
-        raise ConfigError(f"{w}.seeds: at least one seed is needed")
-    _validate_ensemble(cfg)
-    if s.timing.repeats < 1 or s.timing.repeat_below_s < 0:
-        raise ConfigError(f"{w}.timing: repeats must be >= 1 and repeat_below_s >= 0")
-    for c in cfg.claims:
-        if c.kind not in ("threshold", "vs_method", "vs_best"):
-            raise ConfigError(f"{cfg.id}.claims.{c.id}.kind: {c.kind!r}; valid: threshold, vs_method, vs_best")
-        if c.op not in CLAIM_OPS:
-            raise ConfigError(f"{cfg.id}.claims.{c.id}.op: {c.op!r}; valid: <, <=, >, >=")
-        if c.kind in ("threshold", "vs_method") and c.threshold is None:
-            raise ConfigError(f"{cfg.id}.claims.{c.id}.threshold: a {c.kind} claim needs a threshold")
-        if c.kind == "vs_method" and (not c.reference or c.transform not in ("diff", "drop", "abs_diff")):
-            raise ConfigError(f"{cfg.id}.claims.{c.id}: a vs_method claim needs a reference and a transform "
-                              f"in diff, drop, abs_diff")
-        if c.scenario_kind not in ("", *SCENARIO_KINDS):
-            raise ConfigError(f"{cfg.id}.claims.{c.id}.scenario_kind: {c.scenario_kind!r}; valid: "
-                              f"{', '.join(SCENARIO_KINDS)} or empty")
-        if c.requires_metric and (c.requires_threshold is None or c.requires_op not in CLAIM_OPS):
-            raise ConfigError(f"{cfg.id}.claims.{c.id}.requires_metric: a precondition needs requires_threshold "
-                              f"and requires_op in <, <=, >, >=")
-        if c.kind == "vs_best" and not c.references:
-            raise ConfigError(f"{cfg.id}.claims.{c.id}.references: a vs_best claim needs methods to compare with")
+            raise ConfigError(f"{w}.{name}: no scenario of kind {', '.join(kinds)} in this run")
+
+
+def _validate_claim(paper: str, c: Claim) -> None:
+    w = f"{paper}.claims.{c.id}"
+    if c.kind not in ("threshold", "vs_method", "vs_best"):
+        raise ConfigError(f"{w}.kind: {c.kind!r}; valid: threshold, vs_method, vs_best")
+    if c.op not in CLAIM_OPS:
+        raise ConfigError(f"{w}.op: {c.op!r}; valid: <, <=, >, >=")
+    if c.kind in ("threshold", "vs_method") and c.threshold is None:
+        raise ConfigError(f"{w}.threshold: a {c.kind} claim needs a threshold")
+    if c.kind == "vs_method" and (not c.reference or c.transform not in ("diff", "drop", "abs_diff")):
+        raise ConfigError(f"{w}: a vs_method claim needs a reference and a transform in diff, drop, abs_diff")
+    if c.scenario_kind not in ("", *SCENARIO_KINDS):
+        raise ConfigError(f"{w}.scenario_kind: {c.scenario_kind!r}; valid: {', '.join(SCENARIO_KINDS)} or empty")
+    if c.requires_metric and (c.requires_threshold is None or c.requires_op not in CLAIM_OPS):
+        raise ConfigError(f"{w}.requires_metric: a precondition needs requires_threshold and requires_op in "
+                          f"<, <=, >, >=")
+    if c.kind == "vs_best" and not c.references:
+        raise ConfigError(f"{w}.references: a vs_best claim needs methods to compare with")
 
 
 def _validate_ensemble(cfg: PaperConfig) -> None:
     s, e, w = cfg.settings, cfg.settings.ensemble, f"{cfg.id}.settings.ensemble"
     if not e.n:
         return
-    if e.n < 4:
-        raise ConfigError(f"{w}.n: {e.n}; an ensemble needs at least 4 models per side (0 switches it off)")
     if e.dataset and e.dataset not in cfg.datasets:
         raise ConfigError(f"{w}.dataset: {e.dataset!r} is not a dataset of this run; valid: {', '.join(cfg.datasets)}")
     if e.model and e.model not in s.models:
@@ -515,21 +514,38 @@ def method_config(name: str, opts: dict[str, Any] | None, train: TrainConfig, wh
     return from_dict(spec.Config, opts, where or f"methods.{name}")
 
 
+def check_seeds(seeds: list[int], where: str = "seeds") -> list[int]:
+    """Seeds are distinct integers in [0, SEED_MAX], at least one (numpy's generators take [0, 2**32); the harness
+    adds up to 3 to a seed); else one :class:`ConfigError` naming what is wrong."""
+    valid = f"valid: distinct integers 0 .. {SEED_MAX}, at least one"
+    if not seeds:
+        raise ConfigError(f"{where}: no seed given; {valid}")
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= SEED_MAX]
+    if bad:
+        raise ConfigError(f"{where}: {bad[0]!r} is out of range; {valid}")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ConfigError(f"{where}: {', '.join(map(str, repeated))} given more than once (the same cells would be "
+                          f"computed twice); {valid}")
+    return list(seeds)
+
+
 def parse_seeds(seeds: Any, default: list[int]) -> list[int]:
-    """Seeds as a papermill parameter: None/"" (the profile's), an int, a list of ints, or "1,2,3"."""
+    """Seeds as a papermill parameter: None/"" (the profile's), an int, a list of ints, or "1,2,3"; checked by
+    :func:`check_seeds`."""
     if seeds is None or seeds == "":
-        return list(default)
+        return check_seeds(list(default))
     if isinstance(seeds, bool):
         raise ConfigError(f"seeds: expected an int, a list of ints or a string like '1,2', got bool {seeds!r}")
     if isinstance(seeds, int):
-        return [seeds]
+        return check_seeds([seeds])
     if isinstance(seeds, str):
-        try:
-            return [int(s) for s in seeds.replace(" ", "").split(",") if s]
-        except ValueError:
-            raise ConfigError(f"seeds: {seeds!r} is not a comma-separated list of integers") from None
-    if isinstance(seeds, (list, tuple)) and seeds and all(isinstance(s, int) and not isinstance(s, bool)
-                                                         for s in seeds):
-        return list(seeds)
+        parts = seeds.replace(" ", "").split(",")
+        if not all(p.isdigit() and p.isascii() for p in parts):
+            raise ConfigError(f"seeds: {seeds!r} is not a comma-separated list of non-negative integers "
+                              f"(e.g. '0,1,2')")
+        return check_seeds([int(p) for p in parts])
+    if isinstance(seeds, (list, tuple)) and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        return check_seeds(list(seeds))
     raise ConfigError(f"seeds: expected an int, a list of ints or a string like '1,2', "
                       f"got {type(seeds).__name__} {seeds!r}")

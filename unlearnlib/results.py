@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,8 +120,11 @@ def latest_runs(paper: str) -> list[Run]:
         if (p / "metrics.csv").exists():
             try:
                 out.append(Run.load(p))
-            except Exception:  # an old, incompatible run must not break the book
-                continue
+            except Exception as e:  # noqa: BLE001 - an old, incompatible or damaged run must not break the book
+                first = next(iter(str(e).splitlines()), "")
+                logging.getLogger(__name__).warning(
+                    "results/%s/%s: not loaded (%s: %s); shown as not run. Run it again: make reproduce PAPER=%s "
+                    "PROFILE=%s", paper, prof, type(e).__name__, first[:160], paper, prof)
     return out
 
 

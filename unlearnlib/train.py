@@ -18,6 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .schema import check_range
+
 Batch = Any
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 Optimizer = Literal["sgd", "adam"]
@@ -49,6 +51,18 @@ class TrainConfig:
     # speed options for CUDA (they also run on the CPU); off by default so the numerics are the paper's float32 ones
     channels_last: bool = False  # model and 4-d inputs in channels_last memory format during fit/predict_logits
     bf16: bool = False  # bfloat16 autocast of the forward pass and loss (weights, gradients, optimiser stay float32)
+
+    def check(self) -> None:
+        """Ranges (called when the YAML loads; a method's Config extends it)."""
+        check_range(self, "epochs", "plateau_patience", ge=0)
+        check_range(self, "max_steps", ge=1, optional=True)
+        check_range(self, "batch_size", ge=1)
+        check_range(self, "lr", "lr_decay", gt=0)
+        check_range(self, "momentum", ge=0, lt=1)
+        check_range(self, "weight_decay", ge=0)
+        check_range(self, "plateau_factor", gt=0, lt=1)
+        check_range(self, "lr_milestones", ge=1)
+        check_range(self, "grad_clip_value", "grad_clip_norm", gt=0, optional=True)
 
 
 def configure_device(device: str | torch.device) -> None:
@@ -143,70 +157,95 @@ def fit(model: nn.Module, data: Any, cfg: TrainConfig, *, loss_fn: LossFn = cros
                          cfg)
     sched = make_scheduler(opt, cfg)
     batches_of = data if callable(data) else (lambda: data)
-    total = None
-    if hasattr(data, "__len__"):
-        total = len(data) * cfg.epochs
-    if cfg.max_steps is not None:
-        total = min(total, cfg.max_steps) if total else cfg.max_steps
-    history = FitHistory([], 0, False)
-    checked = None  # the step the stop hook last saw
-    bar = tqdm(total=total, desc=desc, disable=not progress, file=sys.stderr, leave=False, mininterval=1.0,
-               dynamic_ncols=True)
-    options = contextlib.ExitStack()
+    bar = tqdm(total=_total_steps(data, cfg), desc=desc, disable=not progress, file=sys.stderr, leave=False,
+               mininterval=1.0, dynamic_ncols=True)
+    loop = _Loop(model, cfg, opt, loss_fn, stop, check_every, after_step, desc, bar)
     try:
-        autocast = options.enter_context(speed_options(model, getattr(cfg, "channels_last", False),
-                                                       getattr(cfg, "bf16", False)))
-        for _epoch in range(cfg.epochs):
-            model.train()
-            running, n = 0.0, 0
-            for batch in batches_of():
-                with autocast():  # the forward pass and loss only; backward runs outside, as autocast asks
-                    loss = loss_fn(model, batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{desc}: loss became {loss.item()} at step {history.steps}; "
-                                             f"lower the learning rate")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip_value is not None:
-                    nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip_value)
-                if cfg.grad_clip_norm is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
-                opt.step()
-                history.steps += 1
-                if after_step is not None:
-                    with torch.no_grad():
-                        after_step(model, opt, history.steps)
-                running += float(loss.detach())
-                n += 1
-                bar.update(1)
-                if history.steps % 20 == 0:
-                    bar.set_postfix(loss=f"{running / n:.3f}", lr=f"{opt.param_groups[0]['lr']:.2g}")
-                if cfg.max_steps is not None and history.steps >= cfg.max_steps:
+        with speed_options(model, getattr(cfg, "channels_last", False), getattr(cfg, "bf16", False)) as autocast:
+            for _epoch in range(cfg.epochs):
+                running = loop.epoch(batches_of(), autocast)
+                if loop.history.stopped_early or loop.at_max_steps() or loop.stop_now():
                     break
-                if stop is not None and history.steps % check_every == 0:
-                    checked = history.steps
-                    if _check(stop, model, history.steps):
-                        history.stopped_early = True
-                        break
-            history.epoch_loss.append(running / max(n, 1))
-            if history.stopped_early or (cfg.max_steps is not None and history.steps >= cfg.max_steps):
-                break
-            if stop is not None and checked != history.steps:  # once per step: not again at an epoch end
-                checked = history.steps
-                if _check(stop, model, history.steps):
-                    history.stopped_early = True
-                    break
-            if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                sched.step(running)  # upstream steps on the summed training loss of the epoch
-            elif sched is not None:
-                sched.step()
+                _step_scheduler(sched, running)
     finally:
-        options.close()
         bar.close()
     model.eval()
-    if not all(math.isfinite(v) for v in history.epoch_loss):
+    if not all(math.isfinite(v) for v in loop.history.epoch_loss):
         raise FloatingPointError(f"{desc}: non-finite loss")
-    return history
+    return loop.history
+
+
+def _total_steps(data: Any, cfg: TrainConfig) -> int | None:
+    """The progress bar's length: the epochs' batches, capped at ``max_steps`` (None when unknown)."""
+    total = len(data) * cfg.epochs if hasattr(data, "__len__") else None
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps) if total else cfg.max_steps
+    return total
+
+
+def _step_scheduler(sched: Any, running: float) -> None:
+    if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        sched.step(running)  # upstream steps on the summed training loss of the epoch
+    elif sched is not None:
+        sched.step()
+
+
+class _Loop:
+    """One :func:`fit` call: the optimiser step, the stop checks and the bookkeeping (steps, losses, the bar)."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, opt: torch.optim.Optimizer, loss_fn: LossFn,
+                 stop: Callable[[nn.Module, int], bool] | None, check_every: int, after_step: AfterStep | None,
+                 desc: str, bar: tqdm) -> None:
+        self.model, self.cfg, self.opt, self.loss_fn = model, cfg, opt, loss_fn
+        self.stop, self.check_every, self.after_step, self.desc, self.bar = stop, check_every, after_step, desc, bar
+        self.history = FitHistory([], 0, False)
+        self.checked: int | None = None  # the step the stop hook last saw
+
+    def epoch(self, batches: Iterable, autocast: Callable[[], contextlib.AbstractContextManager]) -> float:
+        """One pass over ``batches`` (ended early by ``max_steps`` or the stop hook); returns the summed loss."""
+        self.model.train()
+        running, n = 0.0, 0
+        for batch in batches:
+            running += self.step(batch, autocast)
+            n += 1
+            self.bar.update(1)
+            if self.history.steps % 20 == 0:
+                self.bar.set_postfix(loss=f"{running / n:.3f}", lr=f"{self.opt.param_groups[0]['lr']:.2g}")
+            if self.at_max_steps() or (self.history.steps % self.check_every == 0 and self.stop_now()):
+                break
+        self.history.epoch_loss.append(running / max(n, 1))
+        return running
+
+    def step(self, batch: Batch, autocast: Callable[[], contextlib.AbstractContextManager]) -> float:
+        with autocast():  # the forward pass and loss only; backward runs outside, as autocast asks
+            loss = self.loss_fn(self.model, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{self.desc}: loss became {loss.item()} at step {self.history.steps}; "
+                                     f"lower the learning rate")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip_value is not None:
+            nn.utils.clip_grad_value_(self.model.parameters(), self.cfg.grad_clip_value)
+        if self.cfg.grad_clip_norm is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip_norm)
+        self.opt.step()
+        self.history.steps += 1
+        if self.after_step is not None:
+            with torch.no_grad():
+                self.after_step(self.model, self.opt, self.history.steps)
+        return float(loss.detach())
+
+    def at_max_steps(self) -> bool:
+        return self.cfg.max_steps is not None and self.history.steps >= self.cfg.max_steps
+
+    def stop_now(self) -> bool:
+        """The stop hook at the current step, at most once per step (an epoch's end right after a check does not
+        check again); True ends training."""
+        if self.stop is None or self.checked == self.history.steps:
+            return False
+        self.checked = self.history.steps
+        self.history.stopped_early = _check(self.stop, self.model, self.history.steps)
+        return self.history.stopped_early
 
 
 class PatienceStop:

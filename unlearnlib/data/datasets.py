@@ -20,8 +20,9 @@ from typing import Callable
 import numpy as np
 import torch
 import torchvision
+from torchvision.datasets.utils import check_integrity
 
-from ..paths import cache_root, data_root, system_data_dirs
+from ..paths import cache_root, data_root, shown, system_data_dirs
 from ..registry import Registry
 
 DATASETS = Registry("dataset")
@@ -137,33 +138,152 @@ def _mnist_builder(cls: type) -> Callable[[Path, bool], tuple[object, object]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# CIFAR (pickled batches) and SVHN (.mat). torchvision checks md5 sums of every file before use;
-# we check presence for local copies (so a copy written by our tests in the real format loads) and
-# keep torchvision's checksummed download for fetching.
+# CIFAR (pickled batches) and SVHN (.mat). A local copy is read without running anything it contains: the batches
+# are unpickled by a restricted Unpickler that can build only what a CIFAR batch holds (dicts, lists, strings,
+# numbers, numpy arrays), and every file's layout is checked. A crafted file is refused before any of it runs; a
+# damaged, truncated or foreign file is one DatasetNotAvailableError naming it. torchvision's md5 list is not
+# required, so a copy re-encoded locally (or the tests' small files in the real format) loads; it is compared
+# (``official``), and the source says whether the files are the official ones. Downloads stay torchvision's,
+# md5-checked.
+
+
+class _DamagedFile(Exception):
+    """A dataset file that exists but cannot be used; load_dataset turns it into a DatasetNotAvailableError."""
+
+    def __init__(self, path: Path, why: str):
+        super().__init__(f"{path}: {why}")
+        self.path, self.why = Path(path), why
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as Python 3's protocol-2 pickles use it for bytes, restricted to latin-1."""
+    if encoding.lower().replace("-", "").replace("_", "") not in ("latin1", "iso88591", "l1"):
+        raise _Refused(f"refused: _codecs.encode with encoding {encoding!r}; nothing in the file was run")
+    return text.encode("latin1")
+
+
+def _numpy_globals() -> dict[tuple[str, str], object]:
+    """The callables a pickled numpy array needs, under the module names numpy 1.x and 2.x pickle them with."""
+    try:
+        from numpy._core import multiarray, numeric  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray, numeric
+    out: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for mod in ("numpy.core", "numpy._core"):
+        out[(f"{mod}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        out[(f"{mod}.multiarray", "scalar")] = multiarray.scalar
+        out[(f"{mod}.numeric", "_frombuffer")] = numeric._frombuffer
+    return out
+
+
+_ALLOWED_GLOBALS = {**_numpy_globals(), ("_codecs", "encode"): _latin1_encode,
+                    ("builtins", "bytes"): bytes, ("__builtin__", "bytes"): bytes}
+
+
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Builds dicts, lists, strings, numbers and numpy arrays only: any other global (``os.system``,
+    ``builtins.eval``, a class with a ``__reduce__``) is refused before it is called."""
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise _Refused(f"refused: it asks for {module}.{name}, which a CIFAR file never holds; nothing in the "
+                           f"file was run") from None
+
+
+def _unpickle(path: Path) -> object:
+    try:
+        with open(path, "rb") as fh:
+            return _BatchUnpickler(fh, encoding="latin1").load()
+    except FileNotFoundError:
+        raise _DamagedFile(path, "missing (the copy is incomplete)") from None
+    except _Refused as exc:
+        raise _DamagedFile(path, str(exc)) from None
+    except Exception as exc:  # EOFError (truncated), UnpicklingError (refused or garbled), ValueError, ...
+        raise _DamagedFile(path, f"not a readable CIFAR pickle ({type(exc).__name__}: {exc})") from None
+
+
+def _read_cifar_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, list[int]]:
+    """(rows of 3072 uint8, labels) of one CIFAR batch file, its layout checked."""
+    entry = _unpickle(path)
+    data = entry.get("data") if isinstance(entry, dict) else None
+    labels = entry.get(label_key) if isinstance(entry, dict) else None
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
+        raise _DamagedFile(path, "not a CIFAR batch: no 'data' array of uint8 rows of 3072 pixels")
+    if not (isinstance(labels, list) and len(labels) == len(data)
+            and all(type(v) is int and 0 <= v < num_classes for v in labels)):
+        raise _DamagedFile(path, f"not a CIFAR batch: no {label_key!r} list of {len(data)} integers in "
+                                 f"0..{num_classes - 1}")
+    return data, labels
+
+
+def _read_cifar_meta(path: Path, key: str) -> list[str]:
+    entry = _unpickle(path)
+    names = entry.get(key) if isinstance(entry, dict) else None
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise _DamagedFile(path, f"not CIFAR metadata: no {key!r} list of class names")
+    return names
 
 
 class _LocalCIFAR10(torchvision.datasets.CIFAR10):
-    def _check_integrity(self) -> bool:
-        base = Path(self.root) / self.base_folder
-        return all((base / name).exists() for name, _ in self.train_list + self.test_list)
+    """torchvision's CIFAR-10 (its file list, its md5-checked download) with the files read by
+    :func:`_read_cifar_batch` instead of ``pickle.load``."""
 
-    def _load_meta(self) -> None:  # torchvision md5-checks the meta file too; presence is enough here
-        path = Path(self.root) / self.base_folder / self.meta["filename"]
-        if not path.exists():
-            raise RuntimeError(f"dataset metadata file {path} not found")
-        with open(path, "rb") as fh:
-            self.classes = pickle.load(fh, encoding="latin1")[self.meta["key"]]
+    label_key, num_classes = "labels", 10
+
+    def __init__(self, root: str, train: bool = True, download: bool = False) -> None:
+        torchvision.datasets.VisionDataset.__init__(self, root)
+        self.train = train
+        if download:
+            self.download()  # torchvision's: skipped when every file matches its md5
+        folder = Path(self.root) / self.base_folder
+        files = self.train_list if train else self.test_list
+        batches = [_read_cifar_batch(folder / name, self.label_key, self.num_classes) for name, _ in files]
+        self.data = np.vstack([x for x, _ in batches]).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))  # N, H, W, C
+        self.targets = [v for _, y in batches for v in y]
+        self.classes = _read_cifar_meta(folder / self.meta["filename"], self.meta["key"])
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        checked = [*files, (self.meta["filename"], self.meta["md5"])]
+        self.official = all(check_integrity(str(folder / name), md5) for name, md5 in checked)
 
 
 class _LocalCIFAR100(torchvision.datasets.CIFAR100):
-    _check_integrity = _LocalCIFAR10._check_integrity
-    _load_meta = _LocalCIFAR10._load_meta
+    label_key, num_classes = "fine_labels", 100
+    __init__ = _LocalCIFAR10.__init__
 
 
 class _LocalSVHN(torchvision.datasets.SVHN):
-    def _check_integrity(self) -> bool:
-        return (Path(self.root) / self.filename).exists()
+    """torchvision's SVHN (its md5-checked download) with the .mat file read and checked here: a damaged copy is one
+    clear error naming it. ``scipy.io.loadmat`` runs no code from the file (MATLAB v5 data only)."""
+
+    def __init__(self, root: str, split: str = "train", download: bool = False) -> None:
+        import scipy.io
+
+        torchvision.datasets.VisionDataset.__init__(self, root)
+        self.split = split
+        self.url, self.filename, self.file_md5 = self.split_list[split]
+        path = Path(self.root) / self.filename
+        if download and not path.exists():
+            self.download()
+        if not path.exists():
+            raise _DamagedFile(path, "missing (the copy is incomplete)")
+        try:
+            mat = scipy.io.loadmat(str(path))
+            x, y = mat["X"], mat["y"]
+        except Exception as exc:  # truncated: ValueError/OSError/TypeError from scipy; KeyError: not SVHN
+            raise _DamagedFile(path, f"not a readable SVHN .mat file ({type(exc).__name__}: {exc})") from None
+        if not (isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim == 4 and x.shape[:3] == (32, 32, 3)
+                and isinstance(y, np.ndarray) and y.size == x.shape[3] and np.isin(y, np.arange(1, 11)).all()):
+            raise _DamagedFile(path, "not an SVHN file: expected X (32, 32, 3, N) uint8 and y of N labels 1..10")
+        self.data = np.transpose(x, (3, 2, 0, 1))
+        self.labels = y.astype(np.int64).reshape(-1)
+        np.place(self.labels, self.labels == 10, 0)  # SVHN stores the digit 0 as label 10
+        self.official = check_integrity(str(path), self.file_md5)
 
 
 def _folder_locator(*relpaths: str) -> Callable[[Path], Path | None]:
@@ -268,8 +388,7 @@ def _load_digits(spec: DatasetSpec) -> ImageData:
     labels = torch.as_tensor(bunch.target, dtype=torch.long)
     train, test = digits_split(bunch.target)
     tr, te = torch.as_tensor(train), torch.as_tensor(test)
-    file = Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
-    source = (f"scikit-learn {sklearn.__version__} load_digits ({file}); "
+    source = (f"scikit-learn {sklearn.__version__} load_digits (sklearn/datasets/data/digits.csv.gz); "
               f"seeded stratified split {len(train)}/{len(test)}, seed {DIGITS_SPLIT_SEED}")
     return ImageData(spec, images[tr].contiguous(), labels[tr], images[te].contiguous(), labels[te], source=source,
                      meta={"train_indices": train, "test_indices": test, "split_seed": DIGITS_SPLIT_SEED})
@@ -291,18 +410,40 @@ def candidate_roots(spec: DatasetSpec) -> list[Path]:
     return roots
 
 
-def _how_to_provide(spec: DatasetSpec) -> str:
+def _three_ways(spec: DatasetSpec) -> str:
     names = " or ".join(f"/usr/share/datasets/{n}" for n in spec.system_names[:1])
     extra = ""
     if spec.name == "fashion_mnist":
         extra = " (Debian: `apt-get install dataset-fashion-mnist`)"
     return (
-        f"dataset {spec.name!r} was not found locally and could not be downloaded. Provide it in one of "
-        f"three ways: (1) set UNLEARNLIB_DATA to a folder holding it in torchvision's layout, "
+        f"Provide it in one of three ways: (1) set UNLEARNLIB_DATA to a folder holding it in torchvision's layout, "
         f"(2) put it under {data_root()} (torchvision layout), or (3) install it system-wide at "
-        f"{names}{extra}; with internet access it is downloaded into {data_root()} automatically. "
+        f"{names}{extra}; with internet access it is downloaded into {data_root()} automatically."
+    )
+
+
+def _how_to_provide(spec: DatasetSpec) -> str:
+    return (
+        f"dataset {spec.name!r} was not found locally and could not be downloaded. {_three_ways(spec)} "
         f"Looked in: {', '.join(str(p) for p in candidate_roots(spec))}"
     )
+
+
+def _damaged(spec: DatasetSpec, bad: _DamagedFile) -> DatasetNotAvailableError:
+    return DatasetNotAvailableError(
+        f"dataset {spec.name!r}: the file {bad.path} is damaged or not in the dataset's format: {bad.why}. "
+        f"Replace it with an intact copy, or remove the folder {bad.path.parent} so that another copy is used or "
+        f"the dataset is downloaded again. {_three_ways(spec)}")
+
+
+def _provenance(train: object, test: object) -> str:
+    """'; official files (md5 verified)' when torchvision's md5 list matches every file read, else says it does
+    not; '' for datasets torchvision does not checksum on read."""
+    official = [getattr(ds, "official", None) for ds in (train, test)]
+    if None in official:
+        return ""
+    return ("; the official files (md5 verified)" if all(official)
+            else "; not byte-identical to the official files (md5 differs: a re-encoded or partial copy)")
 
 
 def _to_uint8_nchw(ds: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -331,8 +472,11 @@ def load_dataset(name: str, *, download: bool = True) -> ImageData:
             continue
         root = spec.locate(cand)
         if root is not None:
-            train, test = spec.build(root, False)
-            source = str(cand)
+            try:
+                train, test = spec.build(root, False)
+            except _DamagedFile as bad:
+                raise _damaged(spec, bad) from None
+            source = shown(cand)  # printed into the notebook: no absolute path of this machine
             break
     else:
         if not download:
@@ -343,11 +487,14 @@ def load_dataset(name: str, *, download: bool = True) -> ImageData:
         socket.setdefaulttimeout(30)
         try:
             train, test = spec.build(root, True)
+        except _DamagedFile as bad:
+            raise _damaged(spec, bad) from None
         except Exception as exc:  # offline, DNS failure, HTTP error, bad archive
             raise DatasetNotAvailableError(f"{_how_to_provide(spec)}. Download error: {exc}") from None
         finally:
             socket.setdefaulttimeout(old)
-        source = f"downloaded to {root}"
+        source = f"downloaded to {shown(root)}"
+    source += _provenance(train, test)
     train_x, train_y = _to_uint8_nchw(train)
     test_x, test_y = _to_uint8_nchw(test)
     _check_shape(name, spec, train_x)

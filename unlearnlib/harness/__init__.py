@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import time
+from pathlib import Path
 from typing import Any
 
 from .. import threads as _threads
+from ..paths import shown
+from ..schema import ConfigError
 from .ensemble import ensemble_scores
 from .executors import make_executor
 from .plan import Cell, RunPlan, build_plan, resolve_device, seed_everything
@@ -37,7 +40,11 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
 
     ex = make_executor(executor, workers, threads, progress)  # bad parameters fail before any work
     t0 = time.perf_counter()
-    plan = build_plan(paper, profile, seeds, device, methods)
+    threads = ex.threads_for(resolve_device(device))  # once per run: on the CPU it is part of the cells' keys
+    plan = build_plan(paper, profile, seeds, device, methods, threads=threads)
+    if not plan.cells:  # never replace a results folder with an empty run
+        raise ConfigError(f"{paper} ({plan.profile}): the run has no cells (seeds {plan.seeds}, methods "
+                          f"{plan.methods}); nothing was written")
     store = Store(say=_say)
     computing = _threads.computing() if ex.name == "local" else contextlib.nullcontext()
     with RunFolder(paper, plan.profile) as folder, computing:
@@ -49,9 +56,16 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
         write_run(folder.tmp, plan, *collect(plan, store, {c.key for c in reused}), ensemble_scores(plan, store),
                   executor=ex.describe())
         folder.commit()
-    _say(f"== done in {time.perf_counter() - t0:.0f} s: {len(todo)} cells computed, {len(reused)} reused; "
-         f"results in {folder.final}")
+    _say(done_line(time.perf_counter() - t0, len(todo), len(reused), folder.final))
     return Run.load(folder.final)
+
+
+def done_line(seconds: float, computed: int, reused: int, results: Path) -> str:
+    """The run's last log line. It is printed into the notebook, and so into the published book: the results
+    folder is named relative to its root (``results/unsir/cpu``, ``$UNLEARNLIB_RESULTS/unsir/cpu``), never by this
+    machine's absolute path."""
+    return (f"== done in {seconds:.0f} s: {computed} cells computed, {reused} reused; "
+            f"results in {shown(results)}")
 
 
 __all__ = ["run_paper", "build_plan", "RunPlan", "Cell", "Store", "RunFolder", "RunLockedError", "METRIC_COLUMNS",

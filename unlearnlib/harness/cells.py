@@ -86,7 +86,8 @@ class CellRunner:
 
     def __init__(self, plan: RunPlan, store: Store, *, progress: bool = True, threads: int | None = None,
                  say: Callable[[str], None] = print) -> None:
-        self.plan, self.store, self.progress, self.threads, self.say = plan, store, progress, threads, say
+        self.plan, self.store, self.progress, self.say = plan, store, progress, say
+        self.threads = threads or plan.threads  # the run's count (in its keys); None: the fair share per cell
         self._models: OrderedDict[str, dict] = OrderedDict()
         self._evals: OrderedDict[str, Evaluation] = OrderedDict()
         self._gathered: dict[tuple[str, str], Evaluation] = {}

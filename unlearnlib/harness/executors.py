@@ -6,15 +6,19 @@ the cell-store path, and return the key: models and logits travel through the ce
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from .. import threads as _threads
 from ..config import ConfigError
 from .cells import CellRunner
-from .plan import EXECUTORS, PACKAGE, Cell, RunPlan, build_plan
+from .plan import EXECUTORS, PACKAGE, Cell, RunPlan, build_plan, code_fingerprint
 from .store import Store
 
 OnDone = Callable[[Cell], None]
@@ -26,6 +30,18 @@ def make_executor(name: str, workers: int | None = None, threads: int | None = N
     for what, v in (("workers", workers), ("threads", threads)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
             raise ConfigError(f"{what}: expected a positive integer (0 or empty: automatic), got {v!r}")
+    on_this_machine = name == "local" or not os.environ.get("RAY_ADDRESS")
+    budget = _threads.cpu_budget()
+    try:
+        fixed = _threads.fixed_threads()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if on_this_machine:  # a cluster's nodes may have more cores than this one
+        for what, v in (("threads", threads), ("UNLEARNLIB_THREADS", fixed), ("workers", workers)):
+            if v and v > budget:
+                raise ConfigError(f"{what}: {v} is more than the {budget} core(s) this process may use; valid: "
+                                  f"1..{budget} (0 or empty: automatic)"
+                                  + ("; a Ray cluster (RAY_ADDRESS) may have more" if what == "workers" else ""))
     if name == "local":
         if workers not in (None, 0, 1):
             raise ConfigError(f"workers: the local executor runs one cell at a time (got {workers}); "
@@ -35,7 +51,8 @@ def make_executor(name: str, workers: int | None = None, threads: int | None = N
 
 
 class LocalExecutor:
-    """In this process, in plan order. Torch threads: the fair share of the cores, re-read at each cell."""
+    """In this process, in plan order. Torch threads: the run's count (the fair share of the cores when the run
+    starts, unless fixed), the same for every cell."""
 
     name = "local"
 
@@ -44,6 +61,19 @@ class LocalExecutor:
 
     def describe(self) -> str:
         return f"local executor, {self.threads or 'fair share of ' + str(_threads.cpu_budget())} thread(s)"
+
+    def threads_for(self, device: torch.device) -> int:
+        """The run's torch threads per cell, resolved once (it goes into the plan and the cells' keys). The process
+        counts as computing from here on (until its run's ``computing`` block ends), so that a run starting now
+        sees this one."""
+        if not (self.threads or _threads.fixed_threads()):
+            self._claimed = _threads.claim()
+        self.threads = _threads.run_share(self.threads)
+        return self.threads
+
+    def __del__(self) -> None:  # a run that failed before computing leaves no claim behind
+        if getattr(self, "_claimed", False):
+            _threads.release_claim()
 
     def run(self, plan: RunPlan, store: Store, todo: list[Cell], on_done: OnDone, say=print) -> None:
         runner = CellRunner(plan, store, progress=self.progress, threads=self.threads, say=say)
@@ -71,6 +101,18 @@ def _worker_threads(requested: int | None) -> int:
     return max(1, _threads.cpu_budget() // _WORKER["node_cpus"])
 
 
+# the code a Ray worker must share with the driver: the whole package and the paper files
+RAY_CODE = (".", *sorted(f"papers/{p.name}" for p in (PACKAGE / "papers").glob("*.yaml")))
+
+
+def check_code(driver: str, host: str | None = None) -> None:
+    """Refuse to compute on a worker whose unlearnlib differs from the driver's (another checkout on that node)."""
+    mine = code_fingerprint(*RAY_CODE)
+    if mine != driver:
+        raise RuntimeError(f"worker {host or socket.gethostname()} runs other unlearnlib code (fingerprint {mine} != "
+                           f"the driver's {driver}, from {PACKAGE}): install the same commit on every node")
+
+
 def _ray_cell(payload: dict, key: str, *_deps) -> str:
     """Body of a Ray task: rebuild the plan (once per worker), run the cell unless it is already stored."""
     spec = dict(payload["spec"])
@@ -78,6 +120,7 @@ def _ray_cell(payload: dict, key: str, *_deps) -> str:
         spec["device"] = "cuda"  # Ray makes the GPU it assigned the only visible one
     ident = repr(sorted(spec.items())) + payload["cache"]
     if _WORKER.get("ident") != ident:
+        check_code(payload["code"])
         plan = build_plan(**spec)
         store = Store(Path(payload["cache"]), say=lambda msg: None)
         _WORKER.update(ident=ident, runner=CellRunner(plan, store, progress=False,
@@ -95,10 +138,18 @@ def _loopback(address: str | None) -> bool:
     return host in ("localhost", "::1", "[::1]") or host.startswith("127.")
 
 
+def _loopback_ip(ip: str | None) -> bool:
+    try:
+        return ipaddress.ip_address(ip or "").is_loopback
+    except ValueError:
+        return False
+
+
 def import_ray(local: bool):
-    """``import ray``; for a local instance (or one on this machine's loopback address), first make Ray use the
-    loopback address only: a run's own instance serves this machine alone. Ray reads that choice when it is
-    first imported."""
+    """``import ray``; for a local instance (or one on this machine's loopback address), make Ray use the loopback
+    address only: a run's own instance serves this machine alone. Ray reads that choice from the environment when
+    it is first imported, and its services read the module attribute each time, so it is set in both places
+    (a notebook may have imported ray before)."""
     if local and "ray" not in sys.modules:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # 0: single machine, 127.0.0.1
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -106,12 +157,17 @@ def import_ray(local: bool):
         import ray
     except ImportError:  # pragma: no cover - ray is a pinned dependency
         raise ConfigError("executor 'ray' needs the ray package: pip install 'ray==2.60.0'") from None
+    if local:
+        import ray._private.ray_constants as ray_constants  # read by services.get_node_ip_address at each call
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
     return ray
 
 
 def ray_init(workers: int | None = None, address: str | None = None, cuda: bool = False):
-    """Start a local Ray instance (``workers`` CPUs) or connect to ``address``, with this suite's settings: the
-    workers see the driver's ``UNLEARNLIB_*`` variables and import the same unlearnlib."""
+    """Start a local Ray instance (``workers`` CPUs), bound to 127.0.0.1 (checked), or connect to ``address``,
+    with this suite's settings: the workers see the driver's ``UNLEARNLIB_*`` variables and import the same
+    unlearnlib."""
     ray = import_ray(local=not address or _loopback(address))
     env = {k: v for k, v in os.environ.items() if k.startswith("UNLEARNLIB_")}
     env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
@@ -119,13 +175,22 @@ def ray_init(workers: int | None = None, address: str | None = None, cuda: bool 
                   runtime_env={"env_vars": env})
     if address:
         return ray.init(address=address, **common)
-    return ray.init(num_cpus=workers, num_gpus=None if cuda else 0, object_store_memory=200 * 1024**2, **common)
+    ctx = ray.init(num_cpus=workers, num_gpus=None if cuda else 0, object_store_memory=200 * 1024**2, **common)
+    ip = ctx.address_info.get("node_ip_address")
+    if not _loopback_ip(ip):
+        ray.shutdown()
+        raise ConfigError(f"Ray would listen on {ip}, not 127.0.0.1: its ports would be open to the network. Restart "
+                          f"the kernel or process (ray was set up before unlearnlib could make it local) and run "
+                          f"again, or start a cluster yourself and set RAY_ADDRESS")
+    return ctx
 
 
 class RayExecutor:
-    """Cells as Ray tasks (one CPU each, or one GPU each on CUDA); dependencies as Ray object references."""
+    """Cells as Ray tasks (one CPU each, or one GPU each on CUDA); dependencies as Ray object references. A task
+    whose worker dies (killed, out of memory, its node lost) is retried twice (cells are idempotent)."""
 
     name = "ray"
+    body = staticmethod(_ray_cell)  # what a task runs (tests put a stand-in here)
 
     def __init__(self, workers: int | None = None, threads: int | None = None) -> None:
         self.workers, self.threads = workers, threads
@@ -139,10 +204,21 @@ class RayExecutor:
         if self.workers:
             return self.workers
         if cuda:
-            import torch
-
             return max(1, torch.cuda.device_count())
         return _threads.cpu_budget()
+
+    def threads_for(self, device: torch.device) -> int | None:
+        """The run's torch threads per cell: fixed (``threads``, ``UNLEARNLIB_THREADS``), else the cores divided by
+        the local instance's workers; on a cluster, unless fixed, None (each node's share)."""
+        cuda = device.type == "cuda"
+        if cuda and not self.address and self.workers and self.workers > torch.cuda.device_count():
+            n = torch.cuda.device_count()
+            raise ConfigError(f"workers: {self.workers} is more than the {n} GPU(s) of this machine (one cell per "
+                              f"GPU); valid: 1..{n} (0 or empty: one per GPU)")
+        fixed = self.threads or _threads.fixed_threads()
+        if fixed or self.address:
+            return fixed
+        return max(1, _threads.cpu_budget() // self._workers(cuda))
 
     def run(self, plan: RunPlan, store: Store, todo: list[Cell], on_done: OnDone, say=print) -> None:
         ray = import_ray(local=not self.address or _loopback(self.address))
@@ -151,8 +227,10 @@ class RayExecutor:
         if initialised:
             ray_init(self._workers(cuda), self.address, cuda)
         try:
-            task = ray.remote(_ray_cell).options(num_cpus=1, num_gpus=1 if cuda else 0, max_retries=0)
-            payload = {"spec": plan.spec, "cache": str(store.root), "threads": self.threads}
+            task = ray.remote(self.body).options(num_cpus=1, num_gpus=1 if cuda else 0, max_retries=2,
+                                                 retry_exceptions=False)  # system failures only: a worker died
+            payload = {"spec": plan.spec, "cache": str(store.root), "threads": plan.threads or self.threads,
+                       "code": code_fingerprint(*RAY_CODE)}
             refs: dict[str, object] = {}
             for cell in todo:  # plan order is a topological order
                 refs[cell.key] = task.remote(payload, cell.key, *[refs[d] for d in cell.deps if d in refs])
@@ -163,10 +241,11 @@ class RayExecutor:
                     cell = plan.cell(pending.pop(ref))
                     try:
                         ray.get(ref)
-                    except ray.exceptions.RayTaskError as e:
+                    except ray.exceptions.RayError as e:  # a task's exception, or its worker or node lost
                         cause = e.cause if getattr(e, "cause", None) is not None else e
+                        first = next(iter(str(cause).strip().splitlines()), "")
                         raise RuntimeError(f"cell '{cell.label}' failed on a Ray worker: "
-                                           f"{type(cause).__name__}: {cause}") from cause
+                                           f"{type(cause).__name__}: {first}") from (None if cause is e else cause)
                     on_done(cell)
         finally:
             if initialised:

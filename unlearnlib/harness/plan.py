@@ -10,8 +10,11 @@ A cell is one unit of work and of caching:
 
 A cell's key hashes everything that determines its output: the config that produced it, the index arrays,
 and for cells that evaluate, a fingerprint of the code that computes the numbers (the method's module, the
-metrics, the data pipeline, the training loop and this harness). Checkpoint keys cover the config only, so
-cached models survive edits of the evaluation code; after changing the training loop or a model, clear the
+metrics, the data pipeline, the training loop and this harness). The keys of trained models (originals,
+retrains) also hold where they were computed: the device type and, on the CPU, the run's thread count (the
+floating-point result depends on it), so every cell built on them does too, and a resumed run equals an
+uninterrupted one with the same count. Checkpoint keys cover no code, so cached models survive edits of the
+evaluation code; after changing the training loop or a model, clear the
 cache (``make clean-cache``). Dependencies: a method cell needs its original, the original's evaluation
 and, where a metric needs the retrained model, the retrain cell of the same scenario; nothing else.
 """
@@ -22,6 +25,7 @@ import functools
 import hashlib
 import inspect
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,18 +71,25 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
+
 def resolve_device(device: Any) -> torch.device:
+    """``auto`` (CUDA where available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; anything else is refused."""
     if not isinstance(device, str):
         raise ConfigError(f"device: expected a string such as 'auto', 'cpu' or 'cuda', got "
                           f"{type(device).__name__} {device!r}")
+    if not _DEVICE.fullmatch(device):
+        raise ConfigError(f"device: {device!r} is not a device this suite runs on; valid: auto, cpu, cuda, cuda:N")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"device: {device!r} is not a torch device; valid: auto, cpu, cuda, cuda:N") from None
+    dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' was asked for but CUDA is not available; use 'auto' or 'cpu'")
+        raise ConfigError(f"device: {device!r} was asked for but CUDA is not available; use 'auto' or 'cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise ConfigError(f"device: {device!r}: this machine has {n} CUDA device(s); valid: cuda, "
+                          + ", ".join(f"cuda:{i}" for i in range(n)))
     return dev
 
 
@@ -188,6 +199,7 @@ class RunPlan:
     parts: dict[str, DataPart]
     cells: list[Cell]
     spec: dict
+    threads: int | None = None  # torch threads per cell, fixed for the run (None: each process's share)
 
     @property
     def paper(self) -> str:
@@ -265,16 +277,21 @@ def select_methods(paper: str, configured: dict, methods: Any) -> list[str]:
 
 
 def build_plan(paper: str, profile: str = "auto", seeds: Any = None, device: str = "auto",
-               methods: list[str] | None = None) -> RunPlan:
-    """Validate the run's parameters, load the data, draw pools and splits, and list the cells."""
+               methods: list[str] | None = None, threads: int | None = None) -> RunPlan:
+    """Validate the run's parameters, load the data, draw pools and splits, and list the cells.
+
+    threads: the torch threads every cell of the run computes with; on the CPU the cells' keys include it (a
+    result depends on it), so cells computed with another count are never reused. None: not fixed (each
+    process's share; ``run_paper`` always fixes it, except on a Ray cluster without ``THREADS``)."""
     cfg = load_paper(paper, profile)
     s = cfg.settings
     seed_list = parse_seeds(seeds, s.seeds)
     dev = resolve_device(device)
     names = select_methods(paper, s.methods, methods)
     parts = {ds: _part(cfg, cfg.settings_for(ds), names, dev) for ds in cfg.datasets}
-    spec = {"paper": paper, "profile": cfg.profile, "seeds": seed_list, "device": str(dev), "methods": names}
-    plan = RunPlan(cfg, seed_list, dev, names, parts, [], spec)
+    spec = {"paper": paper, "profile": cfg.profile, "seeds": seed_list, "device": str(dev), "methods": names,
+            "threads": threads}
+    plan = RunPlan(cfg, seed_list, dev, names, parts, [], spec, threads)
     plan.cells = [c for part in parts.values() for c in _cells(plan, part)]
     if s.ensemble.n:
         part = _part(cfg, cfg.ensemble_settings(), names, dev)
@@ -285,6 +302,7 @@ def build_plan(paper: str, profile: str = "auto", seeds: Any = None, device: str
                               f"{', '.join(part.splits)}")
         plan.parts[ENSEMBLE] = part
         plan.cells += _ensemble_cells(plan, part)
+    plan.cells = list({c.key: c for c in plan.cells}.values())  # a cell listed twice is computed once
     return plan
 
 
@@ -323,6 +341,10 @@ class _CellMaker:
         self.eval_part = (s.metrics, s.eval_batch_size, hash_array(part.test_pool), hash_array(part.eval_idx))
         self.needs_retrain = bool(set(s.metrics.metrics) & {m for m in MODEL_METRICS if "retrain" in m})
         self.originals: dict[tuple, Cell] = {}
+        # where the numbers are computed, in the keys of the models trained (and so of every cell built on them):
+        # the device type and, on the CPU, the thread count (reductions are split per thread)
+        dev = plan.device.type
+        self.compute = ("compute", dev, plan.threads or "each process's share") if dev == "cpu" else ("compute", dev)
 
     @staticmethod
     def data_key(split: Split) -> str:
@@ -336,7 +358,7 @@ class _CellMaker:
             return self.originals[(model, seed, dk)], False
         s = self.s
         key = config_hash("original", s.dataset, hash_array(self.part.train_pool), dk, model,
-                          model_spec_key(s.models[model]), s.train, seed)
+                          model_spec_key(s.models[model]), s.train, seed, *self.compute)
         cell = Cell(key, "original", seed, model, "all" if dk == "clean" else split.tag, "original", model_key=key,
                     original=key, data_key=dk, dataset=s.dataset, part=self.key)
         self.originals[(model, seed, dk)] = cell
@@ -355,7 +377,7 @@ class _CellMaker:
         deps, model_key = [orig.key, ev.key], ""
         if spec.trains_from_scratch:
             model_key = config_hash(name, s.dataset, hash_array(split.retain_train), orig.data_key, orig.model,
-                                    model_spec_key(s.models[orig.model]), mc, seed)
+                                    model_spec_key(s.models[orig.model]), mc, seed, *self.compute)
         elif self.needs_retrain and retrain is not None:
             deps.append(retrain.key)
         key = config_hash("method", name, orig.key, model_key, _split_hash(split), mc, *self.eval_part, orig.seed,

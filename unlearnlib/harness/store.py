@@ -10,8 +10,9 @@ Layout under the cache root (``$UNLEARNLIB_CACHE``)::
 
 Every JSON file is ``{"format": 1, "sha256": <of the body>, "body": {...}}``. A file that is missing a part,
 truncated, corrupted or unreadable is reported in one line, moved aside (``*.corrupt``) and rebuilt; it is
-never loaded. Writes go to a temporary file that is renamed into place, so a killed process leaves either the
-old file, the new one, or a temporary file that no reader looks at.
+never loaded. Writes go to a temporary file that is renamed into place (file and folder fsynced), so a killed
+process leaves either the old file, the new one, or a temporary file that no reader looks at; a failed write
+removes its temporary file, and temporary files older than a day are removed when a store is opened.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import io
 import json
 import os
 import shutil
+import socket
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -61,14 +64,37 @@ def _canonical(body: Any) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable (where the file system supports it)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def atomic_write(path: Path, data: bytes) -> None:
+    """``data`` at ``path``, whole or not at all: a uniquely named temporary file beside it, fsynced, renamed into
+    place, the folder fsynced; on any failure the temporary file is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with open(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # as open() would have made it
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
 
 
 def write_json(path: Path, body: dict) -> None:
@@ -90,12 +116,55 @@ def read_json(path: Path) -> dict:
     return raw["body"]
 
 
+def _move_aside(p: Path) -> str | None:
+    """Move ``p`` to the first free ``<name>.corrupt[N]``; its new name, or None when it is gone already."""
+    for n in range(1, 10_000):
+        dest = p.with_name(p.name + ".corrupt" + (str(n) if n > 1 else ""))
+        try:
+            if p.is_dir() and not p.is_symlink():
+                if os.path.lexists(dest):
+                    continue
+                p.rename(dest)
+            else:  # a hard link claims the name atomically: two movers never share one destination
+                os.link(p, dest, follow_symlinks=False)
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+        except FileExistsError:
+            continue
+        except FileNotFoundError:  # another process moved it first
+            return None
+        except OSError:  # no hard links on this file system: a rename then
+            if os.path.lexists(dest):
+                continue
+            try:
+                p.replace(dest)
+            except FileNotFoundError:
+                return None
+        return dest.name
+    return None
+
+
 class Store:
     """Checkpoints, cell records and logits under their keys (see the module docstring)."""
+
+    STALE_TMP_S = 24 * 3600  # a temporary file this old belongs to no running write
 
     def __init__(self, root: Path | None = None, say: Callable[[str], None] = print) -> None:
         self.root = Path(root) if root is not None else cache_root()
         self.say = say
+        self._remove_stale_tmp()
+
+    def _remove_stale_tmp(self) -> None:
+        """Temporary files of writes that died (killed, disk full) more than a day ago."""
+        now = time.time()
+        for sub in ("checkpoints", "cells", "logits"):
+            d = self.root / sub
+            if not d.is_dir():
+                continue
+            for p in d.glob(".*.tmp*"):
+                with contextlib.suppress(OSError):
+                    if p.is_file() and not p.is_symlink() and now - p.lstat().st_mtime > self.STALE_TMP_S:
+                        p.unlink()
 
     # -- paths --------------------------------------------------------------------------------------------
     def checkpoint_path(self, key: str) -> Path:
@@ -109,17 +178,10 @@ class Store:
 
     # -- integrity ----------------------------------------------------------------------------------------
     def set_aside(self, err: CorruptFile, *paths: Path) -> None:
-        """Report a failed check in one line and move the files out of the way (``<name>.corrupt``)."""
-        moved = []
-        for p in paths:
-            if p.exists():
-                dest = p.with_name(p.name + ".corrupt")
-                n = 1
-                while dest.exists():
-                    n += 1
-                    dest = p.with_name(f"{p.name}.corrupt{n}")
-                p.replace(dest)
-                moved.append(dest.name)
+        """Report a failed check in one line and move the files out of the way (``<name>.corrupt``, or
+        ``.corrupt2``... when that is taken). Another process setting the same file aside at the same time is
+        fine: each destination is taken by one mover only, and a file already moved is skipped."""
+        moved = [name for name in map(_move_aside, paths) if name]
         self.say(f"   integrity: {err}; moved aside ({', '.join(moved) or 'nothing left'}), rebuilding")
 
     # -- checkpoints --------------------------------------------------------------------------------------
@@ -156,10 +218,14 @@ class Store:
                 state = torch.load(pt, map_location="cpu", weights_only=True)
             except Exception as e:  # noqa: BLE001 - any unpickling failure means the file is unusable
                 raise CorruptFile(f"{pt}: torch.load failed ({type(e).__name__}: {str(e)[:80]})") from None
+            if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                      for k, v in state.items()):
+                raise CorruptFile(f"{pt}: not a state dict of tensors (a {type(state).__name__})")
             try:
                 model.load_state_dict(state, strict=True)  # pitfall 5: never strict=False
-            except RuntimeError as e:
-                raise CorruptFile(f"{pt}: does not fit the model ({str(e).splitlines()[0][:100]})") from None
+            except (RuntimeError, TypeError, KeyError, AttributeError, ValueError) as e:
+                first = next(iter(str(e).splitlines()), "")
+                raise CorruptFile(f"{pt}: does not fit the model ({type(e).__name__}: {first[:100]})") from None
         except CorruptFile as e:
             self.set_aside(e, pt, pt.with_suffix(".json"))
             return None
@@ -229,15 +295,36 @@ class Store:
 # the run folder
 
 
+def _fsync_tree(root: Path) -> None:
+    """fsync every file below ``root``, then every folder (deepest first)."""
+    folders = [root]
+    for p in sorted(root.rglob("*")):
+        if p.is_symlink():
+            continue
+        if p.is_dir():
+            folders.append(p)
+        elif p.is_file():
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    for d in reversed(folders):
+        fsync_dir(d)
+
+
 class RunFolder:
     """``results/<paper>/<profile>/``: written in a scratch folder beside it and swapped in whole.
 
     ``with RunFolder(paper, profile) as rf: ...; rf.commit()``. While inside, the lock
     ``results/<paper>/.<profile>.lock`` is held: a second run of the same paper and profile gets
-    :class:`RunLockedError` naming the first one's process id. The lock is an ``flock``, so a killed run
-    releases it; scratch folders of killed runs are removed. On an exception nothing is left behind, not
-    even an empty paper folder.
+    :class:`RunLockedError` naming the first one's host and process id. The lock is an ``flock``, so a killed
+    run releases it; scratch folders of killed runs are removed, except that a run killed in the middle of its
+    swap (no final folder left) gets its complete new folder (marked ``COMPLETE``) or the old one put back.
+    On an exception nothing is left behind, not even an empty paper folder.
     """
+
+    MARKER = "COMPLETE"  # written last into a scratch folder that is ready to be swapped in
 
     def __init__(self, paper: str, profile: str, root: Path | None = None) -> None:
         self.parent = (Path(root) if root is not None else results_root()) / paper
@@ -254,6 +341,7 @@ class RunFolder:
         except BaseException:
             self._remove_empty_parent()
             raise
+        self._restore_interrupted_swap()
         self._clean_stale()
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
@@ -266,14 +354,35 @@ class RunFolder:
         self._remove_empty_parent()
 
     def commit(self) -> None:
-        """Swap the scratch folder in for the final one."""
+        """Swap the scratch folder in for the final one: its files made durable first, then marked complete, then
+        the two renames, then the parent folder made durable."""
+        _fsync_tree(self.tmp)
+        atomic_write(self.tmp / self.MARKER, b"")
         if self.final.exists():
             old = self.parent / f".{self.profile}.old-{os.getpid()}"
             self.final.replace(old)
             self.tmp.replace(self.final)
+            fsync_dir(self.parent)
             shutil.rmtree(old, ignore_errors=True)
         else:
             self.tmp.replace(self.final)
+        (self.final / self.MARKER).unlink(missing_ok=True)
+        fsync_dir(self.final)
+        fsync_dir(self.parent)
+
+    def _restore_interrupted_swap(self) -> None:
+        """No final folder, but a dead run's complete scratch folder or its set-aside old one: put it back (the
+        newer first)."""
+        if self.final.exists():
+            return
+        dead = [d for d in self._stale() if d.is_dir() and not d.is_symlink()]
+        ready = [d for d in dead if ".tmp-" in d.name and (d / self.MARKER).is_file()]
+        old = [d for d in dead if ".old-" in d.name]
+        for d in ready + old:
+            d.replace(self.final)
+            (self.final / self.MARKER).unlink(missing_ok=True)
+            fsync_dir(self.parent)
+            return
 
     # -- lock ---------------------------------------------------------------------------------------------
     def _acquire(self) -> None:
@@ -296,7 +405,8 @@ class RunFolder:
                 same = False
             if same:
                 os.ftruncate(fd, 0)
-                os.write(fd, f"process id {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+                os.write(fd, f"process {socket.gethostname()}:{os.getpid()}, started "
+                             f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
                 self._lock = fd
                 return
             os.close(fd)
@@ -309,15 +419,22 @@ class RunFolder:
             os.close(self._lock)
             self._lock = None
 
-    def _clean_stale(self) -> None:
-        """Scratch folders of runs that were killed (their process is gone)."""
+    def _stale(self) -> list[Path]:
+        """Scratch and old folders of runs whose process is gone (newest first)."""
+        out = []
         for d in self.parent.glob(f".{self.profile}.*-*"):
             try:
                 pid = int(d.name.rsplit("-", 1)[1])
             except ValueError:
                 continue
             if pid != os.getpid() and not pid_alive(pid):
-                shutil.rmtree(d, ignore_errors=True)
+                out.append(d)
+        return sorted(out, key=lambda d: d.lstat().st_mtime, reverse=True)
+
+    def _clean_stale(self) -> None:
+        """Scratch folders of runs that were killed (their process is gone)."""
+        for d in self._stale():
+            shutil.rmtree(d, ignore_errors=True)
 
     def _remove_empty_parent(self) -> None:
         with contextlib.suppress(OSError):

@@ -19,6 +19,7 @@ from typing import Callable
 import torch.nn as nn
 
 from ..registry import Registry
+from ..schema import check_instance
 
 METHODS = Registry("method")
 
@@ -38,8 +39,6 @@ class MethodSpec:
     summary: str = ""
 
     def __call__(self, model: nn.Module, *, retain, forget, cfg, device, unseen=None) -> nn.Module:
-        from ..config import check_instance
-
         check_instance(cfg, f"methods.{self.name}")  # a typo in a choice fails here too, not deep in the method
         if self.needs_unseen:
             if unseen is None:

@@ -42,7 +42,7 @@ class Config(TrainConfig):
     """Bad teacher: [BT] ``CIFARSuper20_Rocket_Unlearn.ipynb`` cells 6, 15 and ``unlearn.py``."""
 
     temperature: float = 1.0  # [BT] cell 15 KL_temperature = 1
-    retain_fraction: float = 0.3  # [BT] cell 15 random.sample(retain, int(0.3 * len(retain)))
+    retain_fraction: float = 0.3  # [BT] cell 6 random.sample(retain_train, int(0.3 * len(...)))
     teacher_seed: int = 0  # ours: seed of the incompetent teacher's initialisation (upstream: unseeded). The ZRF
     #                        metric builds the same teacher from its own seed field (zrf_teacher_seed of the metric
     #                        config; 0 = this default when that field is absent): keep the two equal
@@ -56,6 +56,11 @@ class Config(TrainConfig):
     nesterov: bool = False
     scheduler: Scheduler = "none"
     augment: bool = False  # [BT] dataset.py transforms: Resize + ToTensor + Normalize, no augmentation
+
+    def check(self) -> None:
+        """Ranges and cross-field rules, checked when the YAML loads."""
+        super().check()
+        _validate(self)
 
 
 def _validate(cfg: Config) -> None:
@@ -81,7 +86,6 @@ def unlearner_loss(student_logits: torch.Tensor, is_forget: torch.Tensor, compet
 @register_method("bad_teacher", Config)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Bad teacher: distil from the original on retain samples and from a random network on forget samples."""
-    _validate(cfg)
     competent = frozen_copy(model)
     incompetent = incompetent_teacher(model, cfg.teacher_seed)
     n_r = retain.num_samples

@@ -67,6 +67,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..models.vit import Attention
+from ..schema import check_range
 from . import register_method
 
 
@@ -93,6 +94,11 @@ class Config:
     # and out-projection inputs cut to max_patches random tokens, the MLP inputs all tokens) | "all" (every token)
     # | "subsample" (every token layer cut to max_patches). CNNs have no token layer: no effect there
     token_rows: Literal["official", "all", "subsample"] = "official"
+
+    def check(self) -> None:
+        """Ranges, checked when the YAML loads (n_samples below the number of retain classes fails at the call)."""
+        check_range(self, "n_samples", "max_patches", ge=1)
+        check_range(self, "alpha_r", "alpha_f", gt=0)
 
 
 def importance(s: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -15,8 +15,10 @@ retain data does not constrain the weight (low Fisher) and small where it does:
 .. math::  w_i \leftarrow \mu_i + \sigma_i\,\varepsilon_i,\quad \varepsilon_i \sim \mathcal N(0, 1),\quad
            \sigma_i^2 = s_i\,\alpha\,\min\!\big(1/(F_i + \epsilon),\ m\big)
 
-with the clamp :math:`m` = 1e3 (1e2 for the classifier), one variance per output unit (the mean over the
-other dimensions), scale :math:`s` = 10 for the classifier and for 1-D parameters (BatchNorm, biases), and,
+with the clamp :math:`m` = 1e3 (1e2 for the classifier), the variance of a weight tensor averaged over its
+dimension 1 only (a linear layer: one variance per output unit; a conv kernel ``(out, in, kh, kw)``: one per
+``(out, kh, kw)``, shared by the input channels), scale :math:`s` = 10 for the classifier and for 1-D parameters
+(BatchNorm, biases), and,
 for class forgetting, the classifier rows of the forget classes set to :math:`\mu = 0` with variance 1e-4
 (times 10). The forget classes are the classes absent from the retain labels (the forget loader is never read).
 
@@ -28,9 +30,10 @@ fractional power of the Fisher and a Newton step on the retain loss (UNCONFIRMED
 here); the public code, which is what baselines run, adds only the noise above. We follow the code.
 
 On the ViT (``vit``) the rules apply as written, parameter by parameter: LayerNorm weights and biases are 1-D
-(scale ``vector_scale``, as BatchNorm's), the packed Q/K/V weight (3d x d) gets one variance per output row, the
-positions (1, tokens, d) and the class token (1, 1, d) have a single output unit and so one variance each (their
-mean). The official code never ran a transformer: this is the literal reading of its rules, not a tested setting.
+(scale ``vector_scale``, as BatchNorm's), every linear weight (the packed Q/K/V one, 3d x d, included) gets one
+variance per output row, the positions (1, tokens, d) one per channel (their mean over the tokens, dimension 1)
+and the class token (1, 1, d) one per element. The official code never ran a transformer: this is the literal
+reading of its rules, not a tested setting.
 
 Deviation (documented, not a behaviour change on the models of this suite): upstream recognises the classifier
 by ``p.size(0) == num_classes``, which would also catch any other layer with as many output units as classes;
@@ -66,7 +69,10 @@ class Config:
     eps: float = 1e-8  # [CODE] cell 75: 1 / (F + 1e-8)
     max_inv_fisher: float = 1e3  # [CODE] cell 75 var.clamp(max=1e3), applied to 1/(F + eps) before alpha
     max_inv_fisher_head: float = 1e2  # [CODE] cell 75 var.clamp(max=1e2) for the classifier (size(0) == K)
-    row_mean: bool = True  # [CODE] cell 75: for ndim > 1, var.mean(dim=1) -> one variance per output unit
+    # [CODE] cell 75 and its copies (if-loops/selective-synaptic-dampening src/forget_full_class_strategies.py
+    # L532 @cdfdc0e): for ndim > 1, var.mean(dim=1, keepdim=True).expand_as(p): the mean over dimension 1 only
+    # (a conv kernel keeps one variance per (out, kh, kw)); False: one variance per weight
+    row_mean: bool = True
     head_scale: float = 10.0  # [CODE] cell 75 "Last layer": var *= 10
     vector_scale: float = 10.0  # [CODE] cell 75 "BatchNorm" (every other 1-D parameter, biases too): var *= 10
     zero_forget_rows: bool = True  # [CODE] cell 75: for class forgetting (num_to_forget None) the classifier
@@ -74,6 +80,10 @@ class Config:
     forget_row_var: float = 1e-4  # [CODE] cell 75 ... and variance 1e-4 (then x head_scale)
     augment: bool = False  # [CODE] cell 26: loaders built with augment=False
     chunk_size: int = 32  # samples per vmapped per-sample-gradient pass (memory only; cell 73 uses batch 1)
+
+    def check(self) -> None:
+        """Ranges and cross-field rules, checked when the YAML loads."""
+        _validate(self)
 
 
 def _validate(cfg: Config) -> None:
@@ -134,7 +144,7 @@ def noise_moments(p: torch.Tensor, fisher: torch.Tensor, cfg: Config, *, is_head
         var = var.clamp(max=cfg.max_inv_fisher_head)
     var = cfg.alpha * var
     if cfg.row_mean and p.dim() > 1:
-        var = var.mean(dim=tuple(range(1, p.dim())), keepdim=True).expand_as(p).clone()
+        var = var.mean(dim=1, keepdim=True).expand_as(p).clone()
     mu = p.detach().clone()
     if is_head and len(forget_rows):
         rows = torch.as_tensor(list(forget_rows), device=p.device)
@@ -159,7 +169,6 @@ def _head_names(model: nn.Module, num_classes: int) -> set[str]:
 @torch.no_grad()
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Fisher forgetting: Gaussian noise on every weight, scaled by the inverse retain-set Fisher information."""
-    _validate(cfg)
     num_classes = retain.spec.num_classes
     labels = retain.labels
     positions = np.arange(len(labels))

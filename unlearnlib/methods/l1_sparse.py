@@ -45,6 +45,11 @@ class Config(TrainConfig):
     scheduler: Scheduler = "none"  # [SP] MultiStepLR(91, 136) never reached in 10 epochs
     augment: bool = True  # [SP] retain loader with the training transform
 
+    def check(self) -> None:
+        """Ranges and cross-field rules, checked when the YAML loads."""
+        super().check()
+        _validate(self)
+
 
 def l1_gamma(epoch: int, cfg: Config) -> float:
     """[SP] FT.py:92-100: gamma * (1 - e / (E - E0)) while e < E - E0, else 0 (gamma itself when E == E0)."""
@@ -70,7 +75,6 @@ def _validate(cfg: Config) -> None:
 @register_method("l1_sparse", Config, reads_forget=False)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """ℓ1-sparse: fine-tune on the retain set with a linearly decaying ℓ1 penalty on all weights."""
-    _validate(cfg)
     r = retain.with_options(batch_size=cfg.batch_size, shuffle=True, augment=cfg.augment)
     state = {"epoch": -1, "gamma": 0.0, "step": 0}
 

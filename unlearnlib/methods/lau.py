@@ -110,6 +110,11 @@ class Config(TrainConfig):
 
 
 # [3P-IMPL] quirks (brief, "Known upstream deviations", rows 1, 4, 6): explains discrepancies, not the default
+
+    def check(self) -> None:
+        """Ranges and cross-field rules, checked when the YAML loads."""
+        super().check()
+        _validate(self)
 THIRD_PARTY = dict(backbone_mode="train", feature_clamp=True, kd_target="double_softmax", kd_reduction="mean")
 
 def third_party_config(**overrides) -> Config:
@@ -266,7 +271,6 @@ class _ForgetFeatures:
 @register_method("lau", Config, reads_retain=False)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Layer Attack Unlearning: only the classification layer learns, distilled from a Partial-PGD teacher."""
-    _validate(cfg)
     head = model.head
     model.eval()  # the backbone stays in eval mode (BN statistics fixed) unless backbone_mode == "train"
     feats = _ForgetFeatures(model, forget, cfg)

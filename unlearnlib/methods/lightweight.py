@@ -164,6 +164,11 @@ class Config(TrainConfig):
     h3_scope: Literal["tensor", "global"] = "tensor"
     h3_batches: int | None = 20  # UNCONFIRMED: mini-batches of the Fisher estimate (None: the whole forget set)
 
+    def check(self) -> None:
+        """Ranges and cross-field rules, checked when the YAML loads."""
+        super().check()
+        _validate(self)
+
 
 def _validate(cfg: Config) -> None:
     if cfg.sigma < 0 or cfg.ref_sigma < 0:
@@ -407,7 +412,6 @@ def interpolate_(model: nn.Module, ref: nn.Module, alpha: float) -> None:
 @register_method("lightweight", Config, needs_unseen=True)
 def unlearn(model: nn.Module, *, retain, forget, unseen, cfg: Config, device) -> nn.Module:
     """Lightweight unlearning: perturb the weights, then train on retain data until forget looks unseen."""
-    _validate(cfg)
     monitor = GapMonitor(forget, unseen, retain if cfg.recover is not None else None, samples=cfg.stat_samples,
                          seed=cfg.stat_seed, mia_splits=cfg.mia_splits, match=cfg.unseen_match,
                          class_level=cfg.class_reference == "absent" and is_class_forgetting(retain, forget))

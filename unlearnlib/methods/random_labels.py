@@ -62,6 +62,11 @@ class RLConfig(TrainConfig):
     scheduler: Scheduler = "none"  # constant lr
     augment: bool = False  # [SSD] datasets.py transform_unlearning: no augmentation
 
+    def check(self) -> None:
+        """Ranges and cross-field rules, checked when the YAML loads."""
+        super().check()
+        _validate(self)
+
 
 @dataclass
 class Config(RLConfig):
@@ -147,7 +152,6 @@ def relabel_loss(cfg: RLConfig):
 
 def relabel_fit(model: nn.Module, retain, forget, cfg: RLConfig, *, after_step: AfterStep | None = None,
                 desc: str = "random labels") -> nn.Module:
-    _validate(cfg)
     fit(model, relabel_batches(retain, forget, cfg), cfg, loss_fn=relabel_loss(cfg), after_step=after_step,
         desc=desc)
     model.eval()

@@ -48,10 +48,10 @@ class Config(RLConfig):
     mask_batch_size: int = 256  # [SAL] generate_mask.py: one pass over the forget loader (batch_size 256)
     # "paper": hard mask, masked weights restored after every step and their momentum zeroed (PR #33) |
     variant: Literal["paper", "upstream_leak"] = "paper"  # "upstream_leak": gradients masked only (issue #32)
-    label_policy: LabelPolicy = "any"  # [SAL] RL.py:150 torch.randint(0, num_classes): the true class included
+    label_policy: LabelPolicy = "any"  # [SAL] RL.py:125 torch.randint(0, num_classes): the true class included
     #                                    (whether the paper requires y' != y is UNCONFIRMED)
-    relabel: Relabel = "per_batch"  # [SAL] RL.py:150: fresh labels for every forget batch (CIFAR-10 branch)
-    schedule: Schedule = "sequential"  # [SAL] RL.py:141-176: all forget batches, then all retain batches
+    relabel: Relabel = "per_batch"  # [SAL] RL.py:125: fresh labels for every forget batch (CIFAR-10 branch)
+    schedule: Schedule = "sequential"  # [SAL] RL.py:123-140, 142-176 (@a6e89fd): all forget batches, then all retain
     optimizer: Optimizer = "sgd"  # [SAL] impl.py:68 torch.optim.SGD
     lr: float = 0.013  # [SAL] README: CIFAR-10 random 10% --unlearn_lr 0.013 (class-wise lr UNCONFIRMED)
     momentum: float = 0.9  # [SAL] arg_parser.py --momentum 0.9
@@ -61,6 +61,11 @@ class Config(RLConfig):
     batch_size: int = 256  # [SAL] arg_parser.py --batch_size 256
     scheduler: Scheduler = "none"  # [SAL] MultiStepLR(91, 136) is never reached in 10 epochs: constant lr
     augment: bool = True  # [SAL] unlearning loaders use the training transform (crop, flip)
+
+    def check(self) -> None:
+        """Ranges and cross-field rules, checked when the YAML loads."""
+        super().check()
+        _validate(self)
 
 
 def _validate(cfg: Config) -> None:
@@ -126,7 +131,6 @@ class HardMask:
 @register_method("salun", Config)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """SalUn: random-label fine-tuning of only the forget-salient weights (gradient-magnitude mask, hard-masked)."""
-    _validate(cfg)
     mask = saliency_mask(model, forget, cfg.sparsity, cfg.mask_batch_size, cfg.augment)
     hard = HardMask(model, mask, restore=cfg.variant == "paper")
     try:

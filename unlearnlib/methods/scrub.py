@@ -66,6 +66,11 @@ class Config(TrainConfig):
     smoothing: float = 0.0  # weights, valid while epochs <= swa_start
     swa_start: int = 10  # [SC] cell 32 sstart = 10
 
+    def check(self) -> None:
+        """Ranges and cross-field rules, checked when the YAML loads."""
+        super().check()
+        _validate(self)
+
 
 def _validate(cfg: Config) -> None:
     if cfg.msteps < 0 or cfg.temperature <= 0 or cfg.forget_batch_size < 1:
@@ -117,7 +122,6 @@ def scrub_loss(teacher: nn.Module, cfg: Config, original: dict[str, torch.Tensor
 @register_method("scrub", Config)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """SCRUB: alternate max-steps (KL away from the original on forget) and min-steps (KL to it + CE on retain)."""
-    _validate(cfg)
     teacher = frozen_copy(model)  # the original, before any step
     original = {k: p.detach().clone() for k, p in model.named_parameters()} if cfg.smoothing else None
     fit(model, scrub_batches(retain, forget, cfg), cfg, loss_fn=scrub_loss(teacher, cfg, original), desc="scrub")

@@ -47,10 +47,11 @@ from .common import class_major
 class Config:
     """SSD: [SSD] values for ResNet18 (``forget_full_class_main.py``, ``forget_random_main.py``)."""
 
-    selection_weighting: float = 10.0  # alpha: [SSD] forget_full_class_main.py:176 "selection_weighting": 10
+    selection_weighting: float = 10.0  # alpha: [SSD] forget_full_class_main.py:177 "selection_weighting": 10
     #                                    (x 0.5 for ViT); the same for random forgetting (forget_random_main.py)
-    dampening_constant: float = 1.0  # lambda: [SSD] forget_full_class_main.py:175 "dampening_constant": 1
-    batch_size: int = 64  # class forgetting: [SSD] cifar100/cifar20_fullclass_exps.sh -b 64
+    dampening_constant: float = 1.0  # lambda: [SSD] forget_full_class_main.py:176 "dampening_constant": 1
+    batch_size: int = 64  # class forgetting: [SSD] forget_full_class_main.py:58 parser default -b 64 (the
+    #                       cifar100/cifar20_fullclass_exps.sh scripts pass no -b)
     batch_size_random: int = 128  # random forgetting (every class keeps retain samples): [SSD] forget_random_main.py
     #                               DataLoader(..., batch_size=128)
     # order of D's batches. "auto": [SSD], the retain samples then the forget samples (ConcatDataset, no shuffle),
@@ -60,6 +61,10 @@ class Config:
     # the SSD rows of Deep Unlearning's tables). Random draws: torch's global generator
     full_order: Literal["auto", "class_major", "random", "dataset", "shuffled"] = "auto"
     augment: bool = False  # [SSD] datasets.py transform_unlearning: ToTensor + Normalize only
+
+    def check(self) -> None:
+        """Ranges and cross-field rules, checked when the YAML loads."""
+        _validate(self)
 
 
 def _validate(cfg: Config) -> None:
@@ -144,7 +149,6 @@ def loader_batches(loader, batch_size: int, augment: bool):
 @register_method("ssd", Config)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Selective Synaptic Dampening: shrink weights far more important to the forget set than to all data."""
-    _validate(cfg)
     retain_labels = retain.labels
     is_class = bool(forget_classes_from_retain(retain_labels, retain.spec.num_classes))
     bs = cfg.batch_size if is_class else cfg.batch_size_random

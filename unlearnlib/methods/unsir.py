@@ -94,6 +94,10 @@ class Config:
 
 
 # the three upstream quirks ([BRIEF] "Known upstream deviations", rows 1-3)
+
+    def check(self) -> None:
+        """Ranges and cross-field rules, checked when the YAML loads."""
+        _validate(self)
 UPSTREAM = dict(noise_label="upstream", noise_count="upstream", noise_model_mode="train")
 
 def upstream_config(**overrides) -> Config:
@@ -222,7 +226,6 @@ def _traced_ce(name: str):
 
 def run_unsir(model: nn.Module, retain, cfg: Config, device, repair: bool = True) -> nn.Module:
     """Noise learning, impair (and repair when ``repair``). Reads only the retain loader."""
-    _validate(cfg)
     spec = retain.spec
     retain_labels = retain.labels
     forget_classes = forget_classes_from_retain(retain_labels, spec.num_classes)

@@ -139,6 +139,11 @@ class Config(TrainConfig):
     mia_splits: int = 10  # [EVAL] §5.3
     stat_seed: int = 0  # seeds the statistic's samples and the attack's splits (not training)
 
+    def check(self) -> None:
+        """Ranges and cross-field rules, checked when the YAML loads."""
+        super().check()
+        _validate(self)
+
 
 LOG_FLOOR = -20.0  # log-probabilities below this are clipped (log_scale features)
 
@@ -276,87 +281,84 @@ class _Batches:
             yield (xf, yf), (xu, yu), r
 
 
-@register_method("versatile", Config, needs_unseen=True)
-def unlearn(model: nn.Module, *, retain, forget, unseen, cfg: Config, device) -> nn.Module:
-    """Fast yet versatile unlearning: fine-tune until outputs on forget data look like outputs on unseen data."""
-    _validate(cfg)
-    rule = rule_of(cfg)
-    monitor = GapMonitor(forget, unseen, samples=cfg.stat_samples, seed=cfg.stat_seed, mia_splits=cfg.mia_splits)
-    if not forget.num_samples or not unseen.num_samples:
-        model.eval()
-        return model
-    num_classes = int(logits_at(model, forget, np.arange(1))[0].shape[1])
+class _Objective:
+    """The pieces of one call: the representation phi, the discriminator (adv) with its warm-up and updates, the
+    stop rule's check (``passes``) and the loss handed to :func:`fit`. Built in the order the RNG is drawn in."""
 
-    def phi(logits: torch.Tensor, labels: torch.Tensor, for_divergence: bool = False) -> torch.Tensor:
+    def __init__(self, model: nn.Module, forget, monitor: GapMonitor, cfg: Config, rule: str) -> None:
+        self.cfg, self.rule, self.monitor = cfg, rule, monitor
+        self.num_classes = int(logits_at(model, forget, np.arange(1))[0].shape[1])
+        self.disc = self.disc_opt = None
+        if cfg.interpretation == "adv":
+            in_dim = self.num_classes * (2 if cfg.input == "softmax_label" else 1)
+            self.disc = discriminator(in_dim, cfg.disc_hidden).to(next(model.parameters()).device)
+            self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
+            self.warm_up(model)
+            self.disc.requires_grad_(False)
+        self.tol = {"disc_acc": cfg.disc_tol, "divergence": cfg.div_tol, "mia": cfg.mia_tol,
+                    "acc_gap": cfg.acc_gap_tol}[rule]
+
+    def phi(self, logits: torch.Tensor, labels: torch.Tensor, for_divergence: bool = False) -> torch.Tensor:
         """The representation; KL of batch means always sees probabilities (never log_scale)."""
+        cfg = self.cfg
         kl = cfg.divergence == "kl" and (for_divergence or cfg.interpretation == "div")
-        return represent(logits, labels, cfg.input, num_classes, cfg.log_scale and not kl)
+        return represent(logits, labels, cfg.input, self.num_classes, cfg.log_scale and not kl)
 
-    disc = disc_opt = None
-    if cfg.interpretation == "adv":
-        in_dim = num_classes * (2 if cfg.input == "softmax_label" else 1)
-        disc = discriminator(in_dim, cfg.disc_hidden).to(next(model.parameters()).device)
-        disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
+    def disc_update(self, phi_f: torch.Tensor, phi_u: torch.Tensor) -> None:
+        self.disc.requires_grad_(True)
+        self.disc_opt.zero_grad(set_to_none=True)
+        disc_loss(self.disc, phi_f, phi_u).backward()
+        self.disc_opt.step()
+        self.disc.requires_grad_(False)
 
-    def disc_update(phi_f: torch.Tensor, phi_u: torch.Tensor) -> None:
-        disc.requires_grad_(True)
-        disc_opt.zero_grad(set_to_none=True)
-        disc_loss(disc, phi_f, phi_u).backward()
-        disc_opt.step()
-        disc.requires_grad_(False)
-
-    # warm-up: the discriminator learns to tell the original's forget outputs from its unseen outputs
-    if disc is not None and cfg.disc_warmup:
-        zf, yf, zu, yu = monitor.outputs(model)
-        pf, pu = phi(zf, yf), phi(zu, yu)
-        bs = cfg.batch_size
-        for _ in range(cfg.disc_warmup):
+    def warm_up(self, model: nn.Module) -> None:
+        """The discriminator learns to tell the original's forget outputs from its unseen outputs."""
+        if not self.cfg.disc_warmup:
+            return
+        zf, yf, zu, yu = self.monitor.outputs(model)
+        pf, pu = self.phi(zf, yf), self.phi(zu, yu)
+        bs = self.cfg.batch_size
+        for _ in range(self.cfg.disc_warmup):
             i = torch.randint(0, len(pf), (min(bs, len(pf)),))
             j = torch.randint(0, len(pu), (min(bs, len(pu)),))
-            disc_update(pf[i], pu[j])
-    if disc is not None:
-        disc.requires_grad_(False)
+            self.disc_update(pf[i], pu[j])
 
-    tol = {"disc_acc": cfg.disc_tol, "divergence": cfg.div_tol, "mia": cfg.mia_tol,
-           "acc_gap": cfg.acc_gap_tol}[rule]
-
-    def passes(m: nn.Module, step: int) -> bool:
-        zf, yf, zu, yu = monitor.outputs(m)
-        pf, pu = phi(zf, yf), phi(zu, yu)
+    def passes(self, m: nn.Module, step: int) -> bool:
+        """The stop rule's statistic at this check (every statistic traced); True when it is within tolerance."""
+        cfg = self.cfg
+        zf, yf, zu, yu = self.monitor.outputs(m)
         lf = F.cross_entropy(zf, yf, reduction="none").cpu().double().numpy()
         lu = F.cross_entropy(zu, yu, reduction="none").cpu().double().numpy()
-
-        div = divergence(phi(zf, yf, True), phi(zu, yu, True), cfg.divergence, cfg.mmd_sigma)
+        div = divergence(self.phi(zf, yf, True), self.phi(zu, yu, True), cfg.divergence, cfg.mmd_sigma)
         stats = {"divergence": float(div),
                  "forget_acc": float((zf.argmax(1) == yf).float().mean()),
                  "unseen_acc": float((zu.argmax(1) == yu).float().mean()),
                  "mia_acc": loss_lr_cv_mia(lf, lu, n_splits=cfg.mia_splits, seed=cfg.stat_seed)}
-        if disc is not None:
-            stats["disc_acc"] = disc_accuracy(disc, pf, pu)
+        if self.disc is not None:
+            stats["disc_acc"] = disc_accuracy(self.disc, self.phi(zf, yf), self.phi(zu, yu))
         value = {"disc_acc": lambda: abs(stats["disc_acc"] - 0.5), "divergence": lambda: stats["divergence"],
                  "mia": lambda: abs(stats["mia_acc"] - 50.0),
-                 "acc_gap": lambda: abs(stats["forget_acc"] - stats["unseen_acc"])}[rule]()
+                 "acc_gap": lambda: abs(stats["forget_acc"] - stats["unseen_acc"])}[self.rule]()
         trace("stop_statistic", value, step)
         for k, v in stats.items():
             trace(k, v, step)
-        return bool(value < tol)  # NaN never passes
+        return bool(value < self.tol)  # NaN never passes
 
-    stopper = PatienceStop(passes, cfg.patience)
-
-    def loss_fn(m: nn.Module, batch) -> torch.Tensor:
+    def loss(self, m: nn.Module, batch) -> torch.Tensor:
         (xf, yf), (xu, yu), r = batch
+        disc, cfg = self.disc, self.cfg
         with torch.no_grad():  # the deployed view: eval mode, no gradients
             m.eval()
             zu = m(xu)
             zf_eval = m(xf) if disc is not None and cfg.disc_steps else None
             m.train()
-        phi_u = phi(zu, yu)
+        phi_u = self.phi(zu, yu)
         if disc is not None:
             for _ in range(cfg.disc_steps):  # the discriminator's own optimiser step(s); fit never sees it
-                disc_update(phi(zf_eval, yf), phi_u)
+                self.disc_update(self.phi(zf_eval, yf), phi_u)
         x = xf if r is None else torch.cat([xf, r[0]])
         z = m(x)
-        phi_f = phi(z[:len(xf)], yf)
+        phi_f = self.phi(z[:len(xf)], yf)
         if disc is not None:
             lg = disc(phi_f).squeeze(1)
             loss = F.binary_cross_entropy_with_logits(lg, torch.zeros_like(lg))  # "looks unseen"
@@ -366,10 +368,21 @@ def unlearn(model: nn.Module, *, retain, forget, unseen, cfg: Config, device) ->
             loss = loss + cfg.beta * F.cross_entropy(z[len(xf):], r[1])
         return loss
 
+
+@register_method("versatile", Config, needs_unseen=True)
+def unlearn(model: nn.Module, *, retain, forget, unseen, cfg: Config, device) -> nn.Module:
+    """Fast yet versatile unlearning: fine-tune until outputs on forget data look like outputs on unseen data."""
+    rule = rule_of(cfg)
+    monitor = GapMonitor(forget, unseen, samples=cfg.stat_samples, seed=cfg.stat_seed, mia_splits=cfg.mia_splits)
+    if not forget.num_samples or not unseen.num_samples:
+        model.eval()
+        return model
+    objective = _Objective(model, forget, monitor, cfg, rule)
+    stopper = PatienceStop(objective.passes, cfg.patience)
     if stopper.check(model, 0):
         trace("stopped_by_rule", 1.0, 0)
     else:
-        history = fit(model, _Batches(forget, unseen, retain, cfg), cfg, loss_fn=loss_fn, stop=stopper,
+        history = fit(model, _Batches(forget, unseen, retain, cfg), cfg, loss_fn=objective.loss, stop=stopper,
                       check_every=cfg.check_every, desc=f"versatile {cfg.interpretation}")
         trace("stopped_by_rule", float(history.stopped_early), history.steps)  # 0: the rule never ended it
         if not history.stopped_early:  # ended at the maximum: log where it ended

@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from ..attacks import loss_lr_cv_mia, svc_mia_kodge
 from ..data.splits import Split
+from ..schema import SEED_MAX, check_range
 from . import METRICS
 from .accuracy import forget_retain_accuracy, true_class_probability
 
@@ -36,6 +37,14 @@ class MetricConfig:
     probe_c: float = 1.0  # linear probe: inverse L2 strength of the logistic regression (scikit-learn's default)
     zrf_teacher_seed: int = 0  # ZRF: seed of the incompetent teacher (= bad_teacher's teacher_seed default)
     seed: int = 0
+
+    def check(self) -> None:
+        check_range(self, "mia_max_train", "relearn_eval_samples", ge=1, optional=True)
+        check_range(self, "mia_splits", ge=2)
+        check_range(self, "relearn_lr", "probe_c", gt=0)
+        check_range(self, "relearn_max_epochs", "relearn_samples", "relearn_batch_size", "probe_per_class", ge=1)
+        check_range(self, "relearn_target", gt=0, le=1)
+        check_range(self, "zrf_teacher_seed", "seed", ge=0, le=SEED_MAX)
 
 
 @dataclass
