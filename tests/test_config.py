@@ -239,7 +239,7 @@ def test_yaml_vit_options_and_a_cnn_given_one(patched_paper):
     assert load_paper(PAPER, "cpu").settings.models["vit"].patch == 7
     patched_paper(lambda raw: raw["profiles"]["smoke"]["models"]["resnet18"].update(depth=3))
     load_paper(PAPER, "cpu")  # other profiles are unaffected
-    with pytest.raises(ConfigError, match=r"settings\.models\.resnet18: model 'resnet18' has no option depth "
+    with pytest.raises(ConfigError, match=r"smoke\.models\.resnet18: model 'resnet18' has no option depth "
                                           r"\(its options: none besides width\)"):
         load_paper(PAPER, "smoke")
 
