@@ -125,7 +125,9 @@ def main(argv=None) -> int:
                 record(paper=pid, model=mname, width=w, what="train original", status="skipped (time budget)")
                 continue
             seed_everything(0)
-            init = build_model(mname, num_classes=10, in_channels=1, width=w).to(dev)
+            # the ViT's own options; with --tiny's width its heads are the default (width // 64, at least 1)
+            init = build_model(mname, num_classes=10, in_channels=1, width=w, image_size=data.spec.size,
+                               depth=spec_w.depth, heads=None if width else spec_w.heads, patch=spec_w.patch).to(dev)
             warm = dataclasses.replace(s.train, epochs=1, max_steps=min(10, args.steps))  # kernels, cuDNN tuning
             fit(copy.deepcopy(init), loader(pool, warm, 0), warm, progress=False)
             model = None
