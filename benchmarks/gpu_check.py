@@ -29,7 +29,7 @@ import torch
 from unlearnlib.config import base_method, load_paper, method_config
 from unlearnlib.data import Loader, load_dataset, stratified_subset
 from unlearnlib.harness import seed_everything
-from unlearnlib.methods import METHODS
+from unlearnlib.methods import method_spec
 from unlearnlib.models import DEFAULT_WIDTH, build_model
 from unlearnlib.train import TrainConfig, configure_device, fit
 
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
         original = originals[next(k for k in originals if k[0] == model_name)]
         w = width or s.models[model_name].width or DEFAULT_WIDTH[model_name]
         for name, opts in s.methods.items():
-            spec = METHODS.get(base_method(name))
+            spec = method_spec(name)
             mc = short(method_config(name, opts, dataclasses.replace(s.train, epochs=1, max_steps=args.steps),
                                      where=f"{pid}.{name}"), args.method_steps)
             variants = [("", mc)]
