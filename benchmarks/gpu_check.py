@@ -29,7 +29,7 @@ import torch
 from unlearnlib.config import base_method, load_paper, method_config
 from unlearnlib.data import Loader, load_dataset, stratified_subset
 from unlearnlib.harness import seed_everything
-from unlearnlib.methods import METHODS
+from unlearnlib.methods import method_spec
 from unlearnlib.models import DEFAULT_WIDTH, build_model
 from unlearnlib.train import TrainConfig, configure_device, fit
 
@@ -125,7 +125,9 @@ def main(argv=None) -> int:
                 record(paper=pid, model=mname, width=w, what="train original", status="skipped (time budget)")
                 continue
             seed_everything(0)
-            init = build_model(mname, num_classes=10, in_channels=1, width=w).to(dev)
+            # the ViT's own options; with --tiny's width its heads are the default (width // 64, at least 1)
+            init = build_model(mname, num_classes=10, in_channels=1, width=w, image_size=data.spec.size,
+                               depth=spec_w.depth, heads=None if width else spec_w.heads, patch=spec_w.patch).to(dev)
             warm = dataclasses.replace(s.train, epochs=1, max_steps=min(10, args.steps))  # kernels, cuDNN tuning
             fit(copy.deepcopy(init), loader(pool, warm, 0), warm, progress=False)
             model = None
@@ -142,7 +144,7 @@ def main(argv=None) -> int:
         original = originals[next(k for k in originals if k[0] == model_name)]
         w = width or s.models[model_name].width or DEFAULT_WIDTH[model_name]
         for name, opts in s.methods.items():
-            spec = METHODS.get(base_method(name))
+            spec = method_spec(name)
             mc = short(method_config(name, opts, dataclasses.replace(s.train, epochs=1, max_steps=args.steps),
                                      where=f"{pid}.{name}"), args.method_steps)
             variants = [("", mc)]

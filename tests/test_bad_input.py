@@ -131,6 +131,7 @@ def test_a_plan_lists_each_cell_once(monkeypatch, fmnist_system_dir):
     (lambda p: p["train"].update(lr=-1.0), r"train\.lr: -1\.0 is out of range; valid: > 0"),
     (lambda p: p["train"].update(lr=float("nan")), r"train\.lr: expected a finite number"),
     (lambda p: p["models"].update({next(iter(p["models"])): {"width": 0}}), r"width: 0 is out of range"),
+    (lambda p: p["models"].update(vit={"width": 8, "depth": 0}), r"depth: 0 is out of range; valid: >= 1 \(or null\)"),
     (lambda p: p.update(test_subset=-5), r"test_subset: -5 is out of range; valid: >= 1 \(or null\)"),
     (lambda p: p.update(eval_batch_size=0), r"eval_batch_size: 0 is out of range"),
     (lambda p: p.setdefault("split", {}).update(forget=[[42]]), r"split: scenario 0 \(class\) names class 42"),

@@ -352,3 +352,19 @@ def test_method_scenarios_leave_a_method_out_of_the_other_scenario_kinds(fmnist_
             kinds.setdefault(c.method, set()).add(plan.part(c.dataset).splits[c.scenario].kind)
     assert kinds.pop("versatile@label") == {"random"}
     assert kinds and all(k == {"class", "random", "backdoor"} for k in kinds.values()), kinds
+
+
+def test_model_options_enter_keys_only_when_set():
+    # a CNN's checkpoint key is what it was before the ViT's options existed ({"width": w} alone), so its cached
+    # originals and retrains stay valid; the ViT's depth, heads and patch each change the key
+    import dataclasses
+
+    from unlearnlib.config import ModelSpec, config_hash
+    from unlearnlib.harness.plan import model_spec_key
+
+    assert config_hash("original", model_spec_key(ModelSpec(width=8))) == config_hash("original", {"width": 8})
+    assert config_hash("original", model_spec_key(ModelSpec())) == config_hash("original", {"width": None})
+    vit = ModelSpec(width=64, depth=4, heads=4, patch=7)
+    keys = {config_hash(model_spec_key(vit))} | {config_hash(model_spec_key(dataclasses.replace(vit, **{k: 2})))
+                                                 for k in ("depth", "heads", "patch")}
+    assert len(keys) == 4

@@ -68,7 +68,9 @@ def test_profiles_merge_key_by_key(profile):
         assert getattr(s.train, key) == over.get("train", {}).get(key, value), key
     for name, mspec in over.get("models", {}).items():
         if mspec is not None:
-            assert s.models[name].width == mspec.get("width")
+            for key in ("width", "depth", "heads", "patch"):  # the ViT's options too
+                assert getattr(s.models[name], key) == mspec.get(key, (base["models"].get(name) or {}).get(key)), \
+                    (name, key)
     for name, opts in over.get("methods", {}).items():
         if opts is None:
             assert name not in s.methods
@@ -229,6 +231,15 @@ def test_yaml_wrong_type_bool_for_number(patched_paper):
 def test_yaml_unknown_settings_key(patched_paper):
     patched_paper(lambda raw: raw["profiles"]["smoke"].update(epochs=3))
     with pytest.raises(ConfigError, match="unknown key.*epochs.*valid keys: dataset"):
+        load_paper(PAPER, "smoke")
+
+
+def test_yaml_vit_options_and_a_cnn_given_one(patched_paper):
+    assert load_paper(PAPER, "cpu").settings.models["vit"].patch == 7
+    patched_paper(lambda raw: raw["profiles"]["smoke"]["models"]["resnet18"].update(depth=3))
+    load_paper(PAPER, "cpu")  # other profiles are unaffected
+    with pytest.raises(ConfigError, match=r"smoke\.models\.resnet18: model 'resnet18' has no option depth "
+                                          r"\(its options: none besides width\)"):
         load_paper(PAPER, "smoke")
 
 

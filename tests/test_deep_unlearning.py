@@ -494,3 +494,141 @@ def test_conv_patches_same_padding_falls_back_to_unfold():
     torch.manual_seed(5)
     want = _unfold_patches(x, explicit, 50)
     assert torch.equal(got, want)
+
+
+# ----------------------------------------------------------------------------------------------
+# (g) the ViT, projected as the official code does (models/vit.py of class_forgetting e27aeb2)
+
+# ||W_new - W||_F per projected layer from the OFFICIAL code (VisionTransformer.get_scaled_projections with
+# alpha_r 100 / alpha_f 3, main.py get_projection_matrix, project_weights; float64, torch 2.14) on the tiny ViT of
+# _official_case (its weights copied into the official model by name: patch_embed -> conv_proj, attn.qkv ->
+# self_attention.in_proj_weight/bias, attn.out -> out_proj, mlp.0 / mlp.2 -> mlp.0 / mlp.3, fc -> heads.head).
+# The two models' forward passes agreed to 4e-15; our projection (every decomposition and path) to 2.2e-15 in
+# every weight (svd/exact 1.1e-15, the default gram_solve/lowrank 8.9e-16), the largest update being 0.115.
+OFFICIAL_VIT_UPDATE_NORMS = {
+    "patch_embed.weight": 6.089511433433e-01,
+    "blocks.0.attn.qkv.weight": 2.107827115934e-01,
+    "blocks.0.attn.out.weight": 1.856194706483e-01,
+    "blocks.0.mlp.0.weight": 2.103249753627e-01,
+    "blocks.0.mlp.2.weight": 2.008525035597e-01,
+    "blocks.1.attn.qkv.weight": 2.168094571259e-01,
+    "blocks.1.attn.out.weight": 1.392539426558e-01,
+    "blocks.1.mlp.0.weight": 2.243815940314e-01,
+    "blocks.1.mlp.2.weight": 3.545911372686e-01,
+    "fc.weight": 6.153295629100e-02,
+}
+
+
+def _official_case():
+    """A 2-block ViT (width 8, 2 heads, 4-px patches of 3x8x8 images: 4 patches + the class token), every
+    parameter drawn from a seeded float64 generator (LayerNorm weights around 1); 9 retain and 6 forget images.
+    8 px <= 3 * 4: no conv window crop; 45 / 30 token rows < max_patches: no row is dropped."""
+    torch.manual_seed(0)
+    model = build_model("vit", num_classes=3, in_channels=3, width=8, depth=2, heads=2, patch=4,
+                        image_size=8).double().eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            ln_weight = "ln" in name and name.endswith("weight")
+            p.copy_(0.5 * torch.randn(p.shape, generator=g, dtype=torch.float64) + (1.0 if ln_weight else 0.0))
+    g = torch.Generator().manual_seed(1)
+    xr = torch.randn(9, 3, 8, 8, generator=g, dtype=torch.float64)
+    xf = torch.randn(6, 3, 8, 8, generator=g, dtype=torch.float64) + 0.5
+    return model, xr, xf
+
+
+@pytest.mark.parametrize("decomposition,path", [("svd", "exact"), ("gram_solve", "lowrank")])
+def test_vit_projection_matches_the_official_code(decomposition, path):
+    from unlearnlib.methods.deep_unlearning import project
+
+    model, xr, xf = _official_case()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = Config(alpha_r=100.0, alpha_f=3.0, max_patches=10_000, decomposition=decomposition, path=path)
+    after = project(model, xr, xf, cfg).state_dict()
+    for k, want in OFFICIAL_VIT_UPDATE_NORMS.items():
+        assert float((after[k] - before[k]).norm()) == pytest.approx(want, rel=1e-9), k
+    # LayerNorm, every bias, the positions and the class token are untouched, bit for bit
+    untouched = set(before) - set(OFFICIAL_VIT_UPDATE_NORMS)
+    assert {"class_token", "pos_embedding", "ln.weight", "blocks.0.attn.qkv.bias", "fc.bias"} <= untouched
+    for k in untouched:
+        assert torch.equal(after[k], before[k]), k
+
+
+def _rows_seen(monkeypatch, model, cfg, x):
+    """The number of representation rows each layer's basis is built from (one forward pass)."""
+    import unlearnlib.methods.deep_unlearning as du
+
+    seen = {}
+    real = du.make_basis
+
+    def spy(rows, alpha, decomposition="svd"):
+        seen[len(seen)] = (rows.shape[-2], rows.shape[-1])
+        return real(rows, alpha, decomposition)
+
+    monkeypatch.setattr(du, "make_basis", spy)
+    layers = du.projected_layers(model)
+    du.scaled_bases(model, x, 100.0, layers, cfg.max_patches, "svd", cfg.token_rows)
+    assert len(seen) == len(layers)
+    return {n: seen[i] for i, n in enumerate(layers)}
+
+
+@pytest.mark.parametrize("token_rows", ["official", "all", "subsample"])
+def test_vit_token_rows(monkeypatch, token_rows):
+    # 12 images of 3x8x8 -> 12 * 5 = 60 token rows per token layer; max_patches 7. Official: the packed Q/K/V
+    # projection and the out-projection get 7 random token rows, the MLP linears all 60, the head one row per image
+    # (the class token), the patch embedding 4 patches per image (8 <= 12: no window), cut to 7
+    model, _, _ = _official_case()
+    x = torch.randn(12, 3, 8, 8, dtype=torch.float64)
+    cfg = Config(max_patches=7, token_rows=token_rows)
+    rows = _rows_seen(monkeypatch, model, cfg, x)
+    mlp = {"all": 60, "official": 60, "subsample": 7}[token_rows]
+    attn = {"all": 60, "official": 7, "subsample": 7}[token_rows]
+    assert rows["patch_embed"] == (7, 48)
+    assert rows["fc"] == (12, 8)
+    for b in ("blocks.0", "blocks.1"):
+        assert rows[f"{b}.attn.qkv"] == (attn, 8) and rows[f"{b}.attn.out"] == (attn, 8)
+        assert rows[f"{b}.mlp.0"] == (mlp, 8) and rows[f"{b}.mlp.2"] == (mlp, 32)
+
+
+def test_vit_token_rows_are_the_tokens():
+    # each row of a token layer's matrix is one token of the layer's input (batch, tokens, d), not a flattened
+    # sample: the rows of the first block's MLP input are LN2 of the tokens after attention
+    from unlearnlib.methods.deep_unlearning import layer_input_matrix
+
+    model, xr, _ = _official_case()
+    blk = model.blocks[0]
+    with torch.no_grad():
+        t = model.tokens(xr)
+        t = t + blk.attn(blk.ln1(t))
+        want = blk.ln2(t).reshape(-1, 8)
+    got = layer_input_matrix(blk.ln2(t), blk.mlp[0], max_patches=5, sample_tokens=False)
+    assert torch.equal(got, want)
+    sub = layer_input_matrix(blk.ln2(t), blk.mlp[0], max_patches=5, sample_tokens=True)
+    assert sub.shape == (5, 8) and all(any(torch.equal(r, w) for w in want) for r in sub)
+
+
+def test_vit_unlearn_end_to_end(make_spec):
+    # the method's own entry on the registry's ViT (28x28 would be 49 patches; here 12x12, 3-px patches: the
+    # patch embedding takes the 9x9 window path) runs, and changes exactly the conv/linear weights
+    ds = _DS(make_spec, 40, 4, 12)
+    torch.manual_seed(0)
+    model = build_model("vit", num_classes=4, in_channels=1, width=8, depth=1, heads=2, patch=3, image_size=12)
+    torch.nn.init.normal_(model.head.weight, std=0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r, f = ds.loaders()
+    out = unlearn(model, retain=r, forget=f, cfg=Config(n_samples=9, max_patches=50, augment_samples=False),
+                  device="cpu").state_dict()
+    weights = set(_projected_weight_keys(model))
+    assert weights == {"patch_embed.weight", "blocks.0.attn.qkv.weight", "blocks.0.attn.out.weight",
+                       "blocks.0.mlp.0.weight", "blocks.0.mlp.2.weight", "fc.weight"}
+    for k, v in before.items():
+        assert torch.isfinite(out[k]).all(), k
+        assert torch.equal(out[k], v) == (k not in weights), k
+
+
+def test_invalid_token_rows(make_spec):
+    ds = _DS(make_spec, 12, 3, 5)
+    r, f = ds.loaders()
+    with pytest.raises(ValueError, match="official, all, subsample"):
+        unlearn(nn.Sequential(nn.Flatten(), nn.Linear(25, 3)), retain=r, forget=f, cfg=Config(token_rows="some"),
+                device="cpu")

@@ -25,7 +25,9 @@ def test_paper_models_output_shape(name, in_channels, size):
 @pytest.mark.parametrize("name", MODELS.names())
 def test_every_registered_model_builds_and_has_a_head(name):
     torch.manual_seed(0)
-    model = build_model(name, num_classes=5, in_channels=1, width=4).eval()
+    model = build_model(name, num_classes=5, in_channels=1, width=4, image_size=28).eval()
+    if name == "vit":  # torchvision's zero head would make the check below trivial
+        nn.init.normal_(model.head.weight)
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
         out = model(x)
@@ -122,3 +124,67 @@ def test_vgg_reinitialise_uses_the_construction_init():
     assert all(torch.equal(c.bias, torch.zeros_like(c.bias)) for c in convs)  # upstream: conv biases zero
     last = convs[-1]  # std sqrt(2 / (k*k*out)) = sqrt(2 / (9*64))
     assert float(last.weight.detach().std()) == pytest.approx((2 / (9 * 64)) ** 0.5, rel=0.1)
+
+
+# ----------------------------------------------------------------------------------------------
+# the ViT
+
+
+@pytest.mark.parametrize("in_channels,size,patch", [(1, 28, 4), (3, 32, 4), (1, 8, 2)])
+def test_vit_tokens_shapes_and_interface(in_channels, size, patch):
+    torch.manual_seed(0)
+    model = build_model("vit", num_classes=7, in_channels=in_channels, width=16, depth=2, heads=4, patch=patch,
+                        image_size=size).eval()
+    nn.init.normal_(model.head.weight)
+    x = torch.randn(3, in_channels, size, size)
+    grid = size // patch
+    with torch.no_grad():
+        t = model.tokens(x)
+        assert t.shape == (3, grid * grid + 1, 16)  # the class token first, then the patches
+        assert model.pos_embedding.shape == (1, grid * grid + 1, 16)
+        out = model(x)
+        assert out.shape == (3, 7) and torch.isfinite(out).all()
+        # features = penultimate = the class token after the final LayerNorm
+        z = model.ln(model.blocks(t))[:, 0]
+        torch.testing.assert_close(model.penultimate(x), z)
+        torch.testing.assert_close(model.features(x), z)
+        torch.testing.assert_close(model.head(z), out)
+    assert [m.heads for m in model.modules() if hasattr(m, "qkv")] == [4, 4]
+    assert model.blocks[0].attn.qkv.weight.shape == (48, 16) and model.blocks[0].mlp[0].weight.shape == (64, 16)
+    with pytest.raises(ValueError, match=f"built for {size}x{size}"):
+        model(torch.randn(1, in_channels, size + patch, size + patch))
+
+
+def test_vit_attention_is_torch_multihead_attention():
+    # the packed Q/K/V layout and scaling are nn.MultiheadAttention's (official models/vit.py uses it)
+    from unlearnlib.models.vit import Attention
+
+    torch.manual_seed(0)
+    att = Attention(12, 3).double()
+    ref = nn.MultiheadAttention(12, 3, batch_first=True).double()
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(att.qkv.weight)
+        ref.in_proj_bias.copy_(torch.randn(36, dtype=torch.float64))
+        att.qkv.bias.copy_(ref.in_proj_bias)
+        ref.out_proj.weight.copy_(att.out.weight)
+        ref.out_proj.bias.copy_(att.out.bias)
+        x = torch.randn(2, 5, 12, dtype=torch.float64)
+        torch.testing.assert_close(att(x), ref(x, x, x, need_weights=False)[0], rtol=0, atol=1e-12)
+
+
+def test_vit_sizes_and_defaults():
+    vit = build_model("vit", num_classes=10, in_channels=3)  # ViT-B sizes at CIFAR resolution (patch 4)
+    assert vit.width == 768 and len(vit.blocks) == 12 and vit.blocks[0].attn.heads == 12 and vit.patch == 4
+    assert vit.blocks[0].mlp[0].out_features == 3072
+    assert 85e6 < sum(p.numel() for p in vit.parameters()) < 86e6  # ViT-B/16: 86M with its 1000-class head
+    small = build_model("vit", num_classes=10, in_channels=1, width=64, depth=4, image_size=28)
+    assert small.blocks[0].attn.heads == 1 and small.grid == 7  # heads default: width // 64
+    assert torch.equal(small.head.weight, torch.zeros_like(small.head.weight))  # torchvision: zero head
+
+
+def test_architecture_options_are_the_vits_only():
+    with pytest.raises(ValueError, match="model 'resnet18' has no option depth"):
+        build_model("resnet18", num_classes=10, depth=4)
+    with pytest.raises(ValueError, match="width 8 is not divisible by heads 3"):
+        build_model("vit", num_classes=10, width=8, heads=3)
+    assert build_model("resnet18", num_classes=10, width=4, image_size=28, depth=None) is not None

@@ -46,9 +46,12 @@ PROFILE_LABELS = {
 @dataclass
 class ModelSpec:
     width: int | None = None  # channels of the first stage (None: the architecture's own, e.g. 64 for ResNet-18)
+    depth: int | None = None  # ViT only: encoder blocks (None: its own, 12)
+    heads: int | None = None  # ViT only: attention heads (None: width // 64)
+    patch: int | None = None  # ViT only: patch side in pixels (None: its own, 4)
 
     def check(self) -> None:
-        check_range(self, "width", ge=1, optional=True)
+        check_range(self, "width", "depth", "heads", "patch", ge=1, optional=True)
 
 
 @dataclass
@@ -321,7 +324,7 @@ def _validate_registered(cfg: PaperConfig) -> None:
     from .data import DATASETS
     from .methods import METHODS
     from .metrics import METRICS
-    from .models import MODELS
+    from .models import MODELS, check_options
 
     s, w = cfg.settings, f"{cfg.id}.settings"
     for registry, names, where in ((DATASETS, [s.dataset], "dataset"), (MODELS, s.models, "models"),
@@ -332,6 +335,11 @@ def _validate_registered(cfg: PaperConfig) -> None:
                 registry.get(name)
             except KeyError as e:
                 raise ConfigError(f"{w}.{where}: {e}") from None
+    for m, spec in s.models.items():  # the ViT's options, given to the ViT only
+        try:
+            check_options(m, depth=spec.depth, heads=spec.heads, patch=spec.patch)
+        except ValueError as e:
+            raise ConfigError(f"{w}.models.{m}: {e}") from None
     for name, opts in s.methods.items():
         method_config(name, opts, s.train, where=f"{w}.methods.{name}")
     for c in cfg.claims:

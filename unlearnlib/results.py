@@ -543,7 +543,11 @@ def plot_times(run: Run):
 
 
 def _models(cfg: PaperConfig) -> str:
-    return ", ".join(f"{m} (width {v.width or 'full'})" for m, v in cfg.settings.models.items())
+    def sizes(v) -> str:
+        extra = "".join(f", {k} {getattr(v, k)}" for k in ("depth", "heads", "patch") if getattr(v, k) is not None)
+        return f"width {v.width or 'full'}{extra}"
+
+    return ", ".join(f"{m} ({sizes(v)})" for m, v in cfg.settings.models.items())
 
 
 def banner(cfg: PaperConfig | Run, device: str = "auto") -> str:

@@ -35,12 +35,14 @@ import torch
 
 from ..config import (
     ConfigError,
+    ModelSpec,
     PaperConfig,
     Settings,
     config_hash,
     load_paper,
     method_config,
     parse_seeds,
+    to_dict,
 )
 from ..data import (
     ImageData,
@@ -116,6 +118,12 @@ def method_code(method: str) -> str:
     return code_fingerprint(*EVAL_CODE, "methods/__init__.py", inspect.getsourcefile(inspect.unwrap(fn)))
 
 
+def model_spec_key(spec: ModelSpec) -> dict:
+    """A model's options as they enter a key: ``width`` always, the ViT's ``depth``/``heads``/``patch`` when set, so a
+    CNN's checkpoint keys are the ones from before those options existed (its cached models stay valid)."""
+    return {k: v for k, v in to_dict(spec).items() if k == "width" or v is not None}
+
+
 @dataclass(frozen=True)
 class Cell:
     key: str
@@ -174,8 +182,9 @@ class DataPart:
     def new_model(self, name: str) -> torch.nn.Module:
         from ..models import build_model
 
+        m = self.settings.models[name]
         return build_model(name, num_classes=self.data.spec.num_classes, in_channels=self.data.spec.channels,
-                           width=self.settings.models[name].width)
+                           width=m.width, image_size=self.data.spec.size, depth=m.depth, heads=m.heads, patch=m.patch)
 
 
 @dataclass
@@ -347,8 +356,8 @@ class _CellMaker:
         if (model, seed, dk) in self.originals:
             return self.originals[(model, seed, dk)], False
         s = self.s
-        key = config_hash("original", s.dataset, hash_array(self.part.train_pool), dk, model, s.models[model],
-                          s.train, seed, *self.compute)
+        key = config_hash("original", s.dataset, hash_array(self.part.train_pool), dk, model,
+                          model_spec_key(s.models[model]), s.train, seed, *self.compute)
         cell = Cell(key, "original", seed, model, "all" if dk == "clean" else split.tag, "original", model_key=key,
                     original=key, data_key=dk, dataset=s.dataset, part=self.key)
         self.originals[(model, seed, dk)] = cell
@@ -367,7 +376,7 @@ class _CellMaker:
         deps, model_key = [orig.key, ev.key], ""
         if spec.trains_from_scratch:
             model_key = config_hash(name, s.dataset, hash_array(split.retain_train), orig.data_key, orig.model,
-                                    s.models[orig.model], mc, seed, *self.compute)
+                                    model_spec_key(s.models[orig.model]), mc, seed, *self.compute)
         elif self.needs_retrain and retrain is not None:
             deps.append(retrain.key)
         key = config_hash("method", name, orig.key, model_key, _split_hash(split), mc, *self.eval_part, orig.seed,

@@ -38,8 +38,22 @@ Each group gets its own representation matrices (the group's columns of the same
 projector and its own update: a batch of g independent projections (a depthwise 3x3 conv: g projections in
 9 dimensions). Upstream has no grouped architecture; with ``groups`` = 1 this is the code's projection.
 
+Transformers (the registry's ``vit``): a linear layer applied to tokens sees an input of shape (batch, tokens, d);
+each token is one row of its representation matrix (one column of R), as each im2col patch is for a conv. The
+official ViT walker (models/vit.py, ``EncoderBlock.get_scaled_projections``, lines 245-254, 264-273, 283-291;
+``VisionTransformer.get_scaled_projections``, lines 689-690, 718-733) builds, per encoder block, one matrix for the
+packed Q/K/V projection from the LN1 output tokens and one for the attention out-projection from the attention
+output tokens, both shuffled and cut to ``max_patches`` rows, and one for each of the two MLP linears from *all*
+tokens (not subsampled); the patch-embedding conv takes the conv rule (one random 3k x 3k window, e.g. 12 x 12 px
+-> 9 patches per image for 4-px patches); the head takes the class token after the final LayerNorm. Q, K and V
+share the one projector (``EncoderBlock.project_weights``, lines 296-300: the three row blocks of
+``in_proj_weight`` each times P^T, which is the packed 3d x d weight times P^T). LayerNorm, every bias, the
+positions and the class token are not conv/linear weights and stay untouched. ``token_rows`` selects the rows:
+``official`` (the above, default), ``all`` (every token of every layer) or ``subsample`` (every token layer cut to
+``max_patches``).
+
 Source: official code sangamesh-kodge/class_forgetting (master e27aeb2): models/model_utils.py,
-models/vgg.py, models/resnet.py, main.py; defaults from scripts/our_cifar10.sh.
+models/vgg.py, models/resnet.py, models/vit.py, main.py; defaults from scripts/our_cifar10.sh.
 """
 
 from __future__ import annotations
@@ -52,6 +66,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..models.vit import Attention
 from ..schema import check_range
 from . import register_method
 
@@ -75,6 +90,10 @@ class Config:
     # run differ by 0.69-0.79; identical forget/retain accuracies) and the call is 4.9x faster (median 1.35 vs 6.67 s)
     decomposition: Literal["svd", "gram_eigh", "gram_solve"] = "gram_solve"
     project_classifier: bool = True  # upstream projects the final layer too (its flag has no effect)
+    # rows of a token layer's (transformer linear's) representation matrix: "official" (models/vit.py: the Q/K/V
+    # and out-projection inputs cut to max_patches random tokens, the MLP inputs all tokens) | "all" (every token)
+    # | "subsample" (every token layer cut to max_patches). CNNs have no token layer: no effect there
+    token_rows: Literal["official", "all", "subsample"] = "official"
 
     def check(self) -> None:
         """Ranges, checked when the YAML loads (n_samples below the number of retain classes fails at the call)."""
@@ -140,17 +159,38 @@ def layer_groups(layer: nn.Module) -> int:
     return int(getattr(layer, "groups", 1)) if isinstance(layer, nn.Conv2d) else 1
 
 
-def layer_input_matrix(x: torch.Tensor, layer: nn.Module, max_patches: int) -> torch.Tensor:
-    """R^T: one row per sample (linear) or per patch (conv); columns = the layer's input dimension d.
-    A conv with g > 1 groups: a (g, n, d / g) stack, group j's columns of the same patches (unfold orders the
-    columns channel-major, so group j's input channels are one contiguous block)."""
+def layer_input_matrix(x: torch.Tensor, layer: nn.Module, max_patches: int,
+                       sample_tokens: bool = True) -> torch.Tensor:
+    """R^T: one row per sample (linear), per token (a linear applied to (batch, tokens, d) inputs) or per patch
+    (conv); columns = the layer's input dimension d. Token rows are cut to ``max_patches`` random ones when
+    ``sample_tokens`` (official: the attention layers). A conv with g > 1 groups: a (g, n, d / g) stack, group j's
+    columns of the same patches (unfold orders the columns channel-major, so group j's input channels are one
+    contiguous block)."""
     if isinstance(layer, nn.Conv2d):
         rows = conv_patches(x, layer, max_patches)
         g = layer_groups(layer)
         if g > 1:
             return rows.reshape(rows.shape[0], g, -1).transpose(0, 1)
         return rows
+    if x.dim() > 2 and isinstance(layer, nn.Linear):  # tokens: each one a row
+        rows = x.reshape(-1, x.shape[-1])
+        if sample_tokens:
+            rows = rows[torch.randperm(rows.shape[0], device=rows.device)[:max_patches]]
+        return rows
     return x.reshape(x.shape[0], -1)
+
+
+def sampled_token_layers(model: nn.Module, layers: dict[str, nn.Module], token_rows: str = "official") -> set[str]:
+    """The layers whose token rows are cut to ``max_patches``: ``official``, the linears of attention modules (the
+    packed Q/K/V projection and the out-projection); ``subsample``, every layer; ``all``, none."""
+    if token_rows == "all":
+        return set()
+    if token_rows == "subsample":
+        return set(layers)
+    if token_rows != "official":
+        raise ValueError(f"deep_unlearning token_rows {token_rows!r}; valid: official, all, subsample")
+    inside = {id(m) for a in model.modules() if isinstance(a, Attention) for m in a.children()}
+    return {n for n, m in layers.items() if id(m) in inside}
 
 
 def scaled_basis(rows: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,14 +331,16 @@ def projected_layers(model: nn.Module, project_classifier: bool = True) -> dict[
 
 @torch.no_grad()
 def scaled_bases(model: nn.Module, x: torch.Tensor, alpha: float, layers: dict[str, nn.Module],
-                 max_patches: int, decomposition: str = "svd") -> dict[str, object]:
+                 max_patches: int, decomposition: str = "svd", token_rows: str = "official") -> dict[str, object]:
     """One forward pass of ``x``; for each layer, the basis (:func:`make_basis`) of its input representation
     matrix: (U, lambda) for ``svd`` and ``gram_eigh``."""
     bases: dict[str, object] = {}
     hooks = []
+    sampled = sampled_token_layers(model, layers, token_rows)
     for name, layer in layers.items():
         def hook(mod, inputs, _out, name=name):
-            bases[name] = make_basis(layer_input_matrix(inputs[0].detach(), mod, max_patches), alpha, decomposition)
+            rows = layer_input_matrix(inputs[0].detach(), mod, max_patches, sample_tokens=name in sampled)
+            bases[name] = make_basis(rows, alpha, decomposition)
         hooks.append(layer.register_forward_hook(hook))
     try:
         model.eval()
@@ -367,12 +409,21 @@ def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Modu
         raise ValueError(f"deep_unlearning path {cfg.path!r}; valid: exact, lowrank")
     if cfg.decomposition not in ("svd", "gram_eigh", "gram_solve"):
         raise ValueError(f"deep_unlearning decomposition {cfg.decomposition!r}; valid: svd, gram_eigh, gram_solve")
+    if cfg.token_rows not in ("official", "all", "subsample"):
+        raise ValueError(f"deep_unlearning token_rows {cfg.token_rows!r}; valid: official, all, subsample")
     model.eval()
     xr, xf = select_samples(retain, forget, cfg)
+    return project(model, xr, xf, cfg)
+
+
+@torch.no_grad()
+def project(model: nn.Module, xr: torch.Tensor, xf: torch.Tensor, cfg: Config) -> nn.Module:
+    """The projection itself on given retain and forget samples (``unlearn`` after its sample selection)."""
+    model.eval()
     layers = projected_layers(model, cfg.project_classifier)
     # all bases from the ORIGINAL weights, before any projection
-    retain_bases = scaled_bases(model, xr, cfg.alpha_r, layers, cfg.max_patches, cfg.decomposition)
-    forget_bases = scaled_bases(model, xf, cfg.alpha_f, layers, cfg.max_patches, cfg.decomposition)
+    retain_bases = scaled_bases(model, xr, cfg.alpha_r, layers, cfg.max_patches, cfg.decomposition, cfg.token_rows)
+    forget_bases = scaled_bases(model, xf, cfg.alpha_f, layers, cfg.max_patches, cfg.decomposition, cfg.token_rows)
     for name, layer in layers.items():
         layer.weight.copy_(updated_weight(layer.weight, retain_bases[name], forget_bases[name], cfg.path))
     return model

@@ -29,6 +29,12 @@ Third-party UNSIR/SSD baselines copy this code. [PAPER] The paper's own forgetti
 fractional power of the Fisher and a Newton step on the retain loss (UNCONFIRMED: not checked against the PDF
 here); the public code, which is what baselines run, adds only the noise above. We follow the code.
 
+On the ViT (``vit``) the rules apply as written, parameter by parameter: LayerNorm weights and biases are 1-D
+(scale ``vector_scale``, as BatchNorm's), every linear weight (the packed Q/K/V one, 3d x d, included) gets one
+variance per output row, the positions (1, tokens, d) one per channel (their mean over the tokens, dimension 1)
+and the class token (1, 1, d) one per element. The official code never ran a transformer: this is the literal
+reading of its rules, not a tested setting.
+
 Deviation (documented, not a behaviour change on the models of this suite): upstream recognises the classifier
 by ``p.size(0) == num_classes``, which would also catch any other layer with as many output units as classes;
 we use the model's ``head`` (falling back to the size rule for a model without one).

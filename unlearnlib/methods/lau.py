@@ -8,7 +8,9 @@ UNCONFIRMED with where its default comes from. Source tags: [ABS] abstract, [FIG
 ``methods/lau.py`` (commit d9422dd) and its ``main.py``/``methods/method.py``, [INFER] our reading.
 
 The model is split into a frozen feature extractor :math:`f` (everything up to ``model.penultimate``) and
-the classification layer :math:`h` (``model.head``); only :math:`h` changes [ABS][FIG2]. Only forget data
+the classification layer :math:`h` (``model.head``); only :math:`h` changes [ABS][FIG2]. On the ViT, :math:`f` ends
+with the class token after the final LayerNorm (signed features: the [3P-IMPL] clamp to [0, 1] below, an option
+made for non-negative ReLU features, cuts them far more than a CNN's) and :math:`h` is its linear head. Only forget data
 is used [DSDA]. With the backbone in eval mode, the forget features :math:`z = f(x)` are computed once.
 
 Each epoch the teacher :math:`h_T` becomes a frozen copy of the student :math:`h`. Each step, for a batch

@@ -14,7 +14,9 @@ Saliency in Both Image Classification and Generation", ICLR 2024).
 ``variant="upstream_leak"`` reproduces the code behind every published SalUn number (before PR #33, Feb 2026;
 issue #32): gradients masked, nothing restored, so weight decay and momentum move the masked weights.
 
-BatchNorm running statistics are buffers, not parameters: they are not masked (as upstream).
+BatchNorm running statistics are buffers, not parameters: they are not masked (as upstream). The ranking covers every
+parameter of any architecture (on the ViT: LayerNorm, the positions and the class token, as BatchNorm's affine
+parameters on a CNN).
 
 Sources ([SAL] = OPTML-Group/Unlearn-Saliency@a6e89fd, ``Classification/``): ``generate_mask.py`` (mask),
 ``unlearn/RL.py:109-176`` (CIFAR-10 schedule, ``_apply_mask_to_grads``, ``_restore_masked_params``),

@@ -12,6 +12,11 @@ then the forget samples). Every element of every parameter (BatchNorm and the cl
 :math:`I_f > \alpha I_D` is multiplied by :math:`\min(\lambda I_D / I_f, 1)`; the others are untouched, and no
 parameter is ever scaled up.
 
+Nothing depends on the architecture: on the ViT every element of the LayerNorm parameters, the positions, the
+class token and the packed Q/K/V weight is selected and dampened by the same rule. SSD's own code halves alpha for
+its ViT (``model_size_scaler`` 0.5: 5 for full-class forgetting, ``baselines.md`` 2b); Kodge et al.'s ``main.py``
+``ssd_unlearn`` uses one alpha for every architecture, and so does this suite (``selection_weighting``).
+
 The estimator squares *batch-mean* gradients, so its scale depends on the batch size, and alpha was tuned with it
 (``baselines.md`` 2c): the batch sizes are the upstream ones.
 

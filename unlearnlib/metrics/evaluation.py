@@ -256,7 +256,8 @@ def _probe(ev: Evaluation, split: Split, cfg: MetricConfig, ctx: ModelContext | 
     regression on the model's frozen penultimate features, fitted on ``probe_per_class`` labelled training images of
     every class (the forgotten ones included), scored on the forgotten classes' test images (%). A method that only
     edits the classifier head leaves the features, so the probe recovers the class; compare with retrain's value
-    (features that never saw the class)."""
+    (features that never saw the class). The features are ``model.penultimate``: the pooled or flattened CNN
+    features, and for the ViT the class token after the final LayerNorm."""
     if split.kind != "class" or ctx is None or "train_images" not in ctx.extra:
         return float("nan")
     from ..attacks import linear_probe_accuracy
