@@ -182,11 +182,11 @@ def test_results_table_stacks_each_gap_under_its_value(hand_run):
 
 
 def test_results_frame_never_pools_scenario_kinds(hand_run):
-    m = hand_run.metrics.copy()
+    m = hand_run.metrics.drop(columns=["kind", "reference", "run_on"])  # hand-made rows: the run derives them
     rnd = m[m.scenario == "class7"].assign(scenario="random10pct", value=50.0)
     rnd["method"] = rnd.method.replace({"deep_unlearning": "neggrad"})  # deep_unlearning forgets classes only
     both = pd.concat([m, rnd, m[m.method == "deep_unlearning"].assign(method="neggrad")], ignore_index=True)
-    run = dataclasses.replace(hand_run, metrics=both)
+    run = dataclasses.replace(hand_run, metrics=both, registered=None)
     df = results_frame(run, metrics=["test_forget_acc"])
     assert list(dict.fromkeys(df.scenarios)) == ["class (2)", "random (1)"]
     row = df[(df.scenarios == "random (1)") & (df.method == "neggrad") & (df.model == "resnet18")].iloc[0]
@@ -194,11 +194,11 @@ def test_results_frame_never_pools_scenario_kinds(hand_run):
 
 
 def test_a_method_left_out_of_a_scenario_kind_has_no_row_there_and_the_caption_says_so(hand_run):
-    m = hand_run.metrics.copy()
+    m = hand_run.metrics.drop(columns=["kind", "reference", "run_on"])  # hand-made rows: the run derives them
     rnd = m[m.scenario == "class7"].assign(scenario="random10pct")
     rnd["method"] = rnd.method.replace({"deep_unlearning": "neggrad"})
     settings = dataclasses.replace(hand_run.config.settings, method_scenarios={"neggrad": ["random"]})
-    run = dataclasses.replace(hand_run, metrics=pd.concat([m, rnd], ignore_index=True),
+    run = dataclasses.replace(hand_run, metrics=pd.concat([m, rnd], ignore_index=True), registered=None,
                               config=dataclasses.replace(hand_run.config, settings=settings))
     df = results_frame(run, metrics=["test_forget_acc"])
     assert set(df[df.method == "neggrad"].scenarios) == {"random (1)"}  # left out of class: method_scenarios

@@ -120,6 +120,26 @@ def test_layering_rule(rule, importer, imported):
     assert broken == [], rule
 
 
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or not."""
+    seen, todo = set(), [start]
+    while todo:
+        for t in graph.get(todo.pop(), ()):
+            if t not in seen:
+                seen.add(t)
+                todo.append(t)
+    return seen
+
+
+def test_the_reading_side_imports_no_method_module_directly_or_not():
+    """Showing a stored run needs no method: the run folder says each row's kind, reference and the kinds a method
+    ran on (issue 23, part 3), so a table does not change when a method's registration does."""
+    for reader in ("unlearnlib.results", "unlearnlib.leaderboard"):
+        bad = sorted(t for t in reachable(GRAPH, reader) if _in(t, "unlearnlib.methods", "unlearnlib.config",
+                                                                 "unlearnlib.harness"))
+        assert bad == [], reader
+
+
 def test_nothing_below_the_harness_imports_it():
     """Only the package's API (unlearnlib/__init__.py), the CLI and the harness itself import the harness."""
     allowed = ("unlearnlib", "unlearnlib.cli")

@@ -12,30 +12,36 @@ The public API, in the order a paper notebook uses it::
 ``MODELS``, ``METHODS``, ``METRICS``.
 """
 
-from .config import ConfigError, available_papers, load_paper
-from .data import DATASETS, DatasetNotAvailableError, load_dataset
-from .harness import RunLockedError, run_paper
-from .leaderboard import leaderboard_frame, leaderboard_table, plot_pareto, plot_ranking, scenario_summary
-from .methods import METHODS
-from .metrics import METRICS
-from .models import MODELS, build_model
-from .results import (
-                      Run,
-                      banner,
-                      claims_frame,
-                      claims_table,
-                      deviations_table,
-                      ensemble_frame,
-                      ensemble_table,
-                      header,
-                      load_run,
-                      plot_accuracy,
-                      plot_prefixed,
-                      plot_times,
-                      plot_traces,
-                      results_frame,
-                      results_table,
-)
+import importlib
+
+# name -> the module that defines it, imported on first use (PEP 562): reading a stored run (unlearnlib.results)
+# loads no method, and `import unlearnlib` stays cheap
+_API = {
+    "config": ("ConfigError", "available_papers", "load_paper"),
+    "data": ("DATASETS", "DatasetNotAvailableError", "load_dataset"),
+    "harness": ("RunLockedError", "run_paper"),
+    "leaderboard": ("leaderboard_frame", "leaderboard_table", "plot_pareto", "plot_ranking", "scenario_summary"),
+    "methods": ("METHODS",),
+    "metrics": ("METRICS",),
+    "models": ("MODELS", "build_model"),
+    "results": ("Run", "banner", "claims_frame", "claims_table", "deviations_table", "ensemble_frame",
+                "ensemble_table", "header", "load_run", "plot_accuracy", "plot_prefixed", "plot_times", "plot_traces",
+                "results_frame", "results_table"),
+}
+_WHERE = {name: mod for mod, names in _API.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
 
 __version__ = "0.1.0"
 

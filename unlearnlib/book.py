@@ -31,7 +31,7 @@ def status_markdown(book_dir: Path) -> str:
              "|---|---|---|---|---|"]
     for pid, title in suite():
         chapter = (book_dir / "papers" / f"{pid}.ipynb").exists()
-        st = paper_status(pid)
+        st = paper_status(load_paper(pid, "paper"))
         name = f"[{title}](papers/{pid}.ipynb)" if chapter else title
         status = "run" if st["status"] == "run" else "implemented, not run yet"
         lines.append(f"| {name} | {status} | {st['profile']} | {st['claims']} | {st['date']} |")

@@ -117,7 +117,7 @@ def select(metrics: pd.DataFrame, method: str, metric: str, model: str | None = 
     if dataset is not None:
         sel &= m.dataset == dataset
     if kind:
-        sel &= m.scenario.str.startswith(kind)
+        sel &= m.kind == kind  # the row's scenario kind, as the run wrote it (or derived for an old run)
     return m.loc[sel].dropna(subset=["value"])
 
 

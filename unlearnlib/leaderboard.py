@@ -24,9 +24,8 @@ import numpy as np
 import pandas as pd
 
 from .claims import per_seed, t_interval
-from .config import supported_kinds
 from .metrics.spec import metric_label
-from .results import KIND_ORDER, Run, diff_to_retrain, retrain_floor, scenario_kind
+from .results import KIND_ORDER, Run, diff_to_retrain, retrain_floor
 
 KIND_TITLES = {"class": "one class", "random": "a random subset", "backdoor": "a backdoor"}
 GAP_METRICS = ("forget_acc", "retain_acc", "test_acc")  # signed gap to retrain, with interval and floor
@@ -46,7 +45,13 @@ RULES = (
 
 
 def _kinds(run: Run) -> list[str]:
-    return [k for k in KIND_ORDER if any(scenario_kind(t) == k for t in set(run.metrics.scenario))]
+    return run.kinds
+
+
+def _kind_of(run: Run, scenario: str) -> str:
+    """The kind of one of the run's scenarios (its rows say it)."""
+    kinds = run.metrics.kind[run.metrics.scenario == scenario]
+    return str(kinds.iloc[0]) if len(kinds) else ""
 
 
 def _model(run: Run) -> str:
@@ -64,7 +69,7 @@ def _ensemble_values(run: Run, kind: str, dataset: str) -> dict[str, dict[str, f
     e, s = run.ensemble, run.config.settings
     if e is None or e.empty or not s.ensemble.n:
         return {}
-    if scenario_kind(s.ensemble.scenario) != kind or (s.ensemble.dataset or s.dataset) != dataset:
+    if _kind_of(run, s.ensemble.scenario) != kind or (s.ensemble.dataset or s.dataset) != dataset:
         return {}
     def scores(d: pd.DataFrame) -> dict[str, float]:
         return {m: float(d[d.metric == m].value.iloc[0]) for m in ("F", "ulira_accuracy", "klom_forget_mean")
@@ -94,12 +99,13 @@ def leaderboard_frame(run: Run, kind: str) -> pd.DataFrame:
     for ds in run.datasets:
         floors = {g: retrain_floor(m, g, model, ds, kind) for g in gap_metrics}
         ens = _ensemble_values(run, kind, ds)
-        rt = per_seed(m, "retrain", "unlearn_time_s", model, ds, kind)
+        rt = per_seed(m, run.reference, "unlearn_time_s", model, ds, kind)
         retrain_time = float(np.median(rt)) if len(rt) else math.nan
         for method in ["original", *s.methods]:
-            row: dict = {"dataset": ds, "method": method, "supported": True, "note": ""}
-            if method != "original" and not s.runs_on(method, kind):
-                sup = supported_kinds(method)
+            row: dict = {"dataset": ds, "method": method, "supported": True, "note": "",
+                         "reference": method == run.reference}
+            if method != "original" and not run.runs_on(method, kind):
+                sup = run.registered.get(method, KIND_ORDER)
                 row.update(supported=False, note=(f"not run: defined for {' and '.join(sup)} forgetting only"
                                                   if kind not in sup else "not run: `method_scenarios`"))
                 rows.append(row)
@@ -112,7 +118,7 @@ def leaderboard_frame(run: Run, kind: str) -> pd.DataFrame:
                             if len(gap) else math.nan, f"{g}_floor": float(fl.mean()) if len(fl) else math.nan})
             for g in dict.fromkeys([*gap_metrics, *BESIDE_RETRAIN]):  # the backdoor's asr is in both
                 v = per_seed(m, method, g, model, ds, kind)
-                r = per_seed(m, "retrain", g, model, ds, kind)
+                r = per_seed(m, run.reference, g, model, ds, kind)
                 row[g] = float(v.mean()) if len(v) else math.nan
                 row[f"{g}_retrain"] = float(r.mean()) if len(r) else math.nan
             po = per_seed(m, "original", "probe_forget_acc", model, ds, kind)
@@ -136,7 +142,7 @@ def _f(x: float, digits: int = 1) -> str:
 
 
 def _gap_cell(row: pd.Series, g: str) -> str:
-    if row["method"] == "retrain":
+    if row["reference"]:
         return "0 (reference)"
     mean, lo, hi = row.get(f"{g}_gap"), row.get(f"{g}_lo"), row.get(f"{g}_hi")
     if mean is None or math.isnan(mean):
@@ -149,7 +155,7 @@ def _beside(row: pd.Series, g: str) -> str:
     v, r = row.get(g, math.nan), row.get(f"{g}_retrain", math.nan)
     if v is None or math.isnan(v):
         return "–"
-    return _f(v) if row["method"] == "retrain" else f"{_f(v)} ({_f(r)})"
+    return _f(v) if row["reference"] else f"{_f(v)} ({_f(r)})"
 
 
 def leaderboard_display(run: Run, kind: str) -> pd.DataFrame:
@@ -177,7 +183,7 @@ def leaderboard_display(run: Run, kind: str) -> pd.DataFrame:
                 r["U-LiRA acc"] = _f(row.get("ulira_accuracy", math.nan), 3)
                 r["KLOM forget"] = _f(row.get("klom_forget_mean", math.nan), 2)
             r["time (s, median)"] = _f(row["time_s"], 2)
-            r["speed-up vs retrain"] = "1×" if row["method"] == "retrain" else (
+            r["speed-up vs retrain"] = "1×" if row["reference"] else (
                 "–" if math.isnan(row["speedup"]) else f"{row['speedup']:.1f}×")
             out.append(r)
         first = d.iloc[1] if len(d) > 1 else d.iloc[0]
@@ -211,12 +217,12 @@ def leaderboard_table(run: Run, kind: str):
     s = run.config.settings
     e = s.ensemble
     ens = ""
-    if e.n and scenario_kind(e.scenario) == kind:
+    if e.n and _kind_of(run, e.scenario) == kind:
         ens = (f" F marginal (NeurIPS 2023; higher is better, read against the floor row: two independent sets of "
                f"{e.n} retrains), U-LiRA accuracy (ideal 0.5) and KLOM on the forget set (ideal: the floor row) come "
                f"from an ensemble of N = {e.n} originals and 2 × {e.n} retrains on {e.dataset or s.dataset} "
                f"{e.scenario} (training seeds {e.seed}…{e.seed + e.n - 1}); '–' where the ensemble is not.")
-    scen = sorted({t for t in set(run.metrics.scenario) if scenario_kind(t) == kind})
+    scen = sorted(set(run.metrics.scenario[run.metrics.kind == kind]))
     lr_note = test_note = ""
     if kind == "class":
         lr_note = (" — the unseen images are of the other classes, so even retrain separates them: its value, near "
@@ -286,7 +292,7 @@ def plot_pareto(run: Run, kind: str):
             pts.append((r.method, x, y))
             ax.scatter([x], [y], s=size(r.time_s), color=pal[r.method], marker=marks[r.method], edgecolor="black",
                        linewidth=0.5, alpha=0.85, zorder=3, label=r.method)
-        front = pareto_front([p for p in pts if p[0] != "retrain"])  # the reference itself dominates everything
+        front = pareto_front([p for p in pts if p[0] != run.reference])  # the reference itself dominates everything
         fp = [(x, y) for n in front for (m, x, y) in pts if m == n]
         if fp:
             ax.plot(*zip(*fp, strict=True), color="grey", lw=1, ls="--", zorder=1, label="Pareto front")
@@ -324,7 +330,7 @@ def plot_ranking(run: Run, kind: str):
     import matplotlib.pyplot as plt
 
     df = leaderboard_frame(run, kind)
-    df = df[df.supported & ~df.method.isin(["retrain"])]
+    df = df[df.supported & ~df.reference]
     cols = list(dict.fromkeys([FORGET_AXIS[kind], UTILITY_AXIS[kind]]))
     datasets = list(dict.fromkeys(df.dataset))
     n = df.method.nunique()
@@ -404,7 +410,7 @@ def scenario_summary(run: Run, kind: str):
         lines.append("*smoke profile: a pipeline check; these sentences are generated from its numbers, which say "
                      "nothing about the methods.*\n")
     for ds, d in df.groupby("dataset", sort=False):
-        d = d[d.supported & ~d.method.isin(["original", "retrain"])]
+        d = d[d.supported & ~d.reference & (d.method != "original")]
         tags = {r.method: classify(r, kind) for _, r in d.iterrows()}
         times = dict(zip(d.method, d.time_s, strict=True))
         level = [m for m, t in tags.items() if t["at_level"]]

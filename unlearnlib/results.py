@@ -24,9 +24,11 @@ from .claims import (
     select,
     t_interval,
 )
-from .config import SCENARIO_KINDS, PaperConfig, from_dict, load_paper, supported_kinds
+from .data.splits import SCENARIO_KINDS
 from .metrics.spec import has_gap_to_retrain, metric_label
+from .paper import PaperConfig
 from .paths import results_root
+from .schema import from_dict
 
 
 @dataclass
@@ -40,6 +42,12 @@ class Run:
     env: dict
     traces: pd.DataFrame | None = None
     ensemble: pd.DataFrame | None = None  # per-example scores of the ensemble (ensemble.csv), when the run has one
+    # method -> the scenario kinds it registered, as the run recorded it (config.resolved.yaml)
+    registered: dict[str, list[str]] | None = None
+    cells: pd.DataFrame | None = None  # cells.csv, when the run has one
+
+    def __post_init__(self) -> None:
+        describe_rows(self)
 
     @classmethod
     def load(cls, path: Path) -> "Run":
@@ -49,11 +57,31 @@ class Run:
         raw = yaml.safe_load((path / "config.resolved.yaml").read_text())
         raw.pop("resolved_methods", None)
         raw.pop("resolved_methods_by_dataset", None)
+        registered = raw.pop("registered_scenarios", None)
         cfg = from_dict(PaperConfig, raw, raw.get("id", "run"))
-        traces = pd.read_csv(path / "traces.csv") if (path / "traces.csv").exists() else None
-        ensemble = pd.read_csv(path / "ensemble.csv") if (path / "ensemble.csv").exists() else None
-        return cls(path, cfg, pd.read_csv(path / "metrics.csv"), pd.read_csv(path / "timings.csv"),
-                   json.loads((path / "env.json").read_text()), traces, ensemble)
+
+        def csv(name: str) -> pd.DataFrame | None:
+            return pd.read_csv(path / name, keep_default_na=True) if (path / name).exists() else None
+
+        return cls(path, cfg, csv("metrics.csv"), csv("timings.csv"), json.loads((path / "env.json").read_text()),
+                   csv("traces.csv"), csv("ensemble.csv"), registered, csv("cells.csv"))
+
+    @property
+    def reference(self) -> str | None:
+        """The run's reference method (the one that trains from scratch: retrain), by the ``reference`` column."""
+        return reference_of(self.metrics)
+
+    @property
+    def kinds(self) -> list[str]:
+        """The scenario kinds of the run, in table order."""
+        present = set(self.metrics.kind)
+        return [k for k in KIND_ORDER if k in present]
+
+    def runs_on(self, method: str, kind: str) -> bool:
+        """Whether ``method`` runs on this kind's scenarios in this run (the ``run_on`` column). A configured method
+        without any row was not selected for this run (``methods=``): not left out of a kind, shown without numbers."""
+        rows = self.metrics.run_on[self.metrics.method == method]
+        return not len(rows) or kind in str(rows.iloc[0]).split()
 
     @property
     def profile(self) -> str:
@@ -85,6 +113,53 @@ class Run:
                  kind: str = "") -> pd.Series:
         """One value per training seed, pooled over the scenarios (of one ``kind``) as the paper pools them."""
         return per_seed(self.metrics, method, metric, model, dataset, kind)
+
+
+KIND_ORDER = SCENARIO_KINDS  # the order of the results table's row groups
+_LEGACY_REFERENCE = "retrain"  # runs written before the reference column and cells.csv knew it by this name only
+
+
+def describe_rows(run: Run) -> None:
+    """Give a run written before issue 23 (no ``kind``, ``reference``, ``run_on`` columns; no registered kinds) the
+    columns the reader groups by, derived once, here: the kind from the scenario tag's prefix, the reference from
+    ``cells.csv``'s ``trains_from_scratch`` (else by its name), ``run_on`` from the kinds where the method has rows,
+    the registered kinds as those it ran on plus the ones ``method_scenarios`` left out."""
+    if run.metrics is None or run.timings is None:
+        raise FileNotFoundError(f"no results in {run.path}")
+    c = run.cells
+    scratch = (set(c[c.trains_from_scratch.astype(bool) & (c.kind == "method")].method)
+               if c is not None and "trains_from_scratch" in c else {_LEGACY_REFERENCE})
+    run.metrics, run.timings = run.metrics.copy(), run.timings.copy()  # the caller's frames stay as they were
+    for df in (run.metrics, run.timings):
+        if df.empty:
+            for col in ("kind", "reference", "run_on"):
+                if col not in df:
+                    df[col] = pd.Series(dtype=bool if col == "reference" else object)
+            continue
+        if "kind" not in df or df.kind.isna().all():
+            df["kind"] = [next((k for k in KIND_ORDER if str(t).startswith(k)), "") for t in df.scenario]
+        df["kind"] = df["kind"].fillna("").astype(str)
+        if "reference" not in df or df.reference.isna().all():
+            ref = next((m for m in dict.fromkeys(df.method) if m in scratch), None)
+            df["reference"] = df.method == ref
+        df["reference"] = df["reference"].fillna(False).astype(bool)
+    m = run.metrics
+    if "run_on" not in m or m.run_on.isna().all():
+        ran = m.groupby("method").kind.agg(lambda ks: " ".join(k for k in KIND_ORDER if k in set(ks)))
+        m["run_on"] = m.method.map(ran)
+        if "original" in set(m.method):
+            m.loc[m.method == "original", "run_on"] = " ".join(KIND_ORDER)
+    if run.registered is None:
+        s = run.config.settings
+        run.registered = {name: [k for k in KIND_ORDER if run.runs_on(name, k) or
+                                 (name in s.method_scenarios and k not in s.method_scenarios[name])]
+                          for name in s.methods}
+
+
+def reference_of(metrics: pd.DataFrame) -> str | None:
+    """The method the rows mark as the run's reference (``reference`` column), or None."""
+    ref = metrics.method[metrics.reference.astype(bool)]
+    return str(ref.iloc[0]) if len(ref) else None
 
 
 def load_run(paper: str, profile: str) -> Run:
@@ -171,18 +246,11 @@ def _fmt_interval(values) -> str:
     return _fmt(mean, None if math.isnan(lo) else mean - lo)
 
 
-KIND_ORDER = SCENARIO_KINDS  # the order of the results table's row groups
-
-
-def scenario_kind(tag: str) -> str:
-    return next((k for k in KIND_ORDER if tag.startswith(k)), tag)
-
-
 def diff_to_retrain(metrics: pd.DataFrame, method: str, metric: str, model: str, dataset: str,
                     kind: str) -> pd.Series:
     """Per (seed, scenario): method - retrain, each against the same seed's retrain (pairs both have)."""
     a = select(metrics, method, metric, model, dataset, kind).set_index(["seed", "scenario"]).value
-    b = select(metrics, "retrain", metric, model, dataset, kind).set_index(["seed", "scenario"]).value
+    b = select(metrics, reference_of(metrics), metric, model, dataset, kind).set_index(["seed", "scenario"]).value
     both = a.index.intersection(b.index)
     return a.loc[both] - b.loc[both]
 
@@ -195,7 +263,7 @@ def gap_to_retrain(metrics: pd.DataFrame, method: str, metric: str, model: str, 
 
 def retrain_floor(metrics: pd.DataFrame, metric: str, model: str, dataset: str, kind: str) -> pd.Series:
     """Retrain vs retrain: per pair of seeds, the mean over the scenarios of |retrain_s - retrain_s'|."""
-    r = select(metrics, "retrain", metric, model, dataset, kind).set_index(["seed", "scenario"]).value
+    r = select(metrics, reference_of(metrics), metric, model, dataset, kind).set_index(["seed", "scenario"]).value
     seeds = sorted(set(r.index.get_level_values("seed")))
     out = {}
     for i, s in enumerate(seeds):
@@ -214,18 +282,19 @@ def results_frame(run: Run, metrics: list[str] | None = None) -> pd.DataFrame:
     wanted = cfg.table_metrics or ["test_retain_acc", "test_forget_acc", "mia_svc", "unlearn_time_s",
                                    "speedup_vs_retrain"]
     metrics = metrics or [x for x in wanted if x in set(m.metric)]
-    kinds = [k for k in KIND_ORDER if any(scenario_kind(t) == k for t in set(m.scenario))]
+    kinds = run.kinds
     methods = ["original", *cfg.settings.methods]
-    has_retrain = (m.method == "retrain").any()
+    ref = run.reference
+    has_retrain = ref is not None
     rows = []
     for kind in kinds:
-        n_scen = m[m.scenario.map(scenario_kind) == kind].scenario.nunique()
+        n_scen = m[m.kind == kind].scenario.nunique()
         for ds in run.datasets:
             for model in cfg.settings.models:
                 exp = next((e for e in cfg.expected if e.model == model and e.dataset == ds), None)
                 exp = exp or next((e for e in cfg.expected if e.model == model), None)
                 for method in methods:
-                    if method != "original" and not cfg.settings.runs_on(method, kind):
+                    if method != "original" and not run.runs_on(method, kind):
                         continue  # method_scenarios: not run on this kind (the caption says so)
                     rows.append(_result_row(run, kind, n_scen, ds, model, method, metrics, exp, has_retrain))
                 if has_retrain:
@@ -248,7 +317,7 @@ def _result_row(run: Run, kind: str, n_scen: int, ds: str, model: str, method: s
         row[f"ours: {label}"] = _fmt_interval(per_seed(run.metrics, method, metric, model, ds, kind).to_numpy())
         if has_retrain and has_gap_to_retrain(metric):
             gap = gap_to_retrain(run.metrics, method, metric, model, ds, kind)
-            row[f"|Δ retrain|: {label}"] = "0" if method == "retrain" else _fmt_interval(gap.to_numpy())
+            row[f"|Δ retrain|: {label}"] = "0" if method == run.reference else _fmt_interval(gap.to_numpy())
         if exp is not None and metric in (exp.rows.get(method) or {}):
             vals = exp.rows[method][metric]
             row[f"paper: {label}"] = _fmt(vals[0], vals[1] if len(vals) > 1 else None)
@@ -262,7 +331,7 @@ def _floor_row(run: Run, kind: str, n_scen: int, ds: str, model: str, metrics: l
     for metric in metrics:
         if has_gap_to_retrain(metric):
             floor = retrain_floor(run.metrics, metric, model, ds, kind)
-            has_retrain = not select(run.metrics, "retrain", metric, model, ds, kind).empty
+            has_retrain = not select(run.metrics, run.reference, metric, model, ds, kind).empty
             row[f"|Δ retrain|: {metric_label(metric)}"] = (
                 _fmt(float(floor.mean())) if not floor.empty else "one seed" if has_retrain else "–")
     return row
@@ -315,13 +384,13 @@ def left_out_note(run: Run) -> str:
     """Which methods were left out of which scenario kinds of the run, and why (their registered support, or the
     run's ``method_scenarios``): the sentence the tables put in their captions."""
     s = run.config.settings
-    kinds = [k for k in KIND_ORDER if any(scenario_kind(t) == k for t in set(run.metrics.scenario))]
+    kinds = run.kinds
     notes = []
     for m in s.methods:
-        missing = [k for k in kinds if not s.runs_on(m, k)]
+        missing = [k for k in kinds if not run.runs_on(m, k)]
         if not missing:
             continue
-        supported = supported_kinds(m)
+        supported = run.registered.get(m, KIND_ORDER)
         if any(k not in supported for k in missing):
             notes.append(f" {m} is defined for {' and '.join(supported)} forgetting only (as it registered): "
                          f"not run on {' and '.join(k for k in missing if k not in supported)} scenarios.")
@@ -402,7 +471,7 @@ def plot_accuracy(run: Run, methods: list[str] | None = None, metrics: list[str]
 
     m = run.metrics
     first = next(iter(run.config.settings.methods))
-    methods = methods or ["original", first, "retrain"]
+    methods = methods or ["original", first, run.reference]
     if metrics is None:
         present = set(m.dropna(subset=["value"]).metric)
         metrics = [k for k in ("test_forget_acc", "test_retain_acc", "forget_acc", "test_acc", "asr") if k in present]
@@ -535,9 +604,9 @@ def banner(cfg: PaperConfig | Run, device: str = "auto") -> str:
             f"device {device}")
 
 
-def paper_status(paper: str) -> dict:
-    """One row of the book's status table."""
-    cfg = load_paper(paper, "paper")
+def paper_status(cfg: PaperConfig) -> dict:
+    """One row of the book's status table, for a paper's config (its ``paper`` profile)."""
+    paper = cfg.id
     runs = latest_runs(paper)
     row = {"paper": cfg.title, "id": paper, "status": "not run yet", "profile": "–", "claims": "–", "date": "–"}
     if runs:

@@ -42,6 +42,7 @@ from ..config import (
     load_paper,
     method_config,
     parse_seeds,
+    runs_on,
     to_dict,
 )
 from ..data import (
@@ -387,8 +388,12 @@ class _CellMaker:
                     method_seed=method_seed)
 
 
-def _retrain_name(methods: list[str]) -> str | None:
+def reference_method(methods: list[str]) -> str | None:
+    """The run's reference: its first method that trains from scratch (retrain), or None."""
     return next((m for m in methods if method_spec(m).trains_from_scratch), None)
+
+
+_retrain_name = reference_method
 
 
 def _cells(plan: RunPlan, part: DataPart) -> list[Cell]:
@@ -404,7 +409,7 @@ def _cells(plan: RunPlan, part: DataPart) -> list[Cell]:
                 cells.append(ev)
                 retrain = None
                 for name in plan.methods:  # retrain first (select_methods)
-                    if not plan.cfg.settings.runs_on(name, split.kind):
+                    if not runs_on(plan.cfg.settings, name, split.kind):
                         continue
                     cell = make.method(name, orig, ev, split, retrain)
                     cells.append(cell)

@@ -14,21 +14,27 @@ import pandas as pd
 import torch
 import yaml
 
-from ..config import to_dict
+from ..config import SCENARIO_KINDS, runs_on, supported_kinds, to_dict
 from ..data import save_splits
 from ..methods import method_spec
 from ..metrics import speedup
 from ..paths import REPO_ROOT
 from .cells import CellRunner, original_timing
-from .plan import ENSEMBLE, Cell, RunPlan
+from .plan import ENSEMBLE, Cell, RunPlan, reference_method
 from .store import Store, read_json
 
-METRIC_COLUMNS = ["paper", "profile", "dataset", "model", "scenario", "method", "seed", "metric", "value"]
+# what a row is, written with it so that the reader needs no registry (issue 23): the scenario's kind (class |
+# random | backdoor; "" for an original trained on clean data, shared by the scenarios), whether the method is the
+# run's trains-from-scratch reference, and the scenario kinds the method runs on in this run (space-separated)
+DESCRIBE_COLUMNS = ["kind", "reference", "run_on"]
+METRIC_COLUMNS = ["paper", "profile", "dataset", "model", "scenario", "method", "seed", "metric", "value",
+                  *DESCRIBE_COLUMNS]
 TIMING_COLUMNS = [*METRIC_COLUMNS[:7], "seconds", "seconds_min", "seconds_max", "repeats", "cached", "device",
-                  "threads"]
+                  "threads", *DESCRIBE_COLUMNS]
 TRACE_COLUMNS = [*METRIC_COLUMNS[:7], "name", "step", "value"]
+# one row per cell; "kind" is the cell's (original | evaluate | method), "scenario_kind" its scenario's
 CELL_COLUMNS = ["cell", "part", "kind", "dataset", "model", "scenario", "method", "seed", "trains_from_scratch",
-                "wall_s", "call_s", "reused"]
+                "wall_s", "call_s", "reused", "scenario_kind"]
 
 
 def pending_cells(plan: RunPlan, store: Store) -> tuple[list[Cell], list[Cell]]:
@@ -78,17 +84,23 @@ def collect(plan: RunPlan, store: Store, reused: set[str]) -> tuple[pd.DataFrame
     values: a cell computed before these times were recorded."""
     rows, timings, traces, ensemble, cells = [], [], [], [], []
     run = {"paper": plan.paper, "profile": plan.profile}
+    reference = reference_method(plan.methods)
     for cell in plan.cells:
         scratch = cell.kind == "method" and method_spec(cell.method).trains_from_scratch
+        split = plan.part(cell.part or cell.dataset).splits.get(cell.scenario)
+        what = {"kind": split.kind if split is not None else "", "reference": cell.method == reference,
+                "run_on": " ".join(k for k in SCENARIO_KINDS if cell.kind != "method" or
+                                   runs_on(plan.settings, cell.method, k))}
         times = {"cell": cell.key, "part": cell.part or cell.dataset, "kind": cell.kind, "dataset": cell.dataset,
                  "model": cell.model, "scenario": cell.scenario, "method": cell.method, "seed": cell.run_seed,
-                 "trains_from_scratch": scratch, "wall_s": None, "call_s": None, "reused": cell.key in reused}
+                 "trains_from_scratch": scratch, "wall_s": None, "call_s": None, "reused": cell.key in reused,
+                 "scenario_kind": what["kind"]}
         cells.append(times)
         if cell.kind == "original":
             meta = read_json(store.checkpoint_path(cell.model_key).with_suffix(".json"))
             times["wall_s"] = meta.get("wall_s")
             if cell.part != ENSEMBLE:
-                timings.append({**run, **original_timing(cell, meta, cell.key in reused)})
+                timings.append({**run, **original_timing(cell, meta, cell.key in reused), **what})
             continue
         rec = store.load_record(cell.key)
         if rec is None:
@@ -98,24 +110,22 @@ def collect(plan: RunPlan, store: Store, reused: set[str]) -> tuple[pd.DataFrame
         if cell.part == ENSEMBLE:
             ensemble += [{**run, **r, "original_seed": cell.seed, "cell": cell.key} for r in rec.get("rows", [])]
             continue
-        rows += [{**run, **r} for r in rec.get("rows", [])]
-        timings += [{**run, **t, "cached": bool(t["cached"] or cell.key in reused)} for t in rec.get("timings", [])]
+        rows += [{**run, **r, **what} for r in rec.get("rows", [])]
+        timings += [{**run, **t, "cached": bool(t["cached"] or cell.key in reused), **what}
+                    for t in rec.get("timings", [])]
         traces += [{**run, **t} for t in rec.get("traces", [])]
     metrics = add_speedups(pd.DataFrame(rows, columns=METRIC_COLUMNS))
     return (metrics, pd.DataFrame(timings, columns=TIMING_COLUMNS), pd.DataFrame(traces, columns=TRACE_COLUMNS),
-            pd.DataFrame(ensemble, columns=[*METRIC_COLUMNS, "original_seed", "cell"]),
+            pd.DataFrame(ensemble, columns=[*METRIC_COLUMNS[:9], "original_seed", "cell"]),
             pd.DataFrame(cells, columns=CELL_COLUMNS))
 
 
-CELL_COLUMNS = ["cell", "part", "kind", "dataset", "model", "scenario", "method", "seed", "trains_from_scratch",
-                "wall_s", "call_s", "reused"]
-
-
 def add_speedups(metrics: pd.DataFrame) -> pd.DataFrame:
-    """speedup_vs_retrain = retrain time / method time, in the same run, per model/scenario/seed."""
+    """speedup_vs_retrain = the reference's time / method time (the reference: the method that trains from
+    scratch, the ``reference`` column), in the same run, per model/scenario/seed."""
     times = metrics[metrics.metric == "unlearn_time_s"]
     keys = ["paper", "profile", "dataset", "model", "scenario", "seed"]
-    retrain = times[times.method == "retrain"][keys + ["value"]].rename(columns={"value": "retrain_s"})
+    retrain = times[times.reference.astype(bool)][keys + ["value"]].rename(columns={"value": "retrain_s"})
     if retrain.empty:
         return metrics
     merged = times.merge(retrain, on=keys)
@@ -160,6 +170,9 @@ def write_run(folder: Path, plan: RunPlan, metrics: pd.DataFrame, timings: pd.Da
     resolved["settings"]["seeds"] = plan.seeds
     first = plan.parts[plan.settings.dataset]
     resolved["resolved_methods"] = {k: to_dict(v) for k, v in first.method_cfgs.items()}
+    # the scenario kinds each method registered (the reader says why a method was left out of a kind without
+    # asking the registry, which may have changed since)
+    resolved["registered_scenarios"] = {k: list(supported_kinds(k)) for k in first.method_cfgs}
     for name, part in plan.parts.items():
         if part is not first:  # what differs (retrain's recipe) is visible per dataset
             resolved.setdefault("resolved_methods_by_dataset", {})[name] = {
