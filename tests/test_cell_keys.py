@@ -40,3 +40,23 @@ def test_the_smoke_plans_cell_keys_are_unchanged(monkeypatch, fmnist_system_dir)
     assert sorted(keys) == sorted(pinned)
     for paper, want in pinned.items():
         assert keys[paper] == want, f"{paper}: the smoke plan's cells changed"
+
+
+def test_build_plan_leaves_the_loaded_config_alone(monkeypatch, fmnist_system_dir):
+    """The ensemble's default scenario is chosen on the plan's own copy of the config (issue 23, part 4)."""
+    import unlearnlib.harness.plan as plan_mod
+
+    monkeypatch.setenv("UNLEARNLIB_SYSTEM_DATA", str(fmnist_system_dir))
+    loaded, real = [], plan_mod.load_paper
+
+    def load(paper, profile):
+        cfg = real(paper, profile)
+        cfg.settings.ensemble.scenario = ""  # the default: the first class scenario
+        loaded.append(cfg)
+        return cfg
+
+    monkeypatch.setattr(plan_mod, "load_paper", load)
+    plan = plan_mod.build_plan("benchmark", "smoke", threads=1)
+    assert loaded[0].settings.ensemble.scenario == ""
+    chosen = plan.cfg.settings.ensemble.scenario
+    assert chosen and plan.parts[plan_mod.ENSEMBLE].splits[chosen].kind == "class"

@@ -370,3 +370,11 @@ def test_method_scenarios_cannot_differ_between_datasets(patched_paper):
         more_datasets={"digits": {"method_scenarios": {"neggrad": ["class"]}}}))
     with pytest.raises(ConfigError, match=r"more_datasets\.digits: method_scenarios cannot differ between datasets"):
         load_paper(PAPER, "smoke")
+
+
+def test_a_yaml_cannot_set_the_metrics_seed(patched_paper):
+    """The harness seeds each cell's metrics with its training seed (harness/cells.py); a YAML value would be
+    overwritten without a word, so it is refused (issue 23, part 4)."""
+    patched_paper(lambda raw: raw["profiles"]["smoke"].setdefault("metrics", {}).update(seed=7))
+    with pytest.raises(ConfigError, match=r"metrics\.seed: 7; the harness seeds the metrics with each cell's"):
+        load_paper(PAPER, "smoke")

@@ -1,10 +1,13 @@
 """Run a paper as a plan of cells: plan, run the unfinished cells with an executor, store the tables.
 
 ``run_paper(paper, profile, seeds, device, executor="local"|"ray", workers=N)`` writes
-``results/<paper>/<profile>/`` atomically: ``config.resolved.yaml``, ``env.json``, ``splits.npz``,
-``metrics.csv`` (long form), ``timings.csv`` and ``traces.csv``. Every finished cell is kept in the cell
-store (``$UNLEARNLIB_CACHE``), so a killed run resumes where it stopped and a second run reuses what the
-first computed; the log has one line per cell, computed or reused.
+``results/<paper>/<profile>/`` atomically, 9 files: ``config.resolved.yaml`` (with each method's resolved options
+and registered scenario kinds), ``env.json``, ``splits.npz``, ``metrics.csv`` (long form; each row with its
+scenario's ``kind``, ``reference`` and the method's ``run_on`` kinds), ``timings.csv`` (the same columns),
+``traces.csv``, ``cells.csv`` (where the run's time went, one row per cell) and, for a run with an ensemble,
+``ensemble_models.csv`` (its models' metrics) and ``ensemble.csv`` (the per-example scores). Every finished cell
+is kept in the cell store (``$UNLEARNLIB_CACHE``), so a killed run resumes where it stopped and a second run reuses
+what the first computed; the log has one line per cell, computed or reused.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ and, where a metric needs the retrained model, the retrain cell of the same scen
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -296,10 +297,12 @@ def build_plan(paper: str, profile: str = "auto", seeds: Any = None, device: str
     if s.ensemble.n:
         part = _part(cfg, cfg.ensemble_settings(), names, dev)
         tags = [t for t, sp in part.splits.items() if sp.kind == "class"]
-        s.ensemble.scenario = s.ensemble.scenario or (tags[0] if tags else next(iter(part.splits)))
-        if s.ensemble.scenario not in part.splits:
-            raise ConfigError(f"{paper}.settings.ensemble.scenario: {s.ensemble.scenario!r}; valid: "
-                              f"{', '.join(part.splits)}")
+        scenario = s.ensemble.scenario or (tags[0] if tags else next(iter(part.splits)))
+        if scenario not in part.splits:
+            raise ConfigError(f"{paper}.settings.ensemble.scenario: {scenario!r}; valid: {', '.join(part.splits)}")
+        # the plan's config names the scenario it chose (config.resolved.yaml records it); the loaded one is untouched
+        plan.cfg = dataclasses.replace(cfg, settings=dataclasses.replace(
+            s, ensemble=dataclasses.replace(s.ensemble, scenario=scenario)))
         plan.parts[ENSEMBLE] = part
         plan.cells += _ensemble_cells(plan, part)
     plan.cells = list({c.key: c for c in plan.cells}.values())  # a cell listed twice is computed once

@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from ..attacks import loss_lr_cv_mia, svc_mia_kodge
 from ..data.splits import Split
-from ..schema import SEED_MAX, check_range
+from ..schema import SEED_MAX, ConfigError, check_range
 from .accuracy import forget_retain_accuracy, true_class_probability
 from .spec import METRICS, register_metric
 
@@ -37,6 +37,9 @@ class MetricConfig:
     probe_per_class: int = 20  # linear probe: labelled training images per class (UNCONFIRMED: "a few")
     probe_c: float = 1.0  # linear probe: inverse L2 strength of the logistic regression (scikit-learn's default)
     zrf_teacher_seed: int = 0  # ZRF: seed of the incompetent teacher (= bad_teacher's teacher_seed default)
+    # the seed of a metric's own draws (MIA splits, relearn and probe samples): set by the harness to each cell's
+    # training seed, so the seeds stay independent replicas (one fixed seed for every training seed would draw the
+    # same samples and hide part of the spread the intervals are about); a YAML may not set it
     seed: int = 0
 
     def check(self) -> None:
@@ -45,7 +48,10 @@ class MetricConfig:
         check_range(self, "relearn_lr", "probe_c", gt=0)
         check_range(self, "relearn_max_epochs", "relearn_samples", "relearn_batch_size", "probe_per_class", ge=1)
         check_range(self, "relearn_target", gt=0, le=1)
-        check_range(self, "zrf_teacher_seed", "seed", ge=0, le=SEED_MAX)
+        check_range(self, "zrf_teacher_seed", ge=0, le=SEED_MAX)
+        if self.seed:  # only the harness sets it, on its own copy (harness/cells.py)
+            raise ConfigError(f"seed: {self.seed}; the harness seeds the metrics with each cell's training seed "
+                              f"(remove metrics.seed; for another draw, change the run's seeds)")
 
 
 @dataclass
