@@ -400,10 +400,10 @@ def test_zrf_teacher_is_bad_teachers_teacher():
 
 def test_zrf_metric_on_a_model_context(tiny_problem):
     from unlearnlib.data.splits import Split  # noqa: F401  (the metric only reads split.forget_train)
-    from unlearnlib.metrics import METRICS, MODEL_METRICS, Evaluation, MetricConfig, ModelContext
+    from unlearnlib.metrics import METRICS, Evaluation, MetricConfig, ModelContext, metric_spec, model_metrics
     from unlearnlib.train import predict_logits
 
-    assert "zrf" in MODEL_METRICS
+    assert "zrf" in model_metrics() and not metric_spec("zrf").on_original
     model = _tiny_model().eval()
     retain, forget = tiny_problem.loaders()
     idx = np.sort(np.concatenate([retain.indices, forget.indices]))

@@ -197,11 +197,11 @@ def test_linear_probe_recovers_a_class_that_only_the_head_forgot(problem, fmnist
               "test_images": lambda idx: list(test.subset(Evaluation.rows(test_idx, idx)))}
     probe = METRICS.get("probe_forget_acc")
     cfg = MetricConfig(probe_per_class=20)
-    on_original = probe(ev, split, cfg, ModelContext(problem["model"], problem["model"], extra=images))
-    on_edited = probe(ev, split, cfg, ModelContext(edited, problem["model"], extra=images))
+    on_original = probe(ev, split, cfg, ModelContext(problem["model"], problem["model"], **images))
+    on_edited = probe(ev, split, cfg, ModelContext(edited, problem["model"], **images))
     assert on_original > 60.0 and on_edited == pytest.approx(on_original, abs=1e-9)  # same features, same probe
     blank = copy.deepcopy(problem["model"])
     with torch.no_grad():
         for prm in blank.body.parameters():
             prm.zero_()  # constant features: nothing left for a probe to read
-    assert probe(ev, split, cfg, ModelContext(blank, problem["model"], extra=images)) < 20.0
+    assert probe(ev, split, cfg, ModelContext(blank, problem["model"], **images)) < 20.0

@@ -318,12 +318,16 @@ def test_run_paper_cuda_without_cuda(isolated_env):
 
 
 @pytest.mark.parametrize("change,expect", [
-    ({"kind": "better"}, r"claims\.c\.kind: 'better'; valid: threshold, vs_method, vs_best"),
-    ({"op": "=="}, r"claims\.c\.op"),
-    ({"threshold": None}, r"claims\.c\.threshold"),
-    ({"scenario_kind": "subset"}, r"claims\.c\.scenario_kind"),
+    ({"kind": "better"}, r"claims\.c\.kind: 'better' is not a valid choice; valid: threshold, vs_method, vs_best"),
+    ({"op": "=="}, r"claims\.c\.op: '==' is not a valid choice; valid: <, <=, >, >="),
+    ({"threshold": None}, r"claims\.c\.threshold: a threshold claim needs a threshold"),
+    ({"scenario_kind": "subset"}, r"claims\.c\.scenario_kind: 'subset' is not a valid choice; valid: '', class, "
+                                  r"random, backdoor"),
+    ({"kind": "vs_method", "transform": "ratio", "reference": "retrain"}, r"claims\.c\.transform: 'ratio'"),
+    ({"kind": "vs_method"}, r"claims\.c\.reference: a vs_method claim needs a reference"),
+    ({"kind": "vs_best"}, r"claims\.c\.references: a vs_best claim needs methods"),
     ({"requires_metric": "asr"}, r"claims\.c\.requires_metric: a precondition needs requires_threshold"),
-    ({"requires_metric": "asr", "requires_threshold": 50.0, "requires_op": "=>"}, r"claims\.c\.requires_metric"),
+    ({"requires_metric": "asr", "requires_threshold": 50.0, "requires_op": "=>"}, r"claims\.c\.requires_op: '=>'"),
     ({"requires_metric": "asr", "requires_threshold": 50.0, "requires_method": "boundary_shrink"},
      r"unknown method 'boundary_shrink'"),
 ])

@@ -16,11 +16,15 @@ the mean and a 95 % t-interval. The verdict:
 from __future__ import annotations
 
 import math
+import typing
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from .config import Claim
+from .data.splits import ScenarioKind
+from .schema import PROFILES, ConfigError
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
 NOT_COMPARABLE, PIPELINE_ONLY = "not comparable on this profile", "pipeline check only"
@@ -29,7 +33,56 @@ TIME_METRICS = ("unlearn_time_s", "speedup_vs_retrain")
 LEVEL = 0.95
 INTERVAL_NOTE = (f"{LEVEL:.0%} t-interval over training seeds; within a seed the scenarios are pooled as the "
                  f"paper pools them (mean; times: median)")
-_OPS = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
+
+# ----------------------------------------------------------------------------------------------
+# the schema of a claim (a paper YAML's ``claims:``)
+
+Op = Literal["<", "<=", ">", ">="]
+OPS = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}  # the one table of comparisons
+assert tuple(OPS) == typing.get_args(Op)
+TRANSFORMS = {"diff": "{m} - {r}", "drop": "{r} - {m}", "abs_diff": "|{m} - {r}|"}  # vs_method: what is compared
+
+
+@dataclass
+class Claim:
+    id: str
+    text: str
+    source: str
+    kind: Literal["threshold", "vs_method", "vs_best"]
+    method: str
+    metric: str
+    op: Op
+    threshold: float | None = None
+    reference: str | None = None  # vs_method: the method compared with
+    references: list[str] = field(default_factory=list)  # vs_best: the methods to beat
+    transform: Literal["diff", "drop", "abs_diff"] = "diff"  # vs_method: diff (method - reference) | drop | abs_diff
+    profiles: list[str] = field(default_factory=lambda: list(PROFILES))  # where the check is meaningful
+    scenario_kind: Literal["", ScenarioKind] = ""  # only scenarios of this kind; "" = all
+    # precondition: the claim is only comparable when `requires_method`'s `requires_metric` meets
+    # `requires_op requires_threshold` (e.g. the original's ASR >= 50: the backdoor was implanted at all)
+    requires_metric: str = ""
+    requires_method: str = "original"
+    requires_op: Op = ">="
+    requires_threshold: float | None = None
+    note: str = ""
+
+    def check(self) -> None:
+        """The fields a claim of its kind needs (each field's type and choices were checked when it loaded; the
+        methods it names are checked against the registry with the paper, ``config.validate_settings``)."""
+        if self.kind in ("threshold", "vs_method") and self.threshold is None:
+            raise ConfigError(f"threshold: a {self.kind} claim needs a threshold")
+        if self.kind == "vs_method" and not self.reference:
+            raise ConfigError(f"reference: a vs_method claim needs a reference (and a transform in "
+                              f"{', '.join(TRANSFORMS)})")
+        if self.requires_metric and self.requires_threshold is None:
+            raise ConfigError(f"requires_metric: a precondition needs requires_threshold and requires_op in "
+                              f"{', '.join(OPS)}")
+        if self.kind == "vs_best" and not self.references:
+            raise ConfigError("references: a vs_best claim needs methods to compare with")
+
+
+# ----------------------------------------------------------------------------------------------
+# verdicts
 
 
 def t_interval(values, level: float = LEVEL) -> tuple[float, float, float]:
@@ -51,7 +104,7 @@ def verdict(low: float, high: float, op: str, threshold: float) -> str:
     """holds / fails / inconclusive from an interval and a comparison with a threshold."""
     if math.isnan(low) or math.isnan(high):
         return INCONCLUSIVE
-    a, b = bool(_OPS[op](low, threshold)), bool(_OPS[op](high, threshold))
+    a, b = bool(OPS[op](low, threshold)), bool(OPS[op](high, threshold))
     return HOLDS if a and b else FAILS if not a and not b else INCONCLUSIVE
 
 
@@ -99,7 +152,7 @@ def _evaluate(metrics: pd.DataFrame, profile: str, claim: Claim, model: str, dat
     k = claim.scenario_kind
     if claim.requires_metric:
         pre = per_seed(metrics, claim.requires_method, claim.requires_metric, model, dataset, k).mean()
-        if math.isnan(pre) or not _OPS[claim.requires_op](pre, claim.requires_threshold):
+        if math.isnan(pre) or not OPS[claim.requires_op](pre, claim.requires_threshold):
             return {**out, "target": f"precondition not met: {claim.requires_method} {claim.requires_metric} = "
                                      f"{pre:.3g}, needs {claim.requires_op} {claim.requires_threshold:g}"}
     mine = per_seed(metrics, claim.method, claim.metric, model, dataset, k)
@@ -109,8 +162,7 @@ def _evaluate(metrics: pd.DataFrame, profile: str, claim: Claim, model: str, dat
     elif claim.kind == "vs_method":
         a, b = _paired(mine, per_seed(metrics, claim.reference, claim.metric, model, dataset, k))
         d = {"diff": a - b, "drop": b - a, "abs_diff": (a - b).abs()}[claim.transform]
-        word = {"diff": f"{claim.method} - {claim.reference}", "drop": f"{claim.reference} - {claim.method}",
-                "abs_diff": f"|{claim.method} - {claim.reference}|"}[claim.transform]
+        word = TRANSFORMS[claim.transform].format(m=claim.method, r=claim.reference)
         desc = f"{word} {claim.op} {threshold:g}"
     else:  # vs_best: paired difference to the baseline with the best mean
         refs = {r: per_seed(metrics, r, claim.metric, model, dataset, k) for r in claim.references}

@@ -12,22 +12,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .claims import Claim
+from .data.splits import SCENARIO_KINDS, ScenarioConfig, SplitConfig  # noqa: F401 - re-exported (the paper schema)
 from .methods import base_method, method_spec  # noqa: F401 - base_method re-exported for the config's readers
 from .metrics.evaluation import MetricConfig
 from .schema import (  # noqa: F401 - re-exported: the paper schema's readers import them from here
+    PROFILES,
     SEED_MAX,
     ConfigError,
     check_instance,
     check_range,
+    check_seeds,
     config_hash,
     from_dict,
+    parse_seeds,
     read_yaml,
     to_dict,
 )
 from .train import TrainConfig
 
 PAPERS_DIR = Path(__file__).resolve().parent / "papers"
-PROFILES = ("paper", "cpu", "smoke")
 PROFILE_LABELS = {
     "paper": "paper profile: the paper's own dataset, models and recipe",
     "cpu": "cpu profile: Fashion-MNIST, narrow models, short recipe; NOT the paper's setting",
@@ -48,54 +52,6 @@ class ModelSpec:
 
     def check(self) -> None:
         check_range(self, "width", "depth", "heads", "patch", ge=1, optional=True)
-
-
-@dataclass
-class ScenarioConfig:
-    kind: str  # class | random | backdoor
-    classes: list[int] = field(default_factory=list)  # class: the classes forgotten together
-    fraction: float = 0.1  # random: share of the training pool forgotten; backdoor: share poisoned
-    target: int = 0  # backdoor: the label the trigger maps to
-    trigger_size: int = 3  # backdoor: side of the square patch, pixels
-    trigger_value: int = 255  # backdoor: uint8 value of the patch
-    trigger_location: str = "bottom_right"  # bottom_right | top_left
-
-    def check(self) -> None:
-        if self.kind not in SCENARIO_KINDS:
-            raise ConfigError(f"kind: {self.kind!r}; valid: {', '.join(SCENARIO_KINDS)}")
-        check_range(self, "classes", "target", ge=0)
-        if len(set(self.classes)) != len(self.classes):
-            raise ConfigError(f"classes: {self.classes} names a class twice; give each class once")
-        if self.kind == "class" and not self.classes:
-            raise ConfigError("classes: a class scenario needs at least one class")
-        check_range(self, "fraction", gt=0, lt=1)
-        check_range(self, "trigger_size", ge=1)
-        check_range(self, "trigger_value", ge=0, le=255)
-        if self.trigger_location not in ("bottom_right", "top_left"):
-            raise ConfigError(f"trigger_location: {self.trigger_location!r}; valid: bottom_right, top_left")
-
-
-@dataclass
-class SplitConfig:
-    forget: list[list[int]] = field(default_factory=list)  # shorthand: one class scenario per entry
-    scenarios: list[ScenarioConfig] = field(default_factory=list)
-    unseen: int = 0  # held-out training images never used for training ("unseen third-party data")
-    unseen_classes: str = "all"  # class scenarios: all (unseen keeps the forget classes) | retain
-    seed: int = 0  # seeds the choice of random / poisoned samples (fixed across training seeds)
-
-    def all_scenarios(self) -> list[ScenarioConfig]:
-        return [ScenarioConfig("class", classes=list(c)) for c in self.forget] + list(self.scenarios)
-
-    def check(self) -> None:
-        for i, classes in enumerate(self.forget):
-            try:
-                ScenarioConfig("class", classes=list(classes)).check()
-            except ConfigError as e:
-                raise ConfigError(f"forget[{i}]: {str(e).split(': ', 1)[1]}") from None
-        check_range(self, "unseen", ge=0)
-        check_range(self, "seed", ge=0, le=SEED_MAX)
-        if self.unseen_classes not in ("all", "retain"):
-            raise ConfigError(f"unseen_classes: {self.unseen_classes!r}; valid: all, retain")
 
 
 @dataclass
@@ -185,33 +141,6 @@ def supported_kinds(method: str) -> tuple[str, ...]:
     """The scenario kinds a configured method (or variant) is defined for, as it registered them."""
 
     return method_spec(method).scenarios
-
-
-SCENARIO_KINDS = ("class", "random", "backdoor")
-
-
-@dataclass
-class Claim:
-    id: str
-    text: str
-    source: str
-    kind: str  # threshold | vs_method | vs_best
-    method: str
-    metric: str
-    op: str  # < <= > >=
-    threshold: float | None = None
-    reference: str | None = None  # vs_method: the method compared with
-    references: list[str] = field(default_factory=list)  # vs_best: the methods to beat
-    transform: str = "diff"  # vs_method: diff (method - reference) | drop (reference - method) | abs_diff
-    profiles: list[str] = field(default_factory=lambda: list(PROFILES))  # where the check is meaningful
-    scenario_kind: str = ""  # only scenarios of this kind (class | random | backdoor); "" = all
-    # precondition: the claim is only comparable when `requires_method`'s `requires_metric` meets
-    # `requires_op requires_threshold` (e.g. the original's ASR >= 50: the backdoor was implanted at all)
-    requires_metric: str = ""
-    requires_method: str = "original"
-    requires_op: str = ">="
-    requires_threshold: float | None = None
-    note: str = ""
 
 
 @dataclass
@@ -357,9 +286,6 @@ def _blame_profile(error: ConfigError, raw: dict, paper: str, profile: str) -> C
     return ConfigError(f"{paper}.profiles.{profile}{str(error)[len(prefix):]}")
 
 
-CLAIM_OPS = ("<", "<=", ">", ">=")  # the comparisons a claim (and its precondition) may use
-
-
 def validate_settings(cfg: PaperConfig) -> None:
     """Cross-checks against the registries and between fields, so a typo fails before any training starts (each
     field's own ranges were checked by its dataclass's ``check()`` when the YAML loaded)."""
@@ -371,7 +297,7 @@ def validate_settings(cfg: PaperConfig) -> None:
     _validate_method_scenarios(cfg)
     _validate_ensemble(cfg)
     for c in cfg.claims:
-        _validate_claim(cfg.id, c)
+        check_instance(c, f"{cfg.id}.claims.{c.id}")  # its own rules (Claim.check), for a claim made in code too
 
 
 def _validate_more_datasets(cfg: PaperConfig) -> None:
@@ -460,25 +386,6 @@ def _validate_method_scenarios(cfg: PaperConfig) -> None:
             raise ConfigError(f"{w}.{name}: no scenario of kind {', '.join(kinds)} in this run")
 
 
-def _validate_claim(paper: str, c: Claim) -> None:
-    w = f"{paper}.claims.{c.id}"
-    if c.kind not in ("threshold", "vs_method", "vs_best"):
-        raise ConfigError(f"{w}.kind: {c.kind!r}; valid: threshold, vs_method, vs_best")
-    if c.op not in CLAIM_OPS:
-        raise ConfigError(f"{w}.op: {c.op!r}; valid: <, <=, >, >=")
-    if c.kind in ("threshold", "vs_method") and c.threshold is None:
-        raise ConfigError(f"{w}.threshold: a {c.kind} claim needs a threshold")
-    if c.kind == "vs_method" and (not c.reference or c.transform not in ("diff", "drop", "abs_diff")):
-        raise ConfigError(f"{w}: a vs_method claim needs a reference and a transform in diff, drop, abs_diff")
-    if c.scenario_kind not in ("", *SCENARIO_KINDS):
-        raise ConfigError(f"{w}.scenario_kind: {c.scenario_kind!r}; valid: {', '.join(SCENARIO_KINDS)} or empty")
-    if c.requires_metric and (c.requires_threshold is None or c.requires_op not in CLAIM_OPS):
-        raise ConfigError(f"{w}.requires_metric: a precondition needs requires_threshold and requires_op in "
-                          f"<, <=, >, >=")
-    if c.kind == "vs_best" and not c.references:
-        raise ConfigError(f"{w}.references: a vs_best claim needs methods to compare with")
-
-
 def _validate_ensemble(cfg: PaperConfig) -> None:
     s, e, w = cfg.settings, cfg.settings.ensemble, f"{cfg.id}.settings.ensemble"
     if not e.n:
@@ -497,47 +404,6 @@ def _validate_ensemble(cfg: PaperConfig) -> None:
 
 
 def method_config(name: str, opts: dict[str, Any] | None, train: TrainConfig, where: str = "") -> Any:
-    """The method's Config from YAML options; retrain inherits the paper's training recipe."""
-
-    spec = method_spec(name)
-    opts = dict(opts or {})
-    if spec.trains_from_scratch:
-        opts = {**to_dict(train), **opts}
-    return from_dict(spec.Config, opts, where or f"methods.{name}")
-
-
-def check_seeds(seeds: list[int], where: str = "seeds") -> list[int]:
-    """Seeds are distinct integers in [0, SEED_MAX], at least one (numpy's generators take [0, 2**32); the harness
-    adds up to 3 to a seed); else one :class:`ConfigError` naming what is wrong."""
-    valid = f"valid: distinct integers 0 .. {SEED_MAX}, at least one"
-    if not seeds:
-        raise ConfigError(f"{where}: no seed given; {valid}")
-    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= SEED_MAX]
-    if bad:
-        raise ConfigError(f"{where}: {bad[0]!r} is out of range; {valid}")
-    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
-    if repeated:
-        raise ConfigError(f"{where}: {', '.join(map(str, repeated))} given more than once (the same cells would be "
-                          f"computed twice); {valid}")
-    return list(seeds)
-
-
-def parse_seeds(seeds: Any, default: list[int]) -> list[int]:
-    """Seeds as a papermill parameter: None/"" (the profile's), an int, a list of ints, or "1,2,3"; checked by
-    :func:`check_seeds`."""
-    if seeds is None or seeds == "":
-        return check_seeds(list(default))
-    if isinstance(seeds, bool):
-        raise ConfigError(f"seeds: expected an int, a list of ints or a string like '1,2', got bool {seeds!r}")
-    if isinstance(seeds, int):
-        return check_seeds([seeds])
-    if isinstance(seeds, str):
-        parts = seeds.replace(" ", "").split(",")
-        if not all(p.isdigit() and p.isascii() for p in parts):
-            raise ConfigError(f"seeds: {seeds!r} is not a comma-separated list of non-negative integers "
-                              f"(e.g. '0,1,2')")
-        return check_seeds([int(p) for p in parts])
-    if isinstance(seeds, (list, tuple)) and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        return check_seeds(list(seeds))
-    raise ConfigError(f"seeds: expected an int, a list of ints or a string like '1,2', "
-                      f"got {type(seeds).__name__} {seeds!r}")
+    """The method's Config from YAML options (:meth:`MethodSpec.config`); retrain inherits the paper's training
+    recipe."""
+    return method_spec(name).config(opts, train, where or f"methods.{name}")

@@ -25,7 +25,8 @@ import pandas as pd
 
 from .claims import per_seed, t_interval
 from .config import supported_kinds
-from .results import KIND_ORDER, METRIC_LABELS, Run, diff_to_retrain, retrain_floor, scenario_kind
+from .metrics.spec import metric_label
+from .results import KIND_ORDER, Run, diff_to_retrain, retrain_floor, scenario_kind
 
 KIND_TITLES = {"class": "one class", "random": "a random subset", "backdoor": "a backdoor"}
 GAP_METRICS = ("forget_acc", "retain_acc", "test_acc")  # signed gap to retrain, with interval and floor
@@ -164,13 +165,13 @@ def leaderboard_display(run: Run, kind: str) -> pd.DataFrame:
             r = {"dataset": ds, "method": row["method"]}
             if not row["supported"]:
                 r.update({k: "" for k in _columns(gaps, beside, has_f)})
-                r[f"Δ {METRIC_LABELS.get(gaps[0], gaps[0])}"] = row["note"]
+                r[f"Δ {metric_label(gaps[0])}"] = row["note"]
                 out.append(r)
                 continue
             for g in gaps:
-                r[f"Δ {METRIC_LABELS.get(g, g)}"] = _gap_cell(row, g)
+                r[f"Δ {metric_label(g)}"] = _gap_cell(row, g)
             for g in beside:
-                r[f"{METRIC_LABELS.get(g, g)} (retrain)"] = _beside(row, g)
+                r[f"{metric_label(g)} (retrain)"] = _beside(row, g)
             if has_f:
                 r["F marginal"] = _f(row.get("F", math.nan), 3)
                 r["U-LiRA acc"] = _f(row.get("ulira_accuracy", math.nan), 3)
@@ -182,7 +183,7 @@ def leaderboard_display(run: Run, kind: str) -> pd.DataFrame:
         first = d.iloc[1] if len(d) > 1 else d.iloc[0]
         fl = {"dataset": ds, "method": "retrain vs retrain (floor)"}
         for g in gaps:
-            fl[f"Δ {METRIC_LABELS.get(g, g)}"] = f"±{_f(first.get(f'{g}_floor', math.nan))}"
+            fl[f"Δ {metric_label(g)}"] = f"±{_f(first.get(f'{g}_floor', math.nan))}"
         if has_f:
             ens = _ensemble_values(run, kind, ds)
             flo = ens.get("retrain vs retrain", {})
@@ -197,7 +198,7 @@ def leaderboard_display(run: Run, kind: str) -> pd.DataFrame:
 
 
 def _columns(gaps: list[str], beside: list[str], has_f: bool) -> list[str]:
-    cols = [f"Δ {METRIC_LABELS.get(g, g)}" for g in gaps] + [f"{METRIC_LABELS.get(g, g)} (retrain)" for g in beside]
+    cols = [f"Δ {metric_label(g)}" for g in gaps] + [f"{metric_label(g)} (retrain)" for g in beside]
     cols += ["F marginal", "U-LiRA acc", "KLOM forget"] if has_f else []
     return cols + ["time (s, median)", "speed-up vs retrain"]
 
@@ -295,8 +296,8 @@ def plot_pareto(run: Run, kind: str):
             ax.axvspan(0, max(float(fl_x.iloc[0]), 0.5), color="#2e7d32", alpha=0.12, zorder=0)
             ax.axhspan(-float(fl_y.iloc[0]), float(fl_y.iloc[0]), color="#2e7d32", alpha=0.12, zorder=0)
         ax.axhline(0, color="black", lw=0.6)
-        ax.set(title=ds, xlabel=f"forget-quality gap |Δ {METRIC_LABELS.get(fx, fx)}| to retrain",
-               ylabel=f"utility loss: retrain − method, {METRIC_LABELS.get(ux)}")
+        ax.set(title=ds, xlabel=f"forget-quality gap |Δ {metric_label(fx)}| to retrain",
+               ylabel=f"utility loss: retrain − method, {metric_label(ux)}")
         ax.xaxis.label.set_size(8)
         ax.yaxis.label.set_size(8)
     from matplotlib.lines import Line2D
@@ -347,8 +348,8 @@ def plot_ranking(run: Run, kind: str):
                 ax.axvspan(-float(fl.iloc[0]), float(fl.iloc[0]), color="#2e7d32", alpha=0.12)
             ax.axvline(0, color="black", lw=0.6)
             ax.set_yticks(y, d.method, fontsize=7)
-            ax.set_xlabel(f"Δ {METRIC_LABELS.get(g, g)}: method − retrain", fontsize=8)
-            ax.set_title(f"{ds}: {METRIC_LABELS.get(g, g)}", fontsize=9)
+            ax.set_xlabel(f"Δ {metric_label(g)}: method − retrain", fontsize=8)
+            ax.set_title(f"{ds}: {metric_label(g)}", fontsize=9)
     fig.suptitle(f"Forgetting {KIND_TITLES[kind]}: gap to retrain with its 95 % interval over seeds (green: the "
                  f"retrain-vs-retrain floor; grey: the original, for scale)\n[{run.stamp}]", fontsize=9)
     fig.tight_layout()
@@ -395,8 +396,8 @@ def scenario_summary(run: Run, kind: str):
 
     df = leaderboard_frame(run, kind)
     fk = FORGET_AXIS[kind]
-    fx = METRIC_LABELS.get(fk, fk)
-    ux = METRIC_LABELS.get(UTILITY_AXIS[kind], UTILITY_AXIS[kind])
+    fx = metric_label(fk)
+    ux = metric_label(UTILITY_AXIS[kind])
     smoke = run.profile == "smoke"
     lines = []
     if smoke:

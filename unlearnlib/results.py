@@ -25,30 +25,8 @@ from .claims import (
     t_interval,
 )
 from .config import SCENARIO_KINDS, PaperConfig, from_dict, load_paper, supported_kinds
+from .metrics.spec import has_gap_to_retrain, metric_label
 from .paths import results_root
-
-METRIC_LABELS = {
-    "test_retain_acc": "ACC_r test (%)",
-    "test_forget_acc": "ACC_f test (%)",
-    "train_retain_acc": "ACC_r train (%)",
-    "train_forget_acc": "ACC_f train (%)",
-    "mia_svc": "SVC MIA (%)",
-    "mia_svc_augmented": "SVC MIA, augmented train features (%)",
-    "unlearn_time_s": "time (s)",
-    "speedup_vs_retrain": "speed-up vs retrain (x)",
-    "forget_acc": "forget samples acc (%)",
-    "retain_acc": "retain samples acc (%)",
-    "test_acc": "test acc (%)",
-    "unseen_acc": "unseen acc (%)",
-    "asr": "attack success rate (%)",
-    "mia_lr_cv": "loss-LR MIA acc (%)",
-    "relearn_epochs": "relearn time (epochs)",
-    "probe_forget_acc": "linear-probe recovery: forget-class test acc (%)",
-    "stopped_by_rule": "ended by its stopping rule (% of calls)",
-    "weight_distance_original": "weight distance to original",
-    "weight_distance_retrain": "weight distance to retrain",
-    "forget_prediction": "forget-class test images predicted as class (%)",
-}
 
 
 @dataclass
@@ -228,9 +206,6 @@ def retrain_floor(metrics: pd.DataFrame, metric: str, model: str, dataset: str, 
     return pd.Series(out, dtype=float)
 
 
-NO_GAP = ("unlearn_time_s", "speedup_vs_retrain", "weight_distance_original", "weight_distance_retrain")
-
-
 def results_frame(run: Run, metrics: list[str] | None = None) -> pd.DataFrame:
     """Per scenario kind (never pooled across kinds), dataset, model and method: ours (mean ± 95 % half-width over
     seeds, scenarios pooled within a seed) and the gap to retrain |method - retrain| with its interval, next to the
@@ -269,9 +244,9 @@ def _result_row(run: Run, kind: str, n_scen: int, ds: str, model: str, method: s
                 has_retrain: bool) -> dict:
     row = {"scenarios": f"{kind} ({n_scen})", "dataset": ds, "model": model, "method": method}
     for metric in metrics:
-        label = METRIC_LABELS.get(metric, metric)
+        label = metric_label(metric)
         row[f"ours: {label}"] = _fmt_interval(per_seed(run.metrics, method, metric, model, ds, kind).to_numpy())
-        if has_retrain and metric not in NO_GAP:
+        if has_retrain and has_gap_to_retrain(metric):
             gap = gap_to_retrain(run.metrics, method, metric, model, ds, kind)
             row[f"|Δ retrain|: {label}"] = "0" if method == "retrain" else _fmt_interval(gap.to_numpy())
         if exp is not None and metric in (exp.rows.get(method) or {}):
@@ -285,10 +260,10 @@ def _result_row(run: Run, kind: str, n_scen: int, ds: str, model: str, method: s
 def _floor_row(run: Run, kind: str, n_scen: int, ds: str, model: str, metrics: list[str]) -> dict:
     row = {"scenarios": f"{kind} ({n_scen})", "dataset": ds, "model": model, "method": "retrain vs retrain (floor)"}
     for metric in metrics:
-        if metric not in NO_GAP:
+        if has_gap_to_retrain(metric):
             floor = retrain_floor(run.metrics, metric, model, ds, kind)
             has_retrain = not select(run.metrics, "retrain", metric, model, ds, kind).empty
-            row[f"|Δ retrain|: {METRIC_LABELS.get(metric, metric)}"] = (
+            row[f"|Δ retrain|: {metric_label(metric)}"] = (
                 _fmt(float(floor.mean())) if not floor.empty else "one seed" if has_retrain else "–")
     return row
 
@@ -451,7 +426,7 @@ def plot_accuracy(run: Run, methods: list[str] | None = None, metrics: list[str]
                 sns.barplot(data=d, x="scenario", y="value", hue="method", hue_order=methods, palette=palette, ax=ax,
                             errorbar=errorbar, legend=False)
             ax.set(ylim=(0, 100), xlabel="forget scenario" if i == len(metrics) - 1 else "",
-                   ylabel=METRIC_LABELS.get(metric, metric) if j == 0 else "")
+                   ylabel=metric_label(metric) if j == 0 else "")
             ax.yaxis.label.set_size(8)
             if i == 0:
                 ax.set_title(title)
@@ -515,10 +490,10 @@ def plot_prefixed(run: Run, prefix: str, methods: list[str] | None = None, xlabe
     for ax, (title, sel) in zip(axes[:, 0], panels, strict=True):
         dm = d[sel(d)]
         sns.barplot(data=dm, x="key", y="value", hue="method", ax=ax, errorbar=None)
-        ax.set(title=title, xlabel=xlabel or prefix, ylabel=METRIC_LABELS.get(prefix, prefix))
+        ax.set(title=title, xlabel=xlabel or prefix, ylabel=metric_label(prefix))
         ax.tick_params(axis="x", rotation=90, labelsize=7)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{METRIC_LABELS.get(prefix, prefix)} [{run.stamp}]", fontsize=10)
+    fig.suptitle(f"{metric_label(prefix)} [{run.stamp}]", fontsize=10)
     fig.tight_layout()
     return fig
 

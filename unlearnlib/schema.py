@@ -8,7 +8,8 @@ methods, the metrics, the paper schema) can declare and check its own options wi
   ``check()`` (when it has one), so ranges and cross-field rules fail when the YAML loads, not hours later when
   the value is used. ``check()`` raises :class:`ConfigError` (or ``ValueError``) naming the field; the path is
   put in front of it here.
-- :func:`check_range` is the one range check those ``check()`` methods use.
+- :func:`check_range` is the one range check those ``check()`` methods use; :func:`check_seeds` and
+  :func:`parse_seeds` check seeds (a YAML's and the run parameter's).
 - :class:`StrictLoader` is PyYAML's safe loader that refuses a key given twice in one mapping (PyYAML silently
   keeps the last).
 """
@@ -96,7 +97,8 @@ def _check(value: Any, tp: Any, where: str) -> Any:
 def _check_literal(value: Any, tp: Any, where: str) -> Any:
     args = typing.get_args(tp)
     if isinstance(value, bool) or not _hashable(value) or value not in args:
-        raise ConfigError(f"{where}: {value!r} is not a valid choice; valid: {', '.join(str(a) for a in args)}")
+        raise ConfigError(f"{where}: {value!r} is not a valid choice; valid: "
+                          f"{', '.join(repr(a) if a == '' else str(a) for a in args)}")
     return value
 
 
@@ -242,6 +244,48 @@ def check_range(obj: Any, *names: str, ge: float | None = None, gt: float | None
 
 
 SEED_MAX = 2**32 - 1 - 3  # numpy's default_rng takes [0, 2**32); the harness adds up to 2 to a seed (+3 to be safe)
+PROFILES = ("paper", "cpu", "smoke")  # the profiles every paper YAML declares (a claim is checked on all by default)
+
+
+# ----------------------------------------------------------------------------------------------
+# seeds (a YAML's ``seeds`` and the run parameter)
+
+
+def check_seeds(seeds: list[int], where: str = "seeds") -> list[int]:
+    """Seeds are distinct integers in [0, SEED_MAX], at least one (numpy's generators take [0, 2**32); the harness
+    adds up to 3 to a seed); else one :class:`ConfigError` naming what is wrong."""
+    valid = f"valid: distinct integers 0 .. {SEED_MAX}, at least one"
+    if not seeds:
+        raise ConfigError(f"{where}: no seed given; {valid}")
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= SEED_MAX]
+    if bad:
+        raise ConfigError(f"{where}: {bad[0]!r} is out of range; {valid}")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ConfigError(f"{where}: {', '.join(map(str, repeated))} given more than once (the same cells would be "
+                          f"computed twice); {valid}")
+    return list(seeds)
+
+
+def parse_seeds(seeds: Any, default: list[int]) -> list[int]:
+    """Seeds as a papermill parameter: None/"" (the profile's), an int, a list of ints, or "1,2,3"; checked by
+    :func:`check_seeds`."""
+    if seeds is None or seeds == "":
+        return check_seeds(list(default))
+    if isinstance(seeds, bool):
+        raise ConfigError(f"seeds: expected an int, a list of ints or a string like '1,2', got bool {seeds!r}")
+    if isinstance(seeds, int):
+        return check_seeds([seeds])
+    if isinstance(seeds, str):
+        parts = seeds.replace(" ", "").split(",")
+        if not all(p.isdigit() and p.isascii() for p in parts):
+            raise ConfigError(f"seeds: {seeds!r} is not a comma-separated list of non-negative integers "
+                              f"(e.g. '0,1,2')")
+        return check_seeds([int(p) for p in parts])
+    if isinstance(seeds, (list, tuple)) and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        return check_seeds(list(seeds))
+    raise ConfigError(f"seeds: expected an int, a list of ints or a string like '1,2', "
+                      f"got {type(seeds).__name__} {seeds!r}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,15 +9,78 @@ Scenario kinds:
 
 A held-out "unseen" set (training images never used to train anything) can be split off the pool for
 methods and metrics that compare the forget data with third-party data.
+
+The YAML's ``split:`` (:class:`SplitConfig`, a list of :class:`ScenarioConfig`) says which scenarios a run has;
+the harness draws them with the functions below.
 """
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+
+from ..schema import SEED_MAX, ConfigError, check_range
+
+ScenarioKind = Literal["class", "random", "backdoor"]
+SCENARIO_KINDS: tuple[str, ...] = typing.get_args(ScenarioKind)
+TriggerLocation = Literal["bottom_right", "top_left"]
+
+
+# ----------------------------------------------------------------------------------------------
+# the schema of a run's scenarios (a paper YAML's ``settings.split``)
+
+
+@dataclass
+class ScenarioConfig:
+    kind: ScenarioKind
+    classes: list[int] = field(default_factory=list)  # class: the classes forgotten together
+    fraction: float = 0.1  # random: share of the training pool forgotten; backdoor: share poisoned
+    target: int = 0  # backdoor: the label the trigger maps to
+    trigger_size: int = 3  # backdoor: side of the square patch, pixels
+    trigger_value: int = 255  # backdoor: uint8 value of the patch
+    trigger_location: TriggerLocation = "bottom_right"
+
+    def check(self) -> None:
+        if self.kind not in SCENARIO_KINDS:  # a ScenarioConfig made in code (SplitConfig.all_scenarios)
+            raise ConfigError(f"kind: {self.kind!r}; valid: {', '.join(SCENARIO_KINDS)}")
+        check_range(self, "classes", "target", ge=0)
+        if len(set(self.classes)) != len(self.classes):
+            raise ConfigError(f"classes: {self.classes} names a class twice; give each class once")
+        if self.kind == "class" and not self.classes:
+            raise ConfigError("classes: a class scenario needs at least one class")
+        check_range(self, "fraction", gt=0, lt=1)
+        check_range(self, "trigger_size", ge=1)
+        check_range(self, "trigger_value", ge=0, le=255)
+
+
+@dataclass
+class SplitConfig:
+    forget: list[list[int]] = field(default_factory=list)  # shorthand: one class scenario per entry
+    scenarios: list[ScenarioConfig] = field(default_factory=list)
+    unseen: int = 0  # held-out training images never used for training ("unseen third-party data")
+    unseen_classes: Literal["all", "retain"] = "all"  # class scenarios: all (unseen keeps the forget classes) | retain
+    seed: int = 0  # seeds the choice of random / poisoned samples (fixed across training seeds)
+
+    def all_scenarios(self) -> list[ScenarioConfig]:
+        return [ScenarioConfig("class", classes=list(c)) for c in self.forget] + list(self.scenarios)
+
+    def check(self) -> None:
+        for i, classes in enumerate(self.forget):
+            try:
+                ScenarioConfig("class", classes=list(classes)).check()
+            except ConfigError as e:
+                raise ConfigError(f"forget[{i}]: {str(e).split(': ', 1)[1]}") from None
+        check_range(self, "unseen", ge=0)
+        check_range(self, "seed", ge=0, le=SEED_MAX)
+
+
+# ----------------------------------------------------------------------------------------------
+# index arrays
 
 
 @dataclass(frozen=True)
@@ -26,7 +89,7 @@ class Trigger:
 
     size: int = 3
     value: int = 255  # uint8 pixel value in every channel
-    location: str = "bottom_right"  # bottom_right | top_left
+    location: TriggerLocation = "bottom_right"
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
         """A copy of uint8 images (N, C, H, W) with the patch stamped."""
@@ -45,7 +108,7 @@ class Trigger:
 class Split:
     """Index arrays into the train and test sets of one dataset for one forget scenario."""
 
-    kind: str  # class | random | backdoor
+    kind: ScenarioKind
     forget_classes: tuple[int, ...]
     forget_train: np.ndarray
     retain_train: np.ndarray

@@ -22,7 +22,7 @@ from ..config import to_dict
 from ..data import Loader
 from ..data.splits import Split
 from ..methods import method_spec
-from ..metrics import MODEL_METRICS, Evaluation, ModelContext, Timer, compute_metrics
+from ..metrics import Evaluation, ModelContext, Timer, any_needs, compute_metrics, metric_spec
 from ..trace import collecting
 from ..train import fit, predict_logits
 from .plan import Cell, DataPart, RunPlan, seed_everything
@@ -43,10 +43,10 @@ def gather(model: torch.nn.Module, part: DataPart, split: Split, seed: int, devi
     test_logits, test_labels = predict_logits(model, loader(test_x, test_y, test_pool))
     train_logits, train_labels = predict_logits(model, loader(train_x, train_y, train_idx))
     aug_logits = None
-    if "mia_svc_augmented" in s.metrics.metrics:
+    if any_needs(s.metrics.metrics, "aug_logits"):
         aug_logits = predict_logits(model, loader(train_x, train_y, train_idx, aug=True))[0]
     trig = None
-    if split.kind == "backdoor":
+    if split.kind == "backdoor" and any_needs(s.metrics.metrics, "trigger_logits"):
         keep = test_pool[(test_y[torch.as_tensor(test_pool)] != split.target).cpu().numpy()]
         tx = split.trigger.apply(test_x[torch.as_tensor(keep, device=test_x.device)])
         trig = predict_logits(model, loader(tx, test_y[torch.as_tensor(keep)], np.arange(len(keep))))[0]
@@ -180,9 +180,9 @@ class CellRunner:
         if seen not in self._gathered:
             self._gathered = {seen: gather(original, part, split, cell.seed, self.plan.device)}
         ev = self._gathered[seen]
-        # of the model metrics only the probe means something for the original (a distance to itself is 0)
-        names = tuple(m for m in part.settings.metrics.metrics if m not in MODEL_METRICS or m == "probe_forget_acc")
-        ctx = ModelContext(original, original, None, None, ev, extra=self._images(part, split))
+        # the metrics that mean something for the original (a distance to itself is 0)
+        names = tuple(m for m in part.settings.metrics.metrics if metric_spec(m).on_original)
+        ctx = ModelContext(original, original, None, None, ev, **self._images(part, split, names))
         res = compute_metrics(ev, split, self._metric_config(cell), ctx, names=names)
         record = {"kind": "evaluate", "rows": self._rows(cell, res), "cell_seconds": {"wall": time.perf_counter() - t0}}
         self.store.save_record(cell.key, record, evaluation_arrays(ev))
@@ -210,7 +210,7 @@ class CellRunner:
         ev = gather(model, part, split, cell.run_seed, plan.device)
         forget = self._loaders(cell)[1]
         ctx = ModelContext(model, original, retrained, forget.with_options(augment=False), ev_orig,
-                           extra=self._images(part, split))
+                           **self._images(part, split, part.settings.metrics.metrics))
         res = compute_metrics(ev, split, self._metric_config(cell), ctx)
         res["unlearn_time_s"] = meta["seconds"]
         res.update(trace_metrics(trace_rows))
@@ -258,8 +258,11 @@ class CellRunner:
                 "seconds_total": time.perf_counter() - w0}  # every call, the warm-up and the copies between them
         return result, meta, rows
 
-    def _images(self, part: DataPart, split: Split) -> dict:
-        """Batches of test or training images at dataset indices (test-time transform), for model metrics."""
+    def _images(self, part: DataPart, split: Split, names) -> dict:
+        """Batches of test or training images at dataset indices (test-time transform), for the metrics among
+        ``names`` that need ``images`` (none: no batches)."""
+        if not any_needs(names, "images"):
+            return {}
         bs, dev = part.settings.eval_batch_size, self.plan.device
         x, y = part.training_data(split)
         test = Loader(part.data.test_x, part.data.test_y, part.test_pool, part.data.spec, batch_size=bs, device=dev)

@@ -56,7 +56,7 @@ from ..data import (
 )
 from ..data.splits import Split
 from ..methods import method_spec
-from ..metrics import MODEL_METRICS
+from ..metrics import any_needs
 
 PACKAGE = Path(__file__).resolve().parent.parent
 EXECUTORS = ("local", "ray")
@@ -338,7 +338,7 @@ class _CellMaker:
         s = part.settings
         self.plan, self.part, self.key, self.s = plan, part, key, s
         self.eval_part = (s.metrics, s.eval_batch_size, hash_array(part.test_pool), hash_array(part.eval_idx))
-        self.needs_retrain = bool(set(s.metrics.metrics) & {m for m in MODEL_METRICS if "retrain" in m})
+        self.needs_retrain = any_needs(s.metrics.metrics, "retrain")
         self.originals: dict[tuple, Cell] = {}
         # where the numbers are computed, in the keys of the models trained (and so of every cell built on them):
         # the device type and, on the CPU, the thread count (reductions are split per thread)

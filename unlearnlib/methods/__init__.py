@@ -14,12 +14,12 @@ Every method has the same signature::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch.nn as nn
 
 from ..registry import Registry
-from ..schema import check_instance
+from ..schema import check_instance, from_dict, to_dict
 
 METHODS = Registry("method")
 
@@ -33,10 +33,19 @@ class MethodSpec:
     reads_forget: bool = True  # False: zero-glance methods never touch the forget loader
     needs_unseen: bool = False  # True: also called with ``unseen=`` (held-out data never used in training)
     trains_from_scratch: bool = False  # retrain: cached like the original, timing reused from the cache
-    # the scenario kinds the method is defined for (config.SCENARIO_KINDS); a run leaves it out of the others
+    # the scenario kinds the method is defined for (data.splits.SCENARIO_KINDS); a run leaves it out of the others
     # (its table says so) instead of calling it where it cannot work
     scenarios: tuple[str, ...] = ("class", "random", "backdoor")
     summary: str = ""
+
+    def config(self, opts: dict[str, Any] | None, train: Any = None, where: str = "") -> Any:
+        """The method's ``Config`` from a YAML mapping of options (types, choices and its ``check()``); a method
+        that trains from scratch inherits the paper's training recipe ``train`` (a ``TrainConfig``), field by
+        field, under its own options."""
+        opts = dict(opts or {})
+        if self.trains_from_scratch and train is not None:
+            opts = {**to_dict(train), **opts}
+        return from_dict(self.Config, opts, where or f"methods.{self.name}")
 
     def __call__(self, model: nn.Module, *, retain, forget, cfg, device, unseen=None) -> nn.Module:
         check_instance(cfg, f"methods.{self.name}")  # a typo in a choice fails here too, not deep in the method

@@ -9,7 +9,7 @@ whole forget set (flag 1) and a random ``retain_fraction`` of the retain set (fl
 the loss is :math:`\mathrm{KL}(q\,\|\,\mathrm{softmax}(S(x)/\tau))` with PyTorch's default ``mean`` reduction,
 i.e. the sum over the batch and the classes divided by :math:`B\cdot C`, and no :math:`\tau^2` factor.
 
-:math:`T_d` is built by :func:`unlearnlib.methods.common.incompetent_teacher` from ``teacher_seed`` alone (CPU
+:math:`T_d` is built by :func:`unlearnlib.models.common.incompetent_teacher` from ``teacher_seed`` alone (CPU
 draw in a forked RNG: the same on any device, whatever the run seed); the ZRF metric (``unlearnlib/metrics/zrf.py``)
 builds its teacher with the same function and the same seed. The retain subset is drawn with torch's global
 generator (seeded by the harness; upstream used Python's unseeded ``random.sample``).

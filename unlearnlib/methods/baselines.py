@@ -14,19 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..models.common import reinitialise
 from ..train import Scheduler, TrainConfig, fit
 from . import register_method
-
-
-def reinitialise(model: nn.Module) -> nn.Module:
-    """Re-initialise *every* module (pitfall 1: ``modules()``, not ``children()``)."""
-    if hasattr(model, "reinitialise"):
-        model.reinitialise()
-        return model
-    for m in model.modules():
-        if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
-    return model
 
 
 @dataclass

@@ -14,34 +14,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .baselines import reinitialise
+from ..models.common import incompetent_teacher
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
     """A teacher: a deep copy of ``model``, in eval mode, with no parameter requiring a gradient."""
     teacher = copy.deepcopy(model)
-    teacher.eval()
-    teacher.requires_grad_(False)
-    return teacher
-
-
-def incompetent_teacher(model: nn.Module, seed: int) -> nn.Module:
-    """The same architecture as ``model``, every module re-initialised (pitfall 1) from ``seed``, frozen, eval mode.
-
-    The initialisation is drawn on the CPU from a generator seeded with ``seed`` alone, inside a forked RNG, so the
-    teacher is the same on any device and whatever the global RNG state is, and drawing it does not move the
-    global RNG (the harness's seeding of the rest of the method is untouched). Bad teacher and the ZRF metric
-    both build their random teacher here, from the same seed field.
-    """
-    try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
-    teacher = copy.deepcopy(model).cpu()
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(int(seed))
-        reinitialise(teacher)
-    teacher.to(device)
     teacher.eval()
     teacher.requires_grad_(False)
     return teacher

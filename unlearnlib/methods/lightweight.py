@@ -68,10 +68,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..attacks import loss_lr_cv_mia
+from ..models.common import reinitialise
 from ..trace import trace
 from ..train import Optimizer, PatienceStop, Scheduler, TrainConfig, fit
 from . import forget_classes_from_retain, register_method
-from .baselines import reinitialise
 
 EVAL_CHUNK = 500  # images per forward pass when the stopping statistic is computed (memory only)
 

@@ -1,15 +1,16 @@
 """Logits gathered once per model state, and the named metrics computed from them.
 
 A metric is ``fn(ev, split, cfg, ctx) -> float | dict[str, float]`` (a dict gives several named values,
-e.g. one per layer). ``ctx`` is a :class:`ModelContext` for metrics that need the models themselves
-(weight distances, relearn time); the rest use the logits in ``ev`` only.
+e.g. one per layer), registered with :func:`~unlearnlib.metrics.spec.register_metric`, whose spec says what it
+needs. ``ctx`` is a :class:`ModelContext` for metrics that need the models themselves (weight distances, relearn
+time); the rest use the logits in ``ev`` only.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -18,8 +19,8 @@ import torch.nn as nn
 from ..attacks import loss_lr_cv_mia, svc_mia_kodge
 from ..data.splits import Split
 from ..schema import SEED_MAX, check_range
-from . import METRICS
 from .accuracy import forget_retain_accuracy, true_class_probability
+from .spec import METRICS, register_metric
 
 
 @dataclass
@@ -88,17 +89,22 @@ class Evaluation:
         return logits[r], self.train_labels[r]
 
 
+Batches = Callable[[np.ndarray], list[tuple[torch.Tensor, torch.Tensor]]]  # dataset indices -> (images, labels)
+
+
 @dataclass
 class ModelContext:
-    """What model-based metrics need: the unlearned model, the original, retrain (when run), the forget
-    loader and the original's evaluation."""
+    """What model-based metrics need: the unlearned model, the original, retrain (a metric that needs
+    ``retrain``), the forget loader, the original's evaluation and (a metric that needs ``images``) batches of test
+    and training images at dataset indices, test-time transform."""
 
     model: nn.Module
     original: nn.Module
     retrain: nn.Module | None = None
     forget: Any = None  # Loader over the forget training samples
     original_eval: Evaluation | None = None
-    extra: dict = field(default_factory=dict)
+    test_images: Batches | None = None
+    train_images: Batches | None = None  # the evaluated training images (the scenario's labels and triggers)
 
 
 def _pct(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -113,24 +119,49 @@ def _class_acc(ev: Evaluation, split: Split, group: str) -> float:
     return f if group == "forget" else r
 
 
-METRICS.register("test_forget_acc", lambda ev, split, cfg, ctx: _class_acc(ev, split, "forget"))
-METRICS.register("test_retain_acc", lambda ev, split, cfg, ctx: _class_acc(ev, split, "retain"))
+@register_metric("test_forget_acc", label="ACC_f test (%)")
+def test_forget_acc(ev: Evaluation, split: Split, cfg, ctx) -> float:
+    """Accuracy on the forget classes' test images (class scenarios)."""
+    return _class_acc(ev, split, "forget")
+
+
+@register_metric("test_retain_acc", label="ACC_r test (%)")
+def test_retain_acc(ev: Evaluation, split: Split, cfg, ctx) -> float:
+    """Accuracy on the retained classes' test images (class scenarios)."""
+    return _class_acc(ev, split, "retain")
+
+
 # training samples, test-time transform, labels as trained on (backdoor: the target label)
-METRICS.register("forget_acc", lambda ev, split, cfg, ctx: _pct(*ev.train(split.forget_train)))
-METRICS.register("retain_acc", lambda ev, split, cfg, ctx: _pct(*ev.train(ev.evaluated(split.retain_train))))
-METRICS.register("test_acc", lambda ev, split, cfg, ctx: _pct(ev.test_logits, ev.test_labels))
-METRICS.register("unseen_acc", lambda ev, split, cfg, ctx: _pct(*ev.train(split.unseen)) if len(split.unseen)
-                 else float("nan"))
+@register_metric("forget_acc", label="forget samples acc (%)")
+def forget_acc(ev: Evaluation, split: Split, cfg, ctx) -> float:
+    """Accuracy on the forget training samples."""
+    return _pct(*ev.train(split.forget_train))
 
 
-def _asr(ev: Evaluation, split: Split, cfg, ctx) -> float:
+@register_metric("retain_acc", label="retain samples acc (%)")
+def retain_acc(ev: Evaluation, split: Split, cfg, ctx) -> float:
+    """Accuracy on the evaluated retain training samples."""
+    return _pct(*ev.train(ev.evaluated(split.retain_train)))
+
+
+@register_metric("test_acc", label="test acc (%)")
+def test_acc(ev: Evaluation, split: Split, cfg, ctx) -> float:
+    """Accuracy on the whole test pool."""
+    return _pct(ev.test_logits, ev.test_labels)
+
+
+@register_metric("unseen_acc", label="unseen acc (%)")
+def unseen_acc(ev: Evaluation, split: Split, cfg, ctx) -> float:
+    """Accuracy on the unseen (held-out, never trained on) training images; NaN when the run has none."""
+    return _pct(*ev.train(split.unseen)) if len(split.unseen) else float("nan")
+
+
+@register_metric("asr", label="attack success rate (%)", needs={"trigger_logits"})
+def asr(ev: Evaluation, split: Split, cfg, ctx) -> float:
     """Attack success rate: share of triggered non-target test images classified as the target label."""
     if split.kind != "backdoor" or ev.trigger_logits is None:
         return float("nan")
     return 100.0 * float((ev.trigger_logits.argmax(1) == split.target).float().mean())
-
-
-METRICS.register("asr", _asr)
 
 
 def _mia_svc(ev: Evaluation, split: Split, cfg: MetricConfig, augmented: bool) -> float:
@@ -142,17 +173,24 @@ def _mia_svc(ev: Evaluation, split: Split, cfg: MetricConfig, augmented: bool) -
     return svc_mia_kodge(pr, pf, pt, max_train=cfg.mia_max_train, seed=cfg.seed)
 
 
-# test-time transforms for every feature (evaluation.md pitfall 11)
-METRICS.register("mia_svc", lambda ev, split, cfg, ctx: _mia_svc(ev, split, cfg, augmented=False))
-# upstream parity: retain/forget train features through the training augmentation
-METRICS.register("mia_svc_augmented", lambda ev, split, cfg, ctx: _mia_svc(ev, split, cfg, augmented=True))
+@register_metric("mia_svc", label="SVC MIA (%)")
+def mia_svc(ev: Evaluation, split: Split, cfg: MetricConfig, ctx) -> float:
+    """Kodge et al.'s SVC membership attack, test-time transforms for every feature (evaluation.md pitfall 11)."""
+    return _mia_svc(ev, split, cfg, augmented=False)
+
+
+@register_metric("mia_svc_augmented", label="SVC MIA, augmented train features (%)", needs={"aug_logits"})
+def mia_svc_augmented(ev: Evaluation, split: Split, cfg: MetricConfig, ctx) -> float:
+    """Upstream parity: the SVC attack with retain/forget train features through the training augmentation."""
+    return _mia_svc(ev, split, cfg, augmented=True)
 
 
 def _losses(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
     return torch.nn.functional.cross_entropy(logits.double(), labels, reduction="none").numpy()
 
 
-def _mia_lr(ev: Evaluation, split: Split, cfg: MetricConfig, ctx) -> float:
+@register_metric("mia_lr_cv", label="loss-LR MIA acc (%)")
+def mia_lr_cv(ev: Evaluation, split: Split, cfg: MetricConfig, ctx) -> float:
     """Forget samples vs non-members: unseen training images when the scenario has them, else test images
     (class scenarios: the forget classes' test images)."""
     members = _losses(*ev.train(split.forget_train))
@@ -165,10 +203,8 @@ def _mia_lr(ev: Evaluation, split: Split, cfg: MetricConfig, ctx) -> float:
     return loss_lr_cv_mia(members, non, n_splits=cfg.mia_splits, seed=cfg.seed)
 
 
-METRICS.register("mia_lr_cv", _mia_lr)
-
-
-def _forget_prediction(ev: Evaluation, split: Split, cfg, ctx) -> dict[str, float]:
+@register_metric("forget_prediction", label="forget-class test images predicted as class (%)")
+def forget_prediction(ev: Evaluation, split: Split, cfg, ctx) -> dict[str, float]:
     """Share (%) of forget-class test images predicted as each class (leakage into one class is a risk)."""
     if split.kind != "class":
         return {}
@@ -176,9 +212,6 @@ def _forget_prediction(ev: Evaluation, split: Split, cfg, ctx) -> dict[str, floa
     pred = logits.argmax(1)
     k = logits.shape[1]
     return {f"[{c}]": 100.0 * float((pred == c).float().mean()) for c in range(k)}
-
-
-METRICS.register("forget_prediction", _forget_prediction)
 
 
 def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -196,9 +229,20 @@ def weight_distance(model: nn.Module, reference: nn.Module) -> dict[str, float]:
     return out
 
 
-METRICS.register("weight_distance_original", lambda ev, split, cfg, ctx: weight_distance(ctx.model, ctx.original))
-METRICS.register("weight_distance_retrain", lambda ev, split, cfg, ctx: weight_distance(ctx.model, ctx.retrain)
-                 if ctx is not None and ctx.retrain is not None else {"": float("nan")})
+@register_metric("weight_distance_original", label="weight distance to original", unit="", needs={"models"},
+                 on_original=False, gap_to_retrain=False)
+def weight_distance_original(ev: Evaluation, split: Split, cfg, ctx: ModelContext) -> dict[str, float]:
+    """Relative L2 distance of the weights to the original's, per layer and over all of them."""
+    return weight_distance(ctx.model, ctx.original)
+
+
+@register_metric("weight_distance_retrain", label="weight distance to retrain", unit="", needs={"retrain"},
+                 on_original=False, gap_to_retrain=False)
+def weight_distance_retrain(ev: Evaluation, split: Split, cfg, ctx: ModelContext | None) -> dict[str, float]:
+    """Relative L2 distance of the weights to the retrained model's (NaN where no retrain ran)."""
+    if ctx is None or ctx.retrain is None:
+        return {"": float("nan")}
+    return weight_distance(ctx.model, ctx.retrain)
 
 
 def relearn_epochs(model: nn.Module, forget, cfg: MetricConfig, target_acc: float, check) -> float:
@@ -222,7 +266,9 @@ def relearn_epochs(model: nn.Module, forget, cfg: MetricConfig, target_acc: floa
     return hist.steps / max(len(data), 1)
 
 
-def _relearn(ev: Evaluation, split: Split, cfg: MetricConfig, ctx: ModelContext | None) -> float:
+@register_metric("relearn_epochs", label="relearn time (epochs)", unit="epochs", needs={"models", "images"},
+                 on_original=False)
+def relearn(ev: Evaluation, split: Split, cfg: MetricConfig, ctx: ModelContext | None) -> float:
     """Relearn time (Golatkar et al.; UNSIR's RT): forget accuracy measured on the forget classes' test
     images for class scenarios (else on the forget samples), target = relearn_target x the original's."""
     if ctx is None or ctx.forget is None or ctx.original_eval is None:
@@ -232,7 +278,7 @@ def _relearn(ev: Evaluation, split: Split, cfg: MetricConfig, ctx: ModelContext 
         if cfg.relearn_eval_samples is not None and len(idx) > cfg.relearn_eval_samples:  # each check's cost
             idx = np.sort(np.random.default_rng(cfg.seed).choice(idx, cfg.relearn_eval_samples, replace=False))
         ref = _pct(*ctx.original_eval.test(idx))
-        xs = ctx.extra["test_images"](idx)
+        xs = ctx.test_images(idx)
 
         def check(m: nn.Module) -> float:
             m.eval()
@@ -249,16 +295,16 @@ def _relearn(ev: Evaluation, split: Split, cfg: MetricConfig, ctx: ModelContext 
     return relearn_epochs(ctx.model, ctx.forget, cfg, cfg.relearn_target * ref, check)
 
 
-METRICS.register("relearn_epochs", _relearn)
-
-def _probe(ev: Evaluation, split: Split, cfg: MetricConfig, ctx: ModelContext | None) -> float:
+@register_metric("probe_forget_acc", label="linear-probe recovery: forget-class test acc (%)",
+                 needs={"models", "images"})
+def probe_forget_acc(ev: Evaluation, split: Split, cfg: MetricConfig, ctx: ModelContext | None) -> float:
     """Linear-probe recovery of a forgotten class (evaluation.md §6, "Are We Truly Forgetting?"): a logistic
     regression on the model's frozen penultimate features, fitted on ``probe_per_class`` labelled training images of
     every class (the forgotten ones included), scored on the forgotten classes' test images (%). A method that only
     edits the classifier head leaves the features, so the probe recovers the class; compare with retrain's value
     (features that never saw the class). The features are ``model.penultimate``: the pooled or flattened CNN
     features, and for the ViT the class token after the final LayerNorm."""
-    if split.kind != "class" or ctx is None or "train_images" not in ctx.extra:
+    if split.kind != "class" or ctx is None or ctx.train_images is None:
         return float("nan")
     from ..attacks import linear_probe_accuracy
 
@@ -276,15 +322,9 @@ def _probe(ev: Evaluation, split: Split, cfg: MetricConfig, ctx: ModelContext | 
             pairs = [(ctx.model.penultimate(x).float().cpu(), y.cpu()) for x, y in batches]
         return torch.cat([f for f, _ in pairs]).numpy(), torch.cat([y for _, y in pairs]).numpy()
 
-    xf, yf = features(ctx.extra["train_images"](fit_idx))
-    xt, yt = features(ctx.extra["test_images"](split.forget_test))
+    xf, yf = features(ctx.train_images(fit_idx))
+    xt, yt = features(ctx.test_images(split.forget_test))
     return 100.0 * linear_probe_accuracy(xf, yf, xt, yt, c=cfg.probe_c, seed=cfg.seed)
-
-
-METRICS.register("probe_forget_acc", _probe)
-
-# metrics whose values depend on the models themselves (need a ModelContext)
-MODEL_METRICS = {"weight_distance_original", "weight_distance_retrain", "relearn_epochs", "probe_forget_acc"}
 
 
 def compute_metrics(ev: Evaluation, split: Split, cfg: MetricConfig, ctx: ModelContext | None = None,

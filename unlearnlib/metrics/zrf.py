@@ -10,7 +10,7 @@ per sample, then averaged (evaluation pitfall 4): the [BT]/[SSD]/SUPREME helper 
 1 / #classes), which is not the divergence the paper defines.
 
 :math:`T_d` is the bad-teacher method's own incompetent teacher: the model's architecture re-initialised by
-:func:`unlearnlib.methods.common.incompetent_teacher` from the seed ``metrics.zrf_teacher_seed`` (default: bad
+:func:`unlearnlib.models.common.incompetent_teacher` from the seed ``metrics.zrf_teacher_seed`` (default: bad
 teacher's ``teacher_seed`` default, 0), so a bad-teacher run is scored against the very network it distilled from.
 The forget set is the forget *training* samples (test-time transform). Needs the model: NaN without a
 :class:`~unlearnlib.metrics.evaluation.ModelContext` (the original's row).
@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from ..data.splits import Split
-from . import METRICS
-from .evaluation import MODEL_METRICS, Evaluation
+from ..models.common import incompetent_teacher
+from .evaluation import Evaluation
+from .spec import register_metric
 
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -45,10 +46,12 @@ def zrf_score(p_model: torch.Tensor, p_teacher: torch.Tensor) -> float:
     return float(1.0 - js_divergence(p_model, p_teacher).mean())
 
 
-def _zrf(ev: Evaluation, split: Split, cfg, ctx) -> float:
+# needs the model (its architecture, for the teacher): not computed for the original
+@register_metric("zrf", label="ZRF score", unit="", needs={"models"}, on_original=False)
+def zrf(ev: Evaluation, split: Split, cfg, ctx) -> float:
+    """ZRF: 1 - mean Jensen-Shannon divergence to a seeded incompetent teacher on the forget samples."""
     if ctx is None or ctx.forget is None or ctx.model is None:
         return float("nan")
-    from ..methods.common import incompetent_teacher
     from ..train import predict_logits
 
     seed = cfg.zrf_teacher_seed
@@ -59,9 +62,5 @@ def _zrf(ev: Evaluation, split: Split, cfg, ctx) -> float:
     if not torch.equal(t_labels.cpu(), m_labels.cpu()):
         raise ValueError("zrf: the forget loader and the evaluation disagree on the forget samples")
     return zrf_score(torch.softmax(m_logits.double(), 1), torch.softmax(t_logits.double(), 1))
-
-
-METRICS.register("zrf", _zrf)
-MODEL_METRICS.add("zrf")  # needs the model (its architecture, for the teacher): not computed for the original
 
 __all__ = ["js_divergence", "zrf_score"]

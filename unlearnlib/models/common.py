@@ -1,7 +1,10 @@
-"""A network written as ``body`` (up to the flattened penultimate features) + ``fc`` (the classifier), and the
-BatchNorm2d every model uses."""
+"""A network written as ``body`` (up to the flattened penultimate features) + ``fc`` (the classifier), the
+BatchNorm2d every model uses, and two operations on any model: re-initialise it, and a seeded random copy of it
+(the incompetent teacher of bad teacher and of the ZRF metric)."""
 
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn as nn
@@ -55,3 +58,36 @@ class BodyHeadNet(FeaturesHeadNet):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
+
+
+def reinitialise(model: nn.Module) -> nn.Module:
+    """Re-initialise *every* module (pitfall 1: ``modules()``, not ``children()``)."""
+    if hasattr(model, "reinitialise"):
+        model.reinitialise()
+        return model
+    for m in model.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    return model
+
+
+def incompetent_teacher(model: nn.Module, seed: int) -> nn.Module:
+    """The same architecture as ``model``, every module re-initialised (pitfall 1) from ``seed``, frozen, eval mode.
+
+    The initialisation is drawn on the CPU from a generator seeded with ``seed`` alone, inside a forked RNG, so the
+    teacher is the same on any device and whatever the global RNG state is, and drawing it does not move the
+    global RNG (the harness's seeding of the rest of the method is untouched). Bad teacher and the ZRF metric
+    both build their random teacher here, from the same seed field.
+    """
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    teacher = copy.deepcopy(model).cpu()
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(int(seed))
+        reinitialise(teacher)
+    teacher.to(device)
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher
