@@ -28,7 +28,12 @@ TEST_SHA = "70a619239214155a76b7f7c3093372ba5df3ee88533b987c93e4b428e9431185"
 TRAIN_X_SHA = "6334cbec3865562f22492ea8dae67917b8dc04c1b18bfc365901b5bb2c80ee4b"
 TEST_X_SHA = "550786ee0567b2ec4866ca8c9a4155bac49d6840d17139c0188543aee5f23995"
 # widths of the cpu profiles (ResNet-18 8, VGG-11-BN 16) and comparably narrow ones for the others
-WIDTHS = {"resnet18": 8, "resnet18_imagenet_stem": 8, "vgg11_bn": 16, "allcnn": 16, "mobilenetv2": 8}
+WIDTHS = {"resnet18": 8, "resnet18_imagenet_stem": 8, "vgg11_bn": 16, "allcnn": 16, "mobilenetv2": 8, "vit": 8}
+
+
+def _options(name: str, size: int) -> dict:
+    """The ViT's positions are sized to the input (4-px patches, one block); the CNNs take any size."""
+    return {"image_size": size, "patch": 4, "heads": 2, "depth": 1} if name == "vit" else {}
 
 
 def _sha(a) -> str:
@@ -161,7 +166,7 @@ def test_existing_datasets_keep_the_padding_4_augmentation():
 @pytest.mark.parametrize("name", MODELS.names())
 def test_every_model_runs_on_digits_inputs(name):
     torch.manual_seed(0)
-    model = build_model(name, num_classes=10, in_channels=1, width=WIDTHS[name])
+    model = build_model(name, num_classes=10, in_channels=1, width=WIDTHS[name], **_options(name, 8))
     x = torch.randn(6, 1, 8, 8)
     for mode in ("train", "eval"):
         getattr(model, mode)()
@@ -242,7 +247,7 @@ def _plain_batchnorm_copy(model: nn.Module) -> nn.Module:
 def test_models_unchanged_on_32x32_and_28x28(name):
     for c, s in ((3, 32), (1, 28)):
         torch.manual_seed(0)
-        model = build_model(name, num_classes=10, in_channels=c, width=4)
+        model = build_model(name, num_classes=10, in_channels=c, width=4, **_options(name, s))
         ref = _plain_batchnorm_copy(model)
         g = torch.Generator().manual_seed(1)
         for mode in ("train", "eval"):

@@ -29,8 +29,10 @@ class BatchNorm2d(nn.BatchNorm2d):
         return super().forward(x)
 
 
-class BodyHeadNet(nn.Module):
-    body: nn.Module
+class FeaturesHeadNet(nn.Module):
+    """A network written as ``features(x)`` (the penultimate features, the classifier's input) + ``fc`` (the
+    classifier): the interface every model of the zoo offers (``head``, ``penultimate``, ``features``)."""
+
     fc: nn.Linear
 
     @property
@@ -38,15 +40,24 @@ class BodyHeadNet(nn.Module):
         """The classification layer."""
         return self.fc
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
     def penultimate(self, x: torch.Tensor) -> torch.Tensor:
         """The input of the classification layer."""
-        return self.body(x)
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+class BodyHeadNet(FeaturesHeadNet):
+    """``features`` is one module, ``body`` (up to the flattened penultimate features)."""
+
+    body: nn.Module
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.body(x))
 
 
 def reinitialise(model: nn.Module) -> nn.Module:

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import BatchNorm2d
+from .common import BatchNorm2d, FeaturesHeadNet
 
 
 class BasicBlock(nn.Module):
@@ -31,7 +31,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class ResNet18(nn.Module):
+class ResNet18(FeaturesHeadNet):
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64, stem: str = "cifar") -> None:
         super().__init__()
         w = int(width)
@@ -57,18 +57,6 @@ class ResNet18(nn.Module):
         out = self.maxpool(F.relu(self.bn1(self.conv1(x))))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         return torch.flatten(self.pool(out), 1)
-
-    @property
-    def head(self) -> nn.Linear:
-        """The classification layer."""
-        return self.fc
-
-    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
-        """The input of the classification layer."""
-        return self.features(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
 
 
 class ResNet18ImageNetStem(ResNet18):

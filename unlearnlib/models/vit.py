@@ -27,6 +27,8 @@ import math
 import torch
 import torch.nn as nn
 
+from .common import FeaturesHeadNet
+
 LN_EPS = 1e-6  # torchvision / official models/vit.py: partial(nn.LayerNorm, eps=1e-6)
 
 
@@ -64,7 +66,7 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class ViT(nn.Module):
+class ViT(FeaturesHeadNet):
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 768, depth: int = 12,
                  heads: int | None = None, patch: int = 4, image_size: int = 32, mlp_ratio: int = 4) -> None:
         super().__init__()
@@ -120,18 +122,6 @@ class ViT(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The class token after the final LayerNorm (the head's input)."""
         return self.ln(self.blocks(self.tokens(x)))[:, 0]
-
-    @property
-    def head(self) -> nn.Linear:
-        """The classification layer."""
-        return self.fc
-
-    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
-        """The input of the classification layer."""
-        return self.features(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
 
 
 __all__ = ["ViT", "Block", "Attention"]
