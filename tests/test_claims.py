@@ -168,7 +168,7 @@ def test_results_frame_shows_intervals_gaps_and_the_floor(hand_run):
 
 
 def test_results_table_stacks_each_gap_under_its_value(hand_run):
-    from unlearnlib.results import _stacked
+    from unlearnlib.results.tables import _stacked
 
     df = _stacked(results_frame(hand_run, metrics=["test_forget_acc"]))
     f = "ACC_f test (%)"

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unlearnlib import leaderboard as lb
 from unlearnlib.claims import t_interval
 from unlearnlib.config import SCENARIO_KINDS, load_paper, runs_on
 from unlearnlib.methods import METHODS
 from unlearnlib.results import Run, paper_status
+from unlearnlib.results import leaderboard as lb
 
 matplotlib.use("Agg")
 
@@ -155,7 +155,7 @@ def test_declared_scenario_kinds():
 
 
 def test_the_front_page_row_of_a_paper_without_claims(run, monkeypatch):
-    import unlearnlib.results as results_mod
+    import unlearnlib.results.page as results_mod
 
     monkeypatch.setattr(results_mod, "latest_runs", lambda paper: [run])
     row = paper_status(load_paper("benchmark", "paper"))

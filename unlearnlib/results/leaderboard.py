@@ -23,9 +23,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from .claims import per_seed, t_interval
-from .metrics.spec import metric_label
-from .results import KIND_ORDER, Run, diff_to_retrain, retrain_floor
+from ..claims import per_seed, t_interval
+from ..metrics.spec import metric_label
+from .compare import diff_to_retrain, retrain_floor
+from .run import KIND_ORDER, Run
 
 KIND_TITLES = {"class": "one class", "random": "a random subset", "backdoor": "a backdoor"}
 GAP_METRICS = ("forget_acc", "retain_acc", "test_acc")  # signed gap to retrain, with interval and floor
@@ -211,7 +212,7 @@ def _columns(gaps: list[str], beside: list[str], has_f: bool) -> list[str]:
 
 def leaderboard_table(run: Run, kind: str):
     """The leaderboard of one scenario kind (a Styler, every cell whole)."""
-    from .results import left_out_note
+    from .tables import left_out_note
 
     df = leaderboard_display(run, kind)
     s = run.config.settings
