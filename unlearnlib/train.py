@@ -162,11 +162,7 @@ def fit(model: nn.Module, data: Any, cfg: TrainConfig, *, loss_fn: LossFn = cros
     loop = _Loop(model, cfg, opt, loss_fn, stop, check_every, after_step, desc, bar)
     try:
         with speed_options(model, getattr(cfg, "channels_last", False), getattr(cfg, "bf16", False)) as autocast:
-            for _epoch in range(cfg.epochs):
-                running = loop.epoch(batches_of(), autocast)
-                if loop.history.stopped_early or loop.at_max_steps() or loop.stop_now():
-                    break
-                _step_scheduler(sched, running)
+            loop.run(batches_of, sched, autocast)
     finally:
         bar.close()
     model.eval()
@@ -200,6 +196,15 @@ class _Loop:
         self.stop, self.check_every, self.after_step, self.desc, self.bar = stop, check_every, after_step, desc, bar
         self.history = FitHistory([], 0, False)
         self.checked: int | None = None  # the step the stop hook last saw
+
+    def run(self, batches_of: Callable[[], Iterable], sched: Any,
+            autocast: Callable[[], contextlib.AbstractContextManager]) -> None:
+        """Every epoch (the scheduler stepped after each) until the epochs, ``max_steps`` or the stop hook end it."""
+        for _epoch in range(self.cfg.epochs):
+            running = self.epoch(batches_of(), autocast)
+            if self.history.stopped_early or self.at_max_steps() or self.stop_now():
+                return
+            _step_scheduler(sched, running)
 
     def epoch(self, batches: Iterable, autocast: Callable[[], contextlib.AbstractContextManager]) -> float:
         """One pass over ``batches`` (ended early by ``max_steps`` or the stop hook); returns the summed loss."""
