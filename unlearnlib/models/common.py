@@ -60,14 +60,21 @@ class BodyHeadNet(FeaturesHeadNet):
         return self.body(x)
 
 
-def reinitialise(model: nn.Module) -> nn.Module:
-    """Re-initialise *every* module (pitfall 1: ``modules()``, not ``children()``)."""
-    if hasattr(model, "reinitialise"):
-        model.reinitialise()
-        return model
+def reset_modules(model: nn.Module) -> None:
+    """``reset_parameters()`` of every module that has one, nested ones included (pitfall 1: ``modules()``, not
+    ``children()``): PyTorch's default initialisation, before a model's own initialisation rules."""
     for m in model.modules():
         if hasattr(m, "reset_parameters"):
             m.reset_parameters()
+
+
+def reinitialise(model: nn.Module) -> nn.Module:
+    """Re-initialise *every* module: the model's own ``reinitialise()`` where it has one (its initialisation
+    rules), else :func:`reset_modules`."""
+    if hasattr(model, "reinitialise"):
+        model.reinitialise()
+    else:
+        reset_modules(model)
     return model
 
 

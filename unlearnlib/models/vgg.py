@@ -9,7 +9,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .common import BatchNorm2d
+from .common import BatchNorm2d, reset_modules
 
 _CFG_A = [1, "M", 2, "M", 4, 4, "M", 8, 8, "M", 8, 8, "M"]  # multiples of width/1 (64 -> 64..512)
 
@@ -43,9 +43,7 @@ class VGG11BN(nn.Module):
 
     def reinitialise(self) -> None:
         """Fresh initialisation of every module, as at construction (used by retrain)."""
-        for m in self.modules():
-            if m is not self and hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+        reset_modules(self)
         self._init_convs()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

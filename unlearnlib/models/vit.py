@@ -27,7 +27,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .common import FeaturesHeadNet
+from .common import FeaturesHeadNet, reset_modules
 
 LN_EPS = 1e-6  # torchvision / official models/vit.py: partial(nn.LayerNorm, eps=1e-6)
 
@@ -106,9 +106,7 @@ class ViT(FeaturesHeadNet):
 
     def reinitialise(self) -> None:
         """Fresh initialisation of every module and of the class token and positions, as at construction."""
-        for m in self.modules():
-            if m is not self and hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+        reset_modules(self)
         self._init()
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
