@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 from .datasets import DatasetSpec
 
-
 _CONSTANTS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
