@@ -244,7 +244,8 @@ def check_range(obj: Any, *names: str, ge: float | None = None, gt: float | None
 
 
 SEED_MAX = 2**32 - 1 - 3  # numpy's default_rng takes [0, 2**32); the harness adds up to 2 to a seed (+3 to be safe)
-PROFILES = ("paper", "cpu", "smoke")  # the profiles every paper YAML declares (a claim is checked on all by default)
+# the profiles every paper YAML declares (a claim is checked on all by default)
+PROFILES = ("paper", "fast", "cpu", "smoke")
 
 
 # ----------------------------------------------------------------------------------------------
