@@ -9,6 +9,7 @@ import copy
 import dataclasses
 import shutil
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -19,6 +20,7 @@ from test_methods_contract import run_method
 import unlearnlib.config as config_mod
 import unlearnlib.train as train_mod
 from unlearnlib.config import ConfigError, load_paper
+from unlearnlib.data import Loader
 from unlearnlib.methods import METHODS
 from unlearnlib.models import build_model
 from unlearnlib.train import TrainConfig, fit, plain_format, run_speed
@@ -199,3 +201,46 @@ def test_deferred_reads_check_the_flag_before_a_stop_rule_sees_the_model(monkeyp
     with pytest.raises(FloatingPointError, match="between steps"):
         _train(True, monkeypatch, lr=1e30, stop=lambda m, step: checked.append(step) or False)
     assert not checked  # the rule never ran on a model whose loss had gone non-finite
+
+
+# ----------------------------------------------------------------------------------------------
+# the harness's warm-up shapes and the loader's device copies (device-agnostic code, checked on the CPU)
+
+
+def test_warm_up_covers_every_batch_shape_of_a_call_on_cuda_and_one_on_the_cpu():
+    from unlearnlib.harness.cells import batch_shapes
+
+    p = TinyProblem()  # 40 retain and 20 forget images
+    retain, forget = p.loaders(batch_size=16)
+    cfg = dataclasses.replace(METHODS.get("scrub").Config(), batch_size=16, forget_batch_size=32)
+    # 16 and 32 (the options), and the last batches: 40 % 16 = 8, 40 % 32 = 8, 20 % 16 = 4, 20 % 32 = 20
+    assert batch_shapes((retain, forget, None), cfg, torch.device("cuda")) == [4, 8, 16, 20, 32]
+    assert batch_shapes((retain, forget, None), cfg, torch.device("cpu")) == [16]
+
+
+def test_labels_are_copied_to_a_device_once_per_tensor():
+    import gc
+
+    from unlearnlib.data.loaders import _ON_DEVICE, on_device
+
+    labels = torch.arange(10)
+    assert on_device(labels, torch.device("cpu")) is labels  # already there: no copy
+    meta = torch.device("meta")  # a second device without a GPU
+    first = on_device(labels, meta)
+    assert first.device.type == "meta" and on_device(labels, meta) is first
+    n = len(_ON_DEVICE)
+    del labels, first
+    gc.collect()
+    assert len(_ON_DEVICE) == n - 1  # dropped with the tensor it copies
+
+
+def test_a_loader_reads_the_same_batches_from_tensor_positions():
+    p = TinyProblem()
+    a = Loader(p.images, p.labels, p.retain_idx, p.spec, batch_size=16, shuffle=True, augment=True, seed=3)
+    b = Loader(p.images, p.labels, p.retain_idx, p.spec, batch_size=16, shuffle=True, augment=True, seed=3)
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    pos = np.array([3, 0, 7])
+    xa, ya = a.with_options(augment=False).batch(pos)
+    xb, yb = a.with_options(augment=False).batch(torch.as_tensor(pos))
+    assert torch.equal(xa, xb) and torch.equal(ya, yb) and torch.equal(ya, p.labels[p.retain_idx[pos]])

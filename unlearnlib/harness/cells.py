@@ -347,11 +347,13 @@ def batch_shapes(loaders: tuple, cfg, device: torch.device) -> list[int]:
     return sorted(sizes)
 
 
-def warm_up(model: torch.nn.Module, loaders: tuple, device: torch.device, cfg=None, speed: str = "exact") -> None:
+def warm_up(model: torch.nn.Module, loaders: tuple | Loader, device: torch.device, cfg=None,
+            speed: str = "exact") -> None:
     """Before a timed call, once per process, architecture, speed and batch shape: one untimed forward/backward pass
     (and on CUDA one forward pass without gradients) on a copy, at the run's speed. Lazy initialisation, the
     allocator and the kernel selection (cudnn.benchmark's tuning of each shape) happen here, not in the timed
-    call."""
+    call. ``loaders``: the call's (retain, forget, unseen) loaders, or its retain loader alone."""
+    loaders = loaders if isinstance(loaders, tuple) else (loaders,)
     retain = loaders[0]
     if not retain.num_samples:
         return
