@@ -134,3 +134,26 @@ def test_retrain_in_the_fast_profile_trains_with_the_fast_recipe():
     s = load_paper("versatile_unlearning", "fast").settings
     cfg = method_config("retrain", s.methods["retrain"], s.train)
     assert (cfg.scheduler, cfg.batch_size, cfg.label_smoothing, cfg.epochs) == ("onecycle", 512, 0.1, 30)
+
+
+# ----------------------------------------------------------------------------------------------
+# the benchmark of fit against a bare loop (its smoke run: checks the script, measures nothing)
+
+
+def test_fit_overhead_benchmark_smoke(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(repo), UNLEARNLIB_THREADS="1")
+    proc = subprocess.run([sys.executable, str(repo / "benchmarks" / "fit_overhead.py"), "--smoke", "--out",
+                           str(tmp_path), "--threads", "1", "--device", "cpu"], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    df = pd.read_csv(tmp_path / "fit_overhead.csv")
+    assert list(df.variant) == ["bare", "fit"] and (df.seconds > 0).all()
+    assert df.ratio_to_bare.iloc[0] == 1.0
