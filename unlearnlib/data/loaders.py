@@ -44,7 +44,9 @@ class Loader:
 
     ``x`` is normalised float32 on ``device``; with ``augment=True`` the dataset's training
     augmentation is applied per batch. Every read is counted in ``reads``, so a contract test can
-    check that a method declared retain-free never touches its retain loader.
+    check that a method declared retain-free never touches its retain loader; every sample drawn (through
+    :meth:`batch`, which iteration uses too) is counted in ``drawn``, shared with the loaders derived from this one
+    (:meth:`with_options`, :meth:`subset`), so the harness measures a call's passes over the data it handed over.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, indices: np.ndarray, spec: DatasetSpec, *,
@@ -59,6 +61,12 @@ class Loader:
         self.name = name
         self.generator = torch.Generator().manual_seed(int(seed))
         self.reads = 0
+        self._drawn = [0]  # one counter shared by this loader and every loader derived from it
+
+    @property
+    def drawn(self) -> int:
+        """Samples drawn through :meth:`batch` from this loader and the loaders derived from it."""
+        return self._drawn[0]
 
     # -- size ----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -80,6 +88,7 @@ class Loader:
         """The samples at ``positions`` (positions within this loader, not dataset indices)."""
         self.reads += 1
         idx = torch.as_tensor(self.indices[np.asarray(positions, dtype=np.int64)])
+        self._drawn[0] += len(idx)
         x = self.images[idx].to(self.device, non_blocking=True)
         if self.augment if augment is None else augment:
             x = augment_batch(x, self.spec, generator or self.generator)
@@ -98,7 +107,9 @@ class Loader:
         opts = dict(batch_size=self.batch_size, shuffle=self.shuffle, augment=self.augment,
                     seed=int(self.generator.initial_seed()), device=self.device, name=self.name)
         opts.update(kw)
-        return Loader(self.images, self.labels_all, self.indices, self.spec, **opts)
+        out = Loader(self.images, self.labels_all, self.indices, self.spec, **opts)
+        out._drawn = self._drawn
+        return out
 
     def subset(self, positions: np.ndarray, **kw) -> "Loader":
         """A loader over some of this loader's samples (positions within this loader)."""
