@@ -18,6 +18,7 @@ call's metadata, so a call reused from the cell store keeps them.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -73,14 +74,15 @@ def changed_shares(before: torch.nn.Module, after: torch.nn.Module) -> tuple[flo
 class _StepCounter:
     def __init__(self, model: torch.nn.Module) -> None:
         self.params = {id(p) for p in model.parameters()}
-        self.mine: dict[int, bool] = {}  # optimiser id -> whether it steps the model's parameters
+        # optimiser -> whether it steps the model's parameters (weak keys: an optimiser's id is reused once it is
+        # freed, e.g. UNSIR's noise optimiser and the impair phase's that follows it)
+        self.mine: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.steps = self.other = 0
 
     def __call__(self, opt: torch.optim.Optimizer, args, kwargs) -> None:
-        key = id(opt)
-        if key not in self.mine:
-            self.mine[key] = any(id(p) in self.params for g in opt.param_groups for p in g["params"])
-        if self.mine[key]:
+        if opt not in self.mine:
+            self.mine[opt] = any(id(p) in self.params for g in opt.param_groups for p in g["params"])
+        if self.mine[opt]:
             self.steps += 1
         else:
             self.other += 1
@@ -125,7 +127,7 @@ def paper_steps(method: str, cfg) -> tuple[int | None, str]:
 def budget_rows(meta: dict) -> dict[str, float]:
     """The metric rows of a call's stored metadata (none for a call stored before budgets were recorded)."""
     b = meta.get("budget") or {}
-    rows = {k: float(v) for k, v in b.items() if k in BUDGET_ROWS}
+    rows = {f"budget_{k}": float(v) for k, v in b.items() if f"budget_{k}" in BUDGET_ROWS}
     if meta.get("paper_steps") is not None:
         rows["budget_paper_steps"] = float(meta["paper_steps"])
     return rows
