@@ -194,9 +194,9 @@ def no_selection_reason(imp_full: dict[str, torch.Tensor], imp_forget: dict[str,
                 f"batches, so I_D ≥ ({only_f}/{n_d})·I_f in every weight and {only_f}/{n_d} ≥ 1/α (the forget set is "
                 f"{100 * share:.0f} % of the data; about 1/α or more selects nothing).")
     return (f"{head}: {only_f} of D's {n_d} batches hold forget samples only ({only_f}/{n_d} ≥ 1/α; the forget set "
-            f"is {100 * share:.0f} % of the data), so I_D already carries about {only_f}/{n_d} of the forget set's "
-            f"squared gradients and I_f > α·I_D is out of reach (exactly so when the retain count is a multiple of "
-            f"the batch size).")
+            f"is {100 * share:.0f} % of the data), so their squared gradients alone put I_D near ({only_f}/{n_d})·I_f "
+            f"and I_f/I_D can pass α only through the difference between those batches and the forget loader's (none "
+            f"when the retain count is a multiple of the batch size: then they are the same batches).")
 
 
 __all__ = ["Config", "importance", "dampen", "full_order", "concat_batches", "no_selection_reason", "unlearn"]
