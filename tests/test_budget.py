@@ -287,3 +287,14 @@ def test_unsir_s_noise_steps_are_apart_from_its_impair_steps():
     cfg = dataclasses.replace(cfg, **{k: v for k, v in small.items() if k in names})
     out, _, _ = measured_call("unsir_impair", cfg, TinyProblem())
     assert out["budget"].steps > 0 and out["budget"].other_steps > 0
+
+
+def test_a_run_without_budget_rows_shows_no_empty_budget_columns():
+    """A run stored before budgets were recorded: no column of dashes, no budget note."""
+    run = _run_from_calls({("scrub", "class0"): _fake_call(17, 2.0, 3.0, 99.9)})
+    run.metrics = run.metrics[~run.metrics.metric.str.startswith("budget_")]
+    shown = lb.leaderboard_display(run, "class")
+    assert not {"steps", "passes F/R", "changed %"} & set(shown.columns)
+    assert "Budget:" not in lb.leaderboard_table(run, "class").caption
+    run.config.table_metrics = ["forget_acc"]
+    assert "steps" not in results_table(run).data.columns

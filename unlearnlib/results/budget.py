@@ -63,6 +63,12 @@ def budget_cells(values: dict[str, float]) -> dict[str, str]:
             "changed %": changed}
 
 
+def drop_unrecorded(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` without the budget columns where no row has a value (a run stored before budgets were recorded)."""
+    empty = [c for c in BUDGET_COLUMNS if c in df and df[c].isin(["–", "", "n/a"]).all()]
+    return df.drop(columns=empty)
+
+
 def diagnoses(run: Run) -> pd.DataFrame:
     """``diagnoses.csv`` of the run (empty for a run without one)."""
     path = run.path / "diagnoses.csv"
@@ -148,5 +154,5 @@ def no_op_sentences(run: Run, kind: str, dataset: str | None = None, model: str 
     return out
 
 
-__all__ = ["BUDGET_COLUMNS", "BUDGET_NOTE", "budget_values", "budget_cells", "diagnoses", "paper_setting",
-           "at_this_size", "does_not_forget", "no_op_calls", "no_op_sentences"]
+__all__ = ["BUDGET_COLUMNS", "BUDGET_NOTE", "budget_values", "budget_cells", "drop_unrecorded", "diagnoses",
+           "paper_setting", "at_this_size", "does_not_forget", "no_op_calls", "no_op_sentences"]

@@ -25,7 +25,15 @@ import pandas as pd
 
 from ..claims import per_seed, t_interval
 from ..metrics.spec import metric_label
-from .budget import BUDGET_COLUMNS, BUDGET_NOTE, budget_cells, budget_values, does_not_forget, no_op_sentences
+from .budget import (
+    BUDGET_COLUMNS,
+    BUDGET_NOTE,
+    budget_cells,
+    budget_values,
+    does_not_forget,
+    drop_unrecorded,
+    no_op_sentences,
+)
 from .compare import diff_to_retrain, retrain_floor
 from .run import KIND_ORDER, Run
 
@@ -203,7 +211,7 @@ def leaderboard_display(run: Run, kind: str) -> pd.DataFrame:
             fl["U-LiRA acc"] = _f(flo.get("ulira_accuracy", math.nan), 3)
             fl["KLOM forget"] = _f(flo.get("klom_forget_mean", math.nan), 2)
         out.append(fl)
-    res = pd.DataFrame(out).fillna("")
+    res = drop_unrecorded(pd.DataFrame(out).fillna(""))
     if res.dataset.nunique() <= 1:
         res = res.drop(columns=["dataset"])
     return res
@@ -235,6 +243,7 @@ def leaderboard_table(run: Run, kind: str):
                    "100, is the target here, not 50" if s.split.unseen and s.split.unseen_classes == "retain" else "")
         test_note = (" Test acc counts the forgotten class's test images too (retrain gets them wrong); the plots' "
                      "utility axis for a class is the retain accuracy.")
+    budget = f" Budget: {BUDGET_NOTE}." if "steps" in df.columns else ""
     return df.style.hide(axis="index").set_caption(
         f"Leaderboard: forgetting {KIND_TITLES[kind]} ({', '.join(scen)}) [{run.stamp}]. Δ: the signed gap to "
         f"retraining from scratch, method − retrain (same seed), mean and 95 % t-interval over {len(s.seeds)} "
@@ -242,7 +251,7 @@ def leaderboard_table(run: Run, kind: str):
         f"Attacks and probe: the method's value, retrain's in brackets (loss-LR MIA: forget vs unseen training images, "
         f"50 = indistinguishable{lr_note}; SVC MIA: Kodge et al.'s class attack, %; probe: forget-class test accuracy "
         f"of a linear probe on frozen features).{test_note}{ens} Time: median call (evaluation excluded); speed-up: "
-        f"retrain's median / the method's. Budget: {BUDGET_NOTE}. Every method with its default options."
+        f"retrain's median / the method's.{budget} Every method with its default options."
         f"{left_out_note(run)}")
 
 

@@ -19,7 +19,7 @@ from ..claims import (
 )
 from ..metrics.spec import has_gap_to_retrain, metric_label
 from ..paper import PaperConfig
-from .budget import BUDGET_NOTE, budget_cells, budget_values, no_op_sentences
+from .budget import BUDGET_COLUMNS, BUDGET_NOTE, budget_cells, budget_values, drop_unrecorded, no_op_sentences
 from .compare import gap_to_retrain, retrain_floor
 from .run import KIND_ORDER, Run
 
@@ -120,7 +120,7 @@ def results_frame(run: Run, metrics: list[str] | None = None) -> pd.DataFrame:
         df["paper"] = "not available"  # no confirmed number for any model of the run
     if df.dataset.nunique() <= 1:
         df = df.drop(columns=["dataset"])
-    return df.fillna("n/a")
+    return drop_unrecorded(df.fillna("n/a"))
 
 
 def _result_row(run: Run, kind: str, n_scen: int, ds: str, model: str, method: str, metrics: list[str], exp,
@@ -137,8 +137,9 @@ def _result_row(run: Run, kind: str, n_scen: int, ds: str, model: str, method: s
             row[f"paper: {label}"] = _fmt(vals[0], vals[1] if len(vals) > 1 else None)
         elif exp is not None and any(metric in r for r in exp.rows.values()):
             row[f"paper: {label}"] = "–"
-    if method != "original":  # the call's budget (the original is trained, not unlearned)
-        row.update(budget_cells(budget_values(run, method, model, ds, kind)))
+    # the call's budget (the original is trained, not unlearned: no call)
+    row.update(budget_cells(budget_values(run, method, model, ds, kind)) if method != "original"
+               else dict.fromkeys(BUDGET_COLUMNS, "–"))
     return row
 
 
