@@ -78,7 +78,9 @@ class Loader:
 
     ``x`` is normalised float32 on ``device``; with ``augment=True`` the dataset's training
     augmentation is applied per batch. Every read is counted in ``reads``, so a contract test can
-    check that a method declared retain-free never touches its retain loader.
+    check that a method declared retain-free never touches its retain loader; every sample drawn (through
+    :meth:`batch`, which iteration uses too) is counted in ``drawn``, shared with the loaders derived from this one
+    (:meth:`with_options`, :meth:`subset`), so the harness measures a call's passes over the data it handed over.
 
     Iterating makes no host-device synchronisation on CUDA: the indices, the labels (one copy per dataset), the
     epoch's permutation and the augmentation draws are on ``device`` (its generator is a generator of that device,
@@ -97,6 +99,12 @@ class Loader:
         self.name = name
         self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
         self.reads = 0
+        self._drawn = [0]  # one counter shared by this loader and every loader derived from it
+
+    @property
+    def drawn(self) -> int:
+        """Samples drawn through :meth:`batch` from this loader and the loaders derived from it."""
+        return self._drawn[0]
 
     @property
     def indices(self) -> np.ndarray:
@@ -136,6 +144,7 @@ class Loader:
             idx = self._device_indices()[positions.to(self.device)]
         else:
             idx = torch.as_tensor(self.indices[np.asarray(positions, dtype=np.int64)]).to(self.device)
+        self._drawn[0] += len(idx)  # a shape, not a value: no host-device synchronisation
         x = self.images[idx.to(self.images.device)].to(self.device, non_blocking=True)
         if self.augment if augment is None else augment:
             x = augment_batch(x, self.spec, generator or self.generator)
@@ -155,7 +164,9 @@ class Loader:
         opts = dict(batch_size=self.batch_size, shuffle=self.shuffle, augment=self.augment,
                     seed=int(self.generator.initial_seed()), device=self.device, name=self.name)
         opts.update(kw)
-        return Loader(self.images, self.labels_all, self.indices, self.spec, **opts)
+        out = Loader(self.images, self.labels_all, self.indices, self.spec, **opts)
+        out._drawn = self._drawn
+        return out
 
     def subset(self, positions: np.ndarray, **kw) -> "Loader":
         """A loader over some of this loader's samples (positions within this loader)."""

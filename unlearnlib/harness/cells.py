@@ -14,6 +14,7 @@ import dataclasses
 import math
 import time
 from collections import OrderedDict
+from dataclasses import asdict
 from typing import Callable
 
 import numpy as np
@@ -27,6 +28,7 @@ from ..methods import method_spec
 from ..metrics import Evaluation, ModelContext, Timer, any_needs, compute_metrics, metric_spec
 from ..trace import collecting
 from ..train import configure_device, fit, plain_format, predict_logits, run_speed
+from .budget import budget_rows, diagnosis_row, measuring, paper_steps
 from .plan import Cell, DataPart, RunPlan, seed_everything
 from .store import CorruptFile, Store
 
@@ -220,8 +222,10 @@ class CellRunner:
                                **self._images(part, split, part.settings.metrics.metrics))
             res = compute_metrics(ev, split, self._metric_config(cell), ctx)
         res["unlearn_time_s"] = meta["seconds"]
+        res.update(budget_rows(meta))
         res.update(trace_metrics(trace_rows))
-        record = {"kind": "method", "rows": self._rows(cell, res),
+        diagnosis = diagnosis_row(self._base(cell), meta)
+        record = {"kind": "method", "rows": self._rows(cell, res), "diagnoses": [diagnosis] if diagnosis else [],
                   "timings": [self._timing(cell, meta, cached)],
                   "traces": [{**self._base(cell), **r} for r in trace_rows],
                   "config": to_dict(part.method_cfgs[cell.method]),
@@ -255,16 +259,23 @@ class CellRunner:
             retain, forget, unseen = self._loaders(cell)
             seed_everything(cell.run_seed)
             model = copy.deepcopy(original).train()
-            with collecting() as trace_rows, run_speed(model, self.speed), Timer(plan.device) as t:
-                model = spec(model, retain=retain, forget=forget, unseen=unseen, cfg=mc, device=plan.device)
-            model = plain_format(model)  # a copy the method made inside run_speed: its ordinary format again
+            with measuring(original, model, retain, forget) as measured:
+                with collecting() as trace_rows, run_speed(model, self.speed), Timer(plan.device) as t:
+                    model = spec(model, retain=retain, forget=forget, unseen=unseen, cfg=mc, device=plan.device)
+                model = plain_format(model)  # a copy the method made inside run_speed: its ordinary format again
+                measured["result"] = model
             times.append(t.seconds)
             if result is None:
-                result, rows = model, trace_rows
+                result, rows, first = model, trace_rows, measured
+        steps, setting = paper_steps(cell.method, mc)
+        diag = first["diagnosis"]
         meta = {"kind": cell.method, "seconds": float(np.median(times)), "seconds_min": min(times),
                 "seconds_max": max(times), "repeats": len(times), "device": str(plan.device), "threads": threads,
                 "speed": self.speed,
-                "seconds_total": time.perf_counter() - w0}  # every call, the warm-up and the copies between them
+                "seconds_total": time.perf_counter() - w0,  # every call, the warm-up and the copies between them
+                # the first call's budget (the evaluated model's), what the method said, its paper's setting
+                "budget": asdict(first["budget"]), "diagnosis": None if diag is None else diag.as_dict(),
+                "paper_steps": steps, "paper_setting": setting}
         return result, meta, rows
 
     def _images(self, part: DataPart, split: Split, names) -> dict:

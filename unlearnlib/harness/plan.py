@@ -111,7 +111,8 @@ def code_fingerprint(*paths: str) -> str:
     return h.hexdigest()[:16]
 
 
-EVAL_CODE = ("metrics", "data", "models", "attacks.py", "train.py", "trace.py", "harness/cells.py")
+EVAL_CODE = ("metrics", "data", "models", "attacks.py", "train.py", "trace.py", "diagnosis.py", "harness/cells.py",
+             "harness/budget.py")  # budget: what a method cell records of its call (issue 20)
 
 
 def method_code(method: str) -> str:
