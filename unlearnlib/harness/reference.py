@@ -24,7 +24,6 @@ import pandas as pd
 from ..paths import REPO_ROOT, reference_root, results_root, shown
 from ..results.reference import (
     FINGERPRINTS,
-    KEPT_FILES,
     REFERENCE_INFO,
     config_changes,
     has_run,
@@ -114,8 +113,22 @@ def make_reference(paper: str, profile: str, force: bool = False, say=print) -> 
             raise ConfigError(f"{paper}: the code behind its cells changed since the run's commit "
                               f"{str(env.get('git_commit'))[:7]} ({', '.join(moved[:6])}): rerun `make reproduce "
                               f"PAPER={paper} PROFILE={profile}` first; or FORCE=1")
-    dest = reference_root() / paper / profile
-    tmp = dest.with_name(f".{profile}.tmp{os.getpid()}")
+    dest = copy_tidy(src, reference_root() / paper / profile, env, fps, _info(src, env, paper, profile, force))
+    total = sum(f.stat().st_size for f in reference_root().rglob("*") if f.is_file())
+    say(f"== {paper} ({profile}): {shown(src)} -> {shown(dest)}, "
+        f"{sum(f.stat().st_size for f in dest.iterdir()) / 1e6:.2f} MB; every reference together "
+        f"{total / 1e6:.2f} MB (budget {SIZE_BUDGET / 2**20:.0f} MiB)")
+    if total > SIZE_BUDGET:
+        say(f"warning: the reference folders exceed the {SIZE_BUDGET / 2**20:.0f} MiB budget "
+            f"(tests/test_reference.py fails)")
+    return dest
+
+
+def copy_tidy(src: Path, dest: Path, env: dict, fps: dict, info: dict) -> Path:
+    """Write the tidy files of the run in ``src`` into ``dest`` (replaced as a whole, via a temporary folder): every
+    table as ``.csv.gz`` (gzip, time stamp 0: the same run gives the same bytes), ``config.resolved.yaml``, ``env.json``
+    (with the CPU model), the fingerprints and ``reference.json``. No checks: :func:`make_reference` checks first."""
+    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -124,28 +137,21 @@ def make_reference(paper: str, profile: str, force: bool = False, say=print) -> 
             with open(f, "rb") as fin, open(gz, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
                                                                             mtime=0, compresslevel=9) as out:
                 shutil.copyfileobj(fin, out)
-        for name in KEPT_FILES:
-            shutil.copy2(src / name, tmp / name)
+        shutil.copy2(src / "config.resolved.yaml", tmp / "config.resolved.yaml")
+        env = dict(env)
         if not env.get("cpu_model"):  # a run from before env.json recorded it: this machine made it
             env["cpu_model"] = cpu_model()
             env["cpu_model_from"] = "make reference (the machine that copied the run; the run did not record it)"
         env.setdefault("cpu_threads", [])
         (tmp / "env.json").write_text(json.dumps(env, indent=1) + "\n")
         (tmp / FINGERPRINTS).write_text(json.dumps(fps, indent=1) + "\n")
-        (tmp / REFERENCE_INFO).write_text(json.dumps(_info(src, env, paper, profile, force), indent=1) + "\n")
+        (tmp / REFERENCE_INFO).write_text(json.dumps(info, indent=1) + "\n")
         if dest.exists():
             shutil.rmtree(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    total = sum(f.stat().st_size for f in reference_root().rglob("*") if f.is_file())
-    say(f"== {paper} ({profile}): {shown(src)} -> {shown(dest)}, "
-        f"{sum(f.stat().st_size for f in dest.iterdir()) / 1e6:.2f} MB; every reference together "
-        f"{total / 1e6:.2f} MB (budget {SIZE_BUDGET / 2**20:.0f} MiB)")
-    if total > SIZE_BUDGET:
-        say(f"warning: the reference folders exceed the {SIZE_BUDGET / 2**20:.0f} MiB budget "
-            f"(tests/test_reference.py fails)")
     return dest
 
 
@@ -177,4 +183,4 @@ def check_references(papers: list[str]) -> list[str]:
     return lines
 
 
-__all__ = ["make_reference", "check_run", "check_references", "fingerprints", "cpu_model", "SIZE_BUDGET"]
+__all__ = ["make_reference", "copy_tidy", "check_run", "check_references", "fingerprints", "cpu_model", "SIZE_BUDGET"]
