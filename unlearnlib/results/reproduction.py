@@ -5,12 +5,13 @@ Verdicts (``compare``):
 - **identical**: every non-timing value of ``metrics`` is equal (the same rows, the same numbers; timings and
   speed-ups always move from machine to machine and are left out);
 - **within noise**: not identical, but every claim's estimate lies inside the other run's 95 % interval, both ways
+  (a claim on a time, a speed-up, is shown but not judged: times move from machine to machine)
   (a paper without claims, the benchmark: every method's per-seed mean of every metric, per model, dataset and
   scenario kind, stands in for the claims);
 - **differs**: some estimate lies outside the other run's interval; the claims (or metrics) that do are listed.
 
 Beside the verdict: per claim both estimates and intervals, per metric group (a metric and its per-class or
-per-layer variants, ``forget_prediction_3`` -> ``forget_prediction``) the largest difference, and what differs
+per-layer variants, ``forget_prediction[3]`` -> ``forget_prediction``) the largest difference, and what differs
 between the two environments (``env.json``: threads, torch, CPU, device, ...).
 """
 
@@ -46,8 +47,9 @@ class Reproduction:
 
 
 def metric_group(metric: str) -> str:
-    """A metric's family: a trailing per-class or per-layer index dropped (``forget_prediction_3``)."""
-    return re.sub(r"(_\d+|[._:/][^_]*\d[^_]*)$", "", str(metric)) or str(metric)
+    """A metric's family: its per-class or per-layer part dropped (``forget_prediction[3]``,
+    ``weight_distance_original[layer1.0.conv1]``, ``forget_prediction_3``)."""
+    return re.sub(r"(\[.*\]|_\d+)$", "", str(metric)) or str(metric)
 
 
 def _estimates(run: Run) -> pd.DataFrame:
@@ -56,7 +58,8 @@ def _estimates(run: Run) -> pd.DataFrame:
         df = claims_frame(run)
         return pd.DataFrame({"what": [f"{c} ({m}{', ' + d if len(run.datasets) > 1 else ''})" for c, m, d in
                                       zip(df.claim, df.model, df.dataset, strict=True)],
-                             "estimate": df.estimate, "ci_low": df.ci_low, "ci_high": df.ci_high})
+                             "estimate": df.estimate, "ci_low": df.ci_low, "ci_high": df.ci_high,
+                             "timing": df.metric.isin(TIME_METRICS)})
     m = run.metrics[~run.metrics.metric.isin(TIME_METRICS)].dropna(subset=["value"])
     rows = []
     for (method, metric, model, dataset, kind), g in m.groupby(["method", "metric", "model", "dataset", "kind"],
@@ -64,8 +67,8 @@ def _estimates(run: Run) -> pd.DataFrame:
         seeds = g.groupby("seed").value.mean()
         mean, lo, hi = t_interval(seeds.values)
         rows.append({"what": f"{method}: {metric} ({model}, {dataset}, {kind or 'all'})", "estimate": mean,
-                     "ci_low": lo, "ci_high": hi})
-    return pd.DataFrame(rows, columns=["what", "estimate", "ci_low", "ci_high"])
+                     "ci_low": lo, "ci_high": hi, "timing": False})
+    return pd.DataFrame(rows, columns=["what", "estimate", "ci_low", "ci_high", "timing"])
 
 
 def _nan(v) -> bool:
@@ -83,7 +86,8 @@ def _inside(x: float, est: float, lo: float, hi: float) -> bool:
 
 def _claims(ref: Run, yours: Run) -> pd.DataFrame:
     a, b = _estimates(ref), _estimates(yours)
-    df = a.merge(b, on="what", how="outer", suffixes=("_ref", "_yours"))
+    df = a.merge(b.drop(columns="timing"), on="what", how="outer", suffixes=("_ref", "_yours"))
+    df["timing"] = df.timing.fillna(False).astype(bool)
     df["inside"] = [_inside(y, r, lo, hi) and _inside(r, y, ylo, yhi) for r, lo, hi, y, ylo, yhi in
                     zip(df.estimate_ref, df.ci_low_ref, df.ci_high_ref, df.estimate_yours, df.ci_low_yours,
                         df.ci_high_yours, strict=True)]
@@ -141,7 +145,8 @@ def compare(ref: Run, yours: Run) -> Reproduction:
     env = _environment(ref, yours)
     if identical:
         return Reproduction(IDENTICAL, claims, groups, env)
-    outside = [str(w) for w, ok in zip(claims.what, claims.inside, strict=True) if not ok]
+    # a claim on a time (a speed-up) moves with the machine: shown, never the reason for "differs"
+    outside = [str(w) for w, ok, t in zip(claims.what, claims.inside, claims.timing, strict=True) if not ok and not t]
     if not outside:
         return Reproduction(WITHIN_NOISE, claims, groups, env)
     moved = [str(g) for g, d in zip(groups["metric group"], groups["largest difference"], strict=True) if d > 0]
@@ -170,7 +175,8 @@ def report_html(rep: Reproduction, ref: Run) -> str:
                                                                 rep.claims.ci_high_ref, strict=True)],
         "yours": [_interval(e, lo, hi) for e, lo, hi in zip(rep.claims.estimate_yours, rep.claims.ci_low_yours,
                                                             rep.claims.ci_high_yours, strict=True)],
-        "each inside the other's interval": ["yes" if v else "no" for v in rep.claims.inside]})
+        "each inside the other's interval": [("yes" if v else "no") + (" (a time: not judged)" if t else "")
+                                             for v, t in zip(rep.claims.inside, rep.claims.timing, strict=True)]})
     out.append(claims.to_html(index=False, escape=True, classes="ul-reproduction"))
     groups = rep.groups.assign(**{"largest difference": [f"{v:.3g}" if v == v else "–"
                                                          for v in rep.groups["largest difference"]]})
@@ -185,7 +191,7 @@ def report_html(rep: Reproduction, ref: Run) -> str:
     return "\n".join(out)
 
 
-def reproduction(run: Run):
+def reproduction_section(run: Run):
     """The chapter's Reproduction section for ``run``: beside our reference when ``run`` is yours and a reference of
     its profile exists; otherwise a line that says what there is to compare."""
     from IPython.display import HTML, Markdown
@@ -206,5 +212,5 @@ def reproduction(run: Run):
                 + report_html(rep, ref))
 
 
-__all__ = ["IDENTICAL", "WITHIN_NOISE", "DIFFERS", "Reproduction", "compare", "metric_group", "reproduction",
+__all__ = ["IDENTICAL", "WITHIN_NOISE", "DIFFERS", "Reproduction", "compare", "metric_group", "reproduction_section",
            "report_html"]
