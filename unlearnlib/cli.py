@@ -329,7 +329,7 @@ def cmd_publish(a: argparse.Namespace) -> None:
     if a.source not in ("reference", "executed"):
         _fail(f"--source {a.source!r}: valid: reference (every chapter from reference/: what main publishes), "
               f"executed (book/papers as it is)")
-    if a.source == "reference":  # the published book is ours, never a smoke or a local run over it
+    if a.source == "reference" and not a.no_build:  # the published book is ours, never a smoke or local run
         render_chapters(book.BOOK_DIR, "reference")
     try:
         done = publish(tarball=Path(a.tarball) if a.tarball else None, branch=a.branch, remote=a.remote,
