@@ -88,3 +88,31 @@ def test_make_book_renders_stored_runs_and_a_no_run_page(tmp_path, monkeypatch):
     status = (book_dir / "_generated" / "status.md").read_text()
     assert "| chapter shows |" in status and "our reference run" in status
     assert "(papers/benchmark.md)" in status
+
+
+def test_the_performance_page_reads_the_reference_benchmarks_when_you_measured_none(tmp_path, monkeypatch):
+    import pytest
+
+    from unlearnlib import performance
+    from unlearnlib.harness.reference import copy_benchmarks
+    from unlearnlib.paths import results_root
+    from unlearnlib.schema import ConfigError
+
+    monkeypatch.setenv("UNLEARNLIB_REFERENCE", str(tmp_path / "reference"))
+    with pytest.raises(ConfigError, match="make benchmarks"):
+        copy_benchmarks()
+    mine = results_root() / "benchmarks"
+    (mine / "gpu").mkdir(parents=True)
+    df = pd.DataFrame({"method": ["ssd", "retrain"], "seconds": [2.0, 40.0]})
+    df.to_csv(mine / "methods.csv", index=False)
+    df.to_csv(mine / "gpu" / "gpu_check.csv", index=False)
+    assert performance.bench_root() == mine
+    ref = copy_benchmarks(say=lambda s: None)
+    assert sorted(p.relative_to(ref).as_posix() for p in ref.rglob("*.gz")) == ["gpu/gpu_check.csv.gz",
+                                                                                "methods.csv.gz"]
+    shutil.rmtree(mine)
+    assert performance.bench_root() == ref  # nothing measured here: ours
+    pd.testing.assert_frame_equal(performance._read(ref / "methods.csv"), df)
+    mine.mkdir()
+    df.to_csv(mine / "methods.csv", index=False)
+    assert performance.bench_root() == mine  # yours win

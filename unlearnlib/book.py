@@ -39,7 +39,7 @@ def _shown_source(book_dir: Path, pid: str) -> str:
 
     nb = book_dir / "papers" / f"{pid}.ipynb"
     if not nb.exists():
-        return "–"
+        return "no run yet" if (book_dir / "papers" / f"{pid}.md").exists() else "–"
     params = json.loads(nb.read_text()).get("metadata", {}).get("papermill", {}).get("parameters", {})
     try:
         src = choose_source(pid, params.get("profile", "?"), params.get("source", "local"))

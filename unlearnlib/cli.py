@@ -360,6 +360,14 @@ def cmd_reference(a: argparse.Namespace) -> None:
     from .harness.reference import make_reference
 
     profile = resolve_profile(a.profile)
+    if a.paper == "benchmarks":  # the Performance page's CSVs (make benchmarks)
+        from .harness.reference import copy_benchmarks
+
+        try:
+            copy_benchmarks()
+        except ConfigError as e:
+            _fail(str(e))
+        return
     papers = _papers_arg(a.paper)
     if a.paper == "all":  # every paper with a finished run in this profile; the others are named
         from .paths import results_root
@@ -445,7 +453,7 @@ def main(argv: list[str] | None = None) -> None:
                     "executed (the chapters book/papers holds)")
     pb.set_defaults(fn=cmd_publish)
     rf = sub.add_parser("reference", help="copy a finished local run's tidy files into reference/<paper>/<profile>/")
-    rf.add_argument("--paper", required=True, help="a paper id, or all")
+    rf.add_argument("--paper", required=True, help="a paper id, all, or benchmarks (the Performance page's CSVs)")
     rf.add_argument("--profile", default="auto", help="the run's profile (auto: paper with CUDA, else cpu)")
     rf.add_argument("--force", action="store_true", help="accept a run from a work tree with uncommitted changes")
     rf.set_defaults(fn=cmd_reference)

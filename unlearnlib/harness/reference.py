@@ -155,6 +155,32 @@ def copy_tidy(src: Path, dest: Path, env: dict, fps: dict, info: dict) -> Path:
     return dest
 
 
+def copy_benchmarks(say=print) -> Path:
+    """``results/benchmarks/**/*.csv`` (what ``make benchmarks`` measured) -> ``reference/benchmarks/`` gzipped: the
+    Performance page reads them when you have measured nothing yourself."""
+    src = results_root() / "benchmarks"
+    files = sorted(src.rglob("*.csv")) if src.is_dir() else []
+    if not files:
+        raise ConfigError(f"benchmarks: no CSV under {shown(src)}: run `make benchmarks` first")
+    dest = reference_root() / "benchmarks"
+    tmp = dest.with_name(f".benchmarks.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for f in files:
+            out = tmp / f.relative_to(src).with_name(f.name + ".gz")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with open(f, "rb") as fin, open(out, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
+                                                                             mtime=0, compresslevel=9) as gz:
+                shutil.copyfileobj(fin, gz)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    say(f"== benchmarks: {len(files)} CSV file(s) {shown(src)} -> {shown(dest)}")
+    return dest
+
+
 def _info(src: Path, env: dict, paper: str, profile: str, force: bool) -> dict:
     cells = pd.read_csv(src / "cells.csv") if (src / "cells.csv").exists() else None
     computed = cells[~cells.reused.astype(bool)] if cells is not None and "reused" in cells else cells
@@ -183,4 +209,5 @@ def check_references(papers: list[str]) -> list[str]:
     return lines
 
 
-__all__ = ["make_reference", "copy_tidy", "check_run", "check_references", "fingerprints", "cpu_model", "SIZE_BUDGET"]
+__all__ = ["make_reference", "copy_tidy", "copy_benchmarks", "check_run", "check_references", "fingerprints",
+           "cpu_model", "SIZE_BUDGET"]
