@@ -192,6 +192,10 @@ def cpu_copy(src: Path, dest: Path, **env_changes) -> Path:
     env = json.loads((src / "env.json").read_text())
     env.update({"profile": "cpu", "git_dirty": False, **env_changes})
     (dest / "env.json").write_text(json.dumps(env))
+    for f in dest.glob("*.csv"):
+        df = pd.read_csv(f)
+        if "profile" in df:
+            df.assign(profile="cpu").to_csv(f, index=False)
     return dest
 
 
@@ -344,3 +348,22 @@ def test_the_guard_bites(roots, tmp_path, monkeypatch):
         pm.execute_notebook(str(guarded), str(tmp_path / "out.ipynb"),
                             parameters={"paper": PAPER, "profile": "smoke", "source": "local"},
                             progress_bar=False, cwd=str(REPO_ROOT), kernel_name="python3")
+
+
+def test_make_reference_copies_a_checked_run_and_refuses_code_changed_since_its_commit(roots, tmp_path, monkeypatch):
+    from unlearnlib.harness import reference as H
+
+    src, ref_root = roots
+    results = tmp_path / "results"
+    run = cpu_copy(src, results / PAPER / "cpu", git_commit="0" * 40)
+    monkeypatch.setenv("UNLEARNLIB_RESULTS", str(results))
+    with pytest.raises(ConfigError, match="code behind its cells changed since the run's commit 0000000"):
+        H.make_reference(PAPER, "cpu", say=lambda s: None)  # a commit this repository does not have
+    assert not (ref_root / PAPER / "cpu").exists()
+    assert H._changed_since("0" * 40, ["train.py"])[0].startswith("(commit 0000000 is not in this repository")
+    monkeypatch.setattr(H, "_changed_since", lambda commit, files: [])  # the code is the run's
+    dest = H.make_reference(PAPER, "cpu", say=lambda s: None)
+    assert dest == ref_root / PAPER / "cpu"
+    check_reference_folder(dest)
+    assert json.loads((dest / "reference.json").read_text())["git_commit"] == "0" * 40
+    assert Run.load(dest).metrics.equals(Run.load(run).metrics)
