@@ -101,7 +101,7 @@ reference: setup  ## PAPER=<id>|all: copy a finished local run into reference/ (
 	@$(PY) -m unlearnlib.cli reference --paper="$$PAPER" --profile="$$PROFILE" $(if $(filter 1,$(FORCE)),--force)
 
 check-reference: setup  ## list per paper what changed (config, code fingerprints) since its reference run
-	@$(PY) -m unlearnlib.cli check-reference --paper="$(or $(PAPER),all)"
+	@$(PY) -m unlearnlib.cli check-reference --paper="$${PAPER:-all}"
 
 publish: setup  ## build the reference book (every chapter from reference/), write book.tar.gz, commit it to gh-pages; PUSH=1 also pushes it
 	@$(PY) -m unlearnlib.cli publish --source=reference $(if $(filter 1,$(PUSH)),--push)

@@ -367,3 +367,20 @@ def test_make_reference_copies_a_checked_run_and_refuses_code_changed_since_its_
     check_reference_folder(dest)
     assert json.loads((dest / "reference.json").read_text())["git_commit"] == "0" * 40
     assert Run.load(dest).metrics.equals(Run.load(run).metrics)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_the_make_targets_pass_their_parameters_as_text_to_the_cli(tmp_path):
+    import subprocess
+
+    def dry(*args):
+        done = subprocess.run(["make", "-n", *args, f"VENV={tmp_path}/venv"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=60)
+        return done.stdout
+
+    out = dry("reference", "PAPER=unsir`touch x`", "FORCE=1")
+    assert '-m unlearnlib.cli reference --paper="$PAPER" --profile="$PROFILE" --force' in out and "touch x" not in out
+    assert "--force" not in dry("reference", "PAPER=unsir")
+    assert '-m unlearnlib.cli book --source="$SOURCE"' in dry("book", "SOURCE=reference")
+    assert '-m unlearnlib.cli check-reference --paper="${PAPER:-all}"' in dry("check-reference")
+    assert "-m unlearnlib.cli publish --source=reference" in dry("publish")
