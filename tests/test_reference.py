@@ -307,13 +307,17 @@ print("RENDERED-WITHOUT-METHODS")
 '''
 
 
-def test_a_chapter_renders_from_a_reference_without_training(roots, tmp_path, monkeypatch):
+@pytest.mark.parametrize("source", ["reference", "auto"])
+def test_a_chapter_renders_from_a_stored_run_without_training(source, roots, tmp_path, monkeypatch):
+    """source=reference: ours (no local run exists); source=auto with your finished run: yours, loaded as it is,
+    with the Reproduction section against the reference (made from that very run: identical)."""
     import nbformat
     import papermill as pm
 
     src, ref_root = roots
     make_ref(src, ref_root)
-    monkeypatch.setenv("UNLEARNLIB_RESULTS", str(tmp_path / "no-local-runs"))  # the reference is all there is
+    if source == "reference":
+        monkeypatch.setenv("UNLEARNLIB_RESULTS", str(tmp_path / "no-local-runs"))  # the reference is all there is
     monkeypatch.setenv("UNLEARNLIB_CACHE", str(tmp_path / "no-cache"))
     nb = nbformat.read(REPO_ROOT / "notebooks" / f"{PAPER}.ipynb", as_version=4)
     assert "source = " in nb.cells[1].source  # the parameters cell
@@ -322,17 +326,20 @@ def test_a_chapter_renders_from_a_reference_without_training(roots, tmp_path, mo
     guarded = tmp_path / "guarded.ipynb"
     nbformat.write(nb, guarded)
     out = tmp_path / "out.ipynb"
-    pm.execute_notebook(str(guarded), str(out), parameters={"paper": PAPER, "profile": "smoke",
-                                                            "source": "reference"},
+    pm.execute_notebook(str(guarded), str(out), parameters={"paper": PAPER, "profile": "smoke", "source": source},
                         progress_bar=False, cwd=str(REPO_ROOT), kernel_name="python3")
     done = nbformat.read(out, as_version=4)
     text = "\n".join(o.get("text", "") + json.dumps(o.get("data", {})) for c in done.cells if c.cell_type == "code"
                      for o in c.get("outputs", []))
     assert "RENDERED-WITHOUT-METHODS" in text
-    assert "numbers: reference run, " in text  # the banner says where the numbers come from
-    assert "These numbers are our reference run" in text  # the reproduction section
     assert "Claims, verdicts from this run" in text  # the claims table rendered
     assert "/usr/share/datasets" not in text and str(tmp_path) not in text  # no path of this machine
+    if source == "reference":
+        assert "numbers: reference run, " in text  # the banner says where the numbers come from
+        assert "These numbers are our reference run" in text  # the reproduction section
+    else:
+        assert "numbers: your run ($UNLEARNLIB_RESULTS/lightweight_unlearning/smoke)" in text
+        assert "Verdict: identical" in text
 
 
 def test_the_guard_bites(roots, tmp_path, monkeypatch):
