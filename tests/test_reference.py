@@ -78,7 +78,7 @@ def check_reference_folder(path: Path) -> None:
     env = json.loads((path / "env.json").read_text())
     missing = [k for k in R.ENV_FIELDS if k not in env]
     assert missing == [], f"{path}/env.json lacks {missing}"
-    assert env["profile"] == path.name and env["cpu_threads"], env
+    assert env["profile"] == path.name and env["cpu_threads"] and env["wall_s"] > 0, env
     run = Run.load(path)
     assert run.profile == path.name and run.config.id == path.parent.name
     for df, types in ((run.metrics, METRIC_TYPES), (run.timings, TIMING_TYPES), (run.cells, CELL_TYPES)):

@@ -34,7 +34,7 @@ REFERENCE_INFO = "reference.json"
 FINGERPRINTS = "fingerprints.json"
 # fields every reference's env.json carries (the banner and the reproduction section read them)
 ENV_FIELDS = ("created", "profile", "seeds", "device", "device_name", "cpu_model", "python", "torch", "git_commit",
-              "git_dirty", "cpu_threads")
+              "git_dirty", "cpu_threads", "wall_s")
 # the order in which `make book` looks for a run of a paper: a local run of a real profile first (yours), then our
 # reference, then a local smoke run (a pipeline check, never shown over a reference)
 BOOK_PROFILES = ("paper", "fast", "cpu", "scale", "upstream")

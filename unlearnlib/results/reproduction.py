@@ -206,10 +206,14 @@ def reproduction_section(run: Run):
                         f"compare your run with.")
     ref = Run.load(ref_path)
     rep = compare(ref, run)
-    from .reference import reference_line
+    from .reference import reference_line, staleness
 
+    stale = staleness(ref_path, paper)
+    note = (f"<p><b>Our reference is stale</b>: since it ran, {len(stale)} thing(s) changed that its numbers depend "
+            f"on (<code>make check-reference</code> lists them), so a difference may come from the code or config, "
+            f"not from your machine.</p>" if stale else "")
     return HTML(f"<p>Your run ({html.escape(shown(run.path))}) beside ours ({html.escape(reference_line(ref))}).</p>"
-                + report_html(rep, ref))
+                + note + report_html(rep, ref))
 
 
 __all__ = ["IDENTICAL", "WITHIN_NOISE", "DIFFERS", "Reproduction", "compare", "metric_group", "reproduction_section",
