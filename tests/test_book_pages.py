@@ -116,3 +116,29 @@ def test_the_performance_page_reads_the_reference_benchmarks_when_you_measured_n
     mine.mkdir()
     df.to_csv(mine / "methods.csv", index=False)
     assert performance.bench_root() == mine  # yours win
+
+
+def test_make_book_falls_back_to_the_reference_when_your_run_cannot_be_rendered(tmp_path, monkeypatch):
+    import pytest
+
+    from unlearnlib import cli
+    from unlearnlib.results import reference as R
+
+    calls = []
+
+    def execute(paper, profile, out_dir, **kw):
+        calls.append((paper, profile, kw["source"]))
+        if kw["source"] == "auto":
+            raise SystemExit(2)  # execute_notebook's one error line, then exit 2
+        return out_dir / f"{paper}.ipynb"
+
+    monkeypatch.setattr(cli, "execute_notebook", execute)
+    monkeypatch.setattr(book, "suite", lambda: [("unsir", "UNSIR")])
+    monkeypatch.setattr(R, "book_choice", lambda pid, source="auto": ("cpu", "reference") if source == "reference"
+                        else ("paper", "auto"))
+    assert cli.render_chapters(tmp_path, "auto") == {"unsir": "cpu (reference)"}
+    assert calls == [("unsir", "paper", "auto"), ("unsir", "cpu", "reference")]
+    monkeypatch.setattr(R, "book_choice", lambda pid, source="auto": None if source == "reference"
+                        else ("paper", "auto"))
+    with pytest.raises(SystemExit):  # no reference to fall back on: the error stands
+        cli.render_chapters(tmp_path, "auto")

@@ -229,7 +229,16 @@ def render_chapters(book_dir: Path, source: str = "auto") -> dict[str, str]:
         else:
             profile, src = choice
             t = time.perf_counter()
-            execute_notebook(pid, profile, book_dir / "papers", source=src)
+            try:
+                execute_notebook(pid, profile, book_dir / "papers", source=src)
+            except SystemExit:  # your run could not be shown (an old or damaged folder): ours, saying so
+                fallback = book_choice(pid, "reference") if src == "auto" else None
+                if fallback is None:
+                    raise
+                print(f"warning: {pid}: your {profile} run could not be rendered (see above); the chapter shows our "
+                      f"reference run instead. Run it again: make reproduce PAPER={pid} PROFILE={profile}", flush=True)
+                profile, src = fallback
+                execute_notebook(pid, profile, book_dir / "papers", source=src)
             shown_as[pid] = f"{profile} ({src})"
             print(f"   {pid}: rendered from the {profile} run ({src}) in {time.perf_counter() - t:.0f} s", flush=True)
     print(f"== {len(shown_as)} chapters rendered in {time.perf_counter() - t0:.0f} s, nothing trained", flush=True)
