@@ -217,6 +217,12 @@ def test_make_reference_refuses_smoke_dirty_and_another_config(roots, tmp_path, 
     with pytest.raises(ConfigError, match="uncommitted changes.*FORCE=1"):
         check_run(dirty, PAPER)
     assert check_run(dirty, PAPER, force=True)
+    old = cpu_copy(src, tmp_path / "old" / "cpu")
+    env = json.loads((old / "env.json").read_text())
+    del env["wall_s"]
+    (old / "env.json").write_text(json.dumps(env))
+    with pytest.raises(ConfigError, match="did not record its wall time"):
+        check_run(old, PAPER)
     other = cpu_copy(src, tmp_path / "other" / "cpu")
     cfg = yaml.safe_load((other / "config.resolved.yaml").read_text())
     cfg["settings"]["train"]["epochs"] += 1

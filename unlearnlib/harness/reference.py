@@ -89,6 +89,9 @@ def check_run(path: Path, paper: str, force: bool = False) -> dict:
         state = "had uncommitted changes" if env.get("git_dirty") else "is unknown (not a git checkout?)"
         raise ConfigError(f"{paper}: the work tree of the run at {where} {state} (commit "
                           f"{str(env.get('git_commit'))[:7]}): commit, rerun, then `make reference`; or FORCE=1")
+    if not force and "wall_s" not in env:
+        raise ConfigError(f"{paper}: the run at {where} did not record its wall time (a run from before env.json "
+                          f"had wall_s): rerun `make reproduce PAPER={paper} PROFILE={profile}`; or FORCE=1")
     changes = config_changes(run_config(path), yaml_config(paper, profile))
     if changes:
         raise ConfigError(f"{paper}: the run at {where} was made with another config than "
