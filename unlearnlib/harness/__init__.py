@@ -61,9 +61,20 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
         write_run(folder.tmp, plan, *collect(plan, store, {c.key for c in reused}), ensemble_scores(plan, store),
                   executor=ex.describe())
         write_diagnoses(folder.tmp, collect_diagnoses(plan, store))
+        record_wall_time(folder.tmp, time.perf_counter() - t0)
         folder.commit()
     _say(done_line(time.perf_counter() - t0, len(todo), len(reused), folder.final))
     return Run.load(folder.final)
+
+
+def record_wall_time(folder: Path, seconds: float) -> None:
+    """The run's wall time (planning, every cell, the tables; a resumed run: this invocation's) into its env.json:
+    a reference run carries it (issue 21)."""
+    import json
+
+    env = json.loads((folder / "env.json").read_text())
+    env["wall_s"] = round(seconds, 1)
+    (folder / "env.json").write_text(json.dumps(env, indent=1))
 
 
 def done_line(seconds: float, computed: int, reused: int, results: Path) -> str:

@@ -21,6 +21,7 @@ from ..metrics import speedup
 from ..paths import REPO_ROOT
 from .cells import CellRunner, original_timing
 from .plan import ENSEMBLE, Cell, RunPlan, reference_method
+from .reference import cpu_model
 from .store import Store, read_json
 
 # what a row is, written with it so that the reader needs no registry (issue 23): the scenario's kind (class |
@@ -158,6 +159,7 @@ def environment(plan: RunPlan) -> dict:
         "speed": plan.settings.speed,  # the run's speed switch: exact (float32) | fast (bf16, channels_last)
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
         or platform.machine(),
+        "cpu_model": cpu_model(),  # the reference banner names it (platform.processor() is often just the arch)
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
