@@ -133,7 +133,7 @@ def test_derived_loaders_count_towards_the_loader_they_came_from():
 # small options per field where a Config has it: a couple of epochs on the tiny problem, stopping rules off so that
 # the maximum is what runs
 TINY = dict(epochs=2, batch_size=16, forget_batch_size=8, msteps=1, max_steps=None, stop_at_forget_acc=-1.0,
-            stop_at_remembered=None, pgd_iters=2, augment=False)
+            stop_at_remembered=None, pgd_iters=2, augment=False, patience=10**6, disc_warmup=2)
 
 
 @pytest.mark.parametrize("name", sorted(n for n in METHODS.names() if METHODS.get(n).steps is not None))
