@@ -349,6 +349,9 @@ class _CellMaker:
         # the device type and, on the CPU, the thread count (reductions are split per thread)
         dev = plan.device.type
         self.compute = ("compute", dev, plan.threads or "each process's share") if dev == "cpu" else ("compute", dev)
+        # and the run's speed switch when it is not exact (bf16/channels_last numbers; exact keeps the keys it had)
+        if plan.settings.speed != "exact":
+            self.compute += ("speed", plan.settings.speed)
 
     @staticmethod
     def data_key(split: Split) -> str:

@@ -30,7 +30,7 @@ DESCRIBE_COLUMNS = ["kind", "reference", "run_on"]
 METRIC_COLUMNS = ["paper", "profile", "dataset", "model", "scenario", "method", "seed", "metric", "value",
                   *DESCRIBE_COLUMNS]
 TIMING_COLUMNS = [*METRIC_COLUMNS[:7], "seconds", "seconds_min", "seconds_max", "repeats", "cached", "device",
-                  "threads", *DESCRIBE_COLUMNS]
+                  "threads", "speed", *DESCRIBE_COLUMNS]
 TRACE_COLUMNS = [*METRIC_COLUMNS[:7], "name", "step", "value"]
 # one row per cell; "kind" is the cell's (original | evaluate | method), "scenario_kind" its scenario's
 CELL_COLUMNS = ["cell", "part", "kind", "dataset", "model", "scenario", "method", "seed", "trains_from_scratch",
@@ -155,6 +155,7 @@ def environment(plan: RunPlan) -> dict:
         "profile": plan.profile,
         "seeds": plan.seeds,
         "device": str(dev),
+        "speed": plan.settings.speed,  # the run's speed switch: exact (float32) | fast (bf16, channels_last)
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
         or platform.machine(),
         "python": sys.version.split()[0],

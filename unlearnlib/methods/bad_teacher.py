@@ -113,7 +113,7 @@ def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Modu
         with torch.no_grad():
             good, bad = competent(x), incompetent(x)
         out = unlearner_loss(student(x), is_forget, good, bad, cfg.temperature, cfg.kl_reduction)
-        trace("loss", float(out.detach()), step["n"])
+        trace("loss", out, step["n"])
         step["n"] += 1
         return out
 

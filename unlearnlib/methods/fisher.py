@@ -125,7 +125,10 @@ def fisher_diagonal(model: nn.Module, batches, num_classes: int, labels: str = "
         else:
             raise ValueError(f"fisher labels {labels!r}; valid: expected, true")
         for target, weight in weighted:
-            grads = per_sample(params, x, target)
+            # float32 even under a run's speed: fast (vmapped BatchNorm under bf16 autocast fails, and the
+            # diagonal's small squared gradients, inverted below, need more than bf16's 8 mantissa bits)
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                grads = per_sample(params, x, target)
             for k, g in grads.items():
                 acc[k] += torch.einsum("b,b...->...", weight.to(g.dtype), g.pow(2))
         n += len(y)

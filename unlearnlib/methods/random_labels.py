@@ -143,7 +143,7 @@ def relabel_loss(cfg: RLConfig):
         if cfg.forget_weight != 1.0:
             per = torch.where(is_f, cfg.forget_weight * per, per)
         out = per.mean()
-        trace("loss", float(out.detach()), step["n"])
+        trace("loss", out, step["n"])
         step["n"] += 1
         return out
 

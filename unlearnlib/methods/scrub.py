@@ -112,7 +112,7 @@ def scrub_loss(teacher: nn.Module, cfg: Config, original: dict[str, torch.Tensor
         if cfg.smoothing and original is not None:
             out = out + cfg.smoothing * sum(torch.linalg.vector_norm(p - original[k])
                                             for k, p in student.named_parameters())
-        trace(f"{phase}_kl", float(d.detach()), steps[phase])
+        trace(f"{phase}_kl", d, steps[phase])
         steps[phase] += 1
         return out
 
