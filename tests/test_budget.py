@@ -22,6 +22,7 @@ from unlearnlib.harness.budget import budget_rows, changed_shares, measuring, pa
 from unlearnlib.methods import METHODS, expected_steps, method_spec
 from unlearnlib.models import build_model
 from unlearnlib.results import Run, results_table
+from unlearnlib.results import budget as rb
 from unlearnlib.results import leaderboard as lb
 
 
@@ -133,7 +134,7 @@ def test_derived_loaders_count_towards_the_loader_they_came_from():
 # small options per field where a Config has it: a couple of epochs on the tiny problem, stopping rules off so that
 # the maximum is what runs
 TINY = dict(epochs=2, batch_size=16, forget_batch_size=8, msteps=1, max_steps=None, stop_at_forget_acc=-1.0,
-            stop_at_remembered=None, pgd_iters=2, augment=False)
+            stop_at_remembered=None, pgd_iters=2, augment=False, patience=10**6, disc_warmup=2)
 
 
 @pytest.mark.parametrize("name", sorted(n for n in METHODS.names() if METHODS.get(n).steps is not None))
@@ -180,7 +181,7 @@ def test_ssd_at_alpha_10_on_a_10_percent_forget_set_is_a_no_op_with_its_reason()
     # the chapter calls it a no-op and quotes the reason
     run = _run_from_calls({("ssd", "class0"): out})
     text = lb.scenario_summary(run, "class").data
-    assert "`ssd` is a **no-op** in every one of its 1 call here" in text
+    assert "`ssd` is a **no-op** here: its call changed no weight, so its numbers are the original's" in text
     assert f"its rule selected 0 of {d.of:,} weights" in text and "cannot exceed α here" in text
 
 
@@ -273,7 +274,7 @@ def test_the_results_table_of_a_chapter_shows_the_budget_and_its_no_ops():
     df = styler.data.set_index("method")
     assert {"steps", "passes F/R", "changed %"} <= set(df.columns)
     assert df.loc["ssd", "changed %"] == "0 (no-op)" and df.loc["ssd", "steps"] == "0"
-    assert "ssd is a no-op in every one of its 1 call here" in styler.caption
+    assert "ssd is a no-op here: its call changed no weight" in styler.caption
     assert "its rule selected 0 of 1,000 weights; a reason" in styler.caption
 
 
@@ -298,3 +299,12 @@ def test_a_run_without_budget_rows_shows_no_empty_budget_columns():
     assert "Budget:" not in lb.leaderboard_table(run, "class").caption
     run.config.table_metrics = ["forget_acc"]
     assert "steps" not in results_table(run).data.columns
+
+
+def test_no_op_sentences_count_the_calls():
+    calls = {("ssd", f"class{i}"): _fake_call(0, 2.0, 1.0, 0.0 if i < 2 else 0.5) for i in range(3)}
+    run = _run_from_calls(calls)
+    run.metrics.loc[run.metrics.scenario.str.startswith("class"), "kind"] = "class"
+    (sentence,) = rb.no_op_sentences(run, "class")
+    assert sentence.startswith("`ssd` is a **no-op** in 2 of its 3 calls here: those changed no weight")
+    assert sentence.endswith("(it states no reason).")

@@ -73,7 +73,7 @@ def cell_line(plan: RunPlan, store: Store, cell: Cell, reused: bool = False) -> 
     if res.get("stopped_by_rule") == 0.0:
         parts.append("[its stopping rule never fired: it ran to its maximum]")
     if "budget_steps" in res:
-        parts.append(f"{res['budget_steps']:.0f} steps")
+        parts.append(f"{res['budget_steps']:.0f} step{'' if res['budget_steps'] == 1 else 's'}")
     if res.get("budget_changed_pct") == 0.0 and res.get("budget_buffers_changed_pct") == 0.0:
         parts.append("[a no-op: no weight changed]")
     return f"{head} {'' if t is None else f'{t:8.2f} s':11s} " + "  ".join(parts) + tail

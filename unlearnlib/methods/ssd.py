@@ -185,7 +185,7 @@ def no_selection_reason(imp_full: dict[str, torch.Tensor], imp_forget: dict[str,
     n_d = -(-len(pairs) // batch_size)
     only_f = sum(all(p == "f" for p, _ in pairs[i:i + batch_size]) for i in range(0, len(pairs), batch_size))
     share = sum(p == "f" for p, _ in pairs) / max(len(pairs), 1)
-    head = (f"its rule dampens a weight where I_f > α·I_D (α = {alpha:g}); the largest I_f/I_D of any weight was "
+    head = (f"it dampens a weight only where I_f > α·I_D (α = {alpha:g}); the largest I_f/I_D of any weight was "
             f"{ratio:.3g}")
     if not only_f or only_f / n_d < 1 / alpha:
         return head + "."

@@ -146,11 +146,11 @@ def no_op_sentences(run: Run, kind: str, dataset: str | None = None, model: str 
         n, total = no_op_calls(run, method, model, dataset, kind)
         if not n:
             continue
-        share = "every one of its" if n == total else f"{n} of its"
-        why = _reason(run, method, dataset, scen)
-        out.append(f"`{method}` is a **no-op** in {share} {total} call{'s' if total > 1 else ''} here: it changed no "
-                   f"weight, so its numbers are the original's" + (f" ({why})" if why else " (it states no reason)")
-                   + ".")
+        where = ("here: its call" if total == 1 else f"in all {total} of its calls here: they" if n == total
+                 else f"in {n} of its {total} calls here: those")
+        why = _reason(run, method, dataset, scen).rstrip(".")
+        out.append(f"`{method}` is a **no-op** {where} changed no weight, so its numbers are the original's"
+                   + (f" ({why})." if why else " (it states no reason)."))
     return out
 
 
