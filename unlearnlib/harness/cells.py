@@ -10,6 +10,8 @@ is computed once.
 from __future__ import annotations
 
 import copy
+import os
+import sys
 import time
 from collections import OrderedDict
 from typing import Callable
@@ -110,8 +112,30 @@ class CellRunner:
                 return self._evaluate(cell)
             return self._method(cell, n)
 
+    def train_from_scratch(self, cell: Cell) -> dict:
+        """The training half of a method cell that trains from scratch (retrain), run without its original: the
+        timed call on a freshly built model of the cell's architecture (the method re-initialises every module, so
+        the original's weights never enter it), saved under the cell's ``model_key`` with its timing and traces.
+        The cell itself (:meth:`run`) then loads it and evaluates it against the original. The Ray executor runs
+        this as a task of its own with no dependencies, so a retrain does not wait for its original."""
+        if not (cell.kind == "method" and cell.model_key and method_spec(cell.method).trains_from_scratch):
+            raise ValueError(f"cell '{cell.label}' does not train from scratch: it has no training half")
+        with _threads.computing(), _threads.using(self.threads) as n, self.store.building(cell.model_key):
+            part = self._part(cell)
+            part.to_device(self.plan.device)
+            seed_everything(cell.seed)  # as original_model builds the model it loads the original into
+            fresh = part.new_model(cell.model)
+            meta = self.store.load_model(cell.model_key, copy.deepcopy(fresh))
+            if meta is None:
+                model, meta, rows = self._timed(cell, fresh.to(self.plan.device).eval(), n)
+                meta.update(trained_for=cell.key, traces=rows)
+                self.store.save_model(cell.model_key, model, meta)
+        return {"kind": "train", "meta": meta}
+
     def _part(self, cell: Cell) -> DataPart:
-        return self.plan.part(cell.part or cell.dataset)
+        part = self.plan.part(cell.part or cell.dataset)
+        part.to_device(self.plan.device)  # in the process that computes (never a Ray driver): see DataPart
+        return part
 
     def _split(self, cell: Cell) -> Split:
         return self._part(cell).splits[cell.scenario]
@@ -140,6 +164,7 @@ class CellRunner:
                 with Timer(plan.device) as t:
                     fit(model, train, s.train, desc=f"original {cell.model}", progress=self.progress)
                 meta = {"kind": "original", "seconds": t.seconds, "device": str(plan.device), "threads": threads,
+                        "gpu": physical_device(plan.device),
                         "wall_s": time.perf_counter() - t0}  # the cell: data, training and the rest before saving
                 self.store.save_model(cell.model_key, model, meta)
         return {"kind": "original", "meta": meta}
@@ -199,7 +224,9 @@ class CellRunner:
         meta = self.store.load_model(cell.model_key, model) if cell.model_key else None
         trace_rows: list[dict] = []
         cached = meta is not None
-        if cached:
+        if cached and meta.get("trained_for") == cell.key:  # its training half (Ray: a task of its own) ran for it
+            cached, trace_rows = False, list(meta.get("traces", []))
+        if meta is not None:
             model.to(plan.device)
         else:
             model, meta, trace_rows = self._timed(cell, original, threads)
@@ -255,6 +282,7 @@ class CellRunner:
                 result, rows = model, trace_rows
         meta = {"kind": cell.method, "seconds": float(np.median(times)), "seconds_min": min(times),
                 "seconds_max": max(times), "repeats": len(times), "device": str(plan.device), "threads": threads,
+                "gpu": physical_device(plan.device),
                 "seconds_total": time.perf_counter() - w0}  # every call, the warm-up and the copies between them
         return result, meta, rows
 
@@ -308,7 +336,27 @@ def timing_fields(meta: dict) -> dict:
     """The timing columns from a checkpoint's or a call's metadata (one call: its time is the median)."""
     sec = meta["seconds"]
     return {"seconds": sec, "seconds_min": meta.get("seconds_min", sec), "seconds_max": meta.get("seconds_max", sec),
-            "repeats": meta.get("repeats", 1), "device": meta["device"], "threads": meta.get("threads")}
+            "repeats": meta.get("repeats", 1), "device": meta["device"], "threads": meta.get("threads"),
+            "gpu": meta.get("gpu", "")}
+
+
+def physical_device(device: torch.device) -> str:
+    """The physical GPU a cell computed on, for its timing row: the id Ray assigned to this worker
+    (``ray.get_gpu_ids()``), else the entry of ``CUDA_VISIBLE_DEVICES`` that torch's device index points at, else
+    that index; ``cpu`` on the CPU. Two cells that shared a GPU show the same id (``cells_per_gpu``)."""
+    if device.type != "cuda":
+        return "cpu"
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    ray = sys.modules.get("ray")  # only in a process that imported it: a local run never pays for the import
+    if ray is not None and ray.is_initialized():
+        try:
+            ids = [str(i) for i in ray.get_gpu_ids()]
+        except Exception:  # noqa: BLE001 - a driver or an older Ray: fall back to the environment
+            ids = []
+        if ids:
+            return ids[index] if index < len(ids) else ",".join(ids)
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    return visible[index] if index < len(visible) else str(index)
 
 
 def original_timing(cell: Cell, meta: dict, cached: bool) -> dict:
