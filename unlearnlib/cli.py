@@ -1,4 +1,4 @@
-"""Command line: ``python -m unlearnlib.cli {list,reproduce,book,book-test}`` (used by the Makefile)."""
+"""Command line: ``python -m unlearnlib.cli {list,plan,reproduce,book,book-test}`` (used by the Makefile)."""
 
 from __future__ import annotations
 
@@ -318,6 +318,18 @@ def cmd_clean_cache(a: argparse.Namespace) -> None:
                                                   else "nothing to remove"))
 
 
+def cmd_plan(a: argparse.Namespace) -> None:
+    """The cells of a run by kind and its estimated time per device, from the config alone (nothing runs)."""
+    from .harness.estimate import estimate, render
+
+    if not a.paper:
+        _fail(f"PAPER is required; valid papers: {', '.join(available_papers())}")
+    try:
+        print(render(estimate(a.paper, a.profile)))
+    except ConfigError as e:
+        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
 def cmd_list(a: argparse.Namespace) -> None:
     from .methods import METHODS
 
@@ -363,6 +375,10 @@ def main(argv: list[str] | None = None) -> None:
     pb.add_argument("--tarball", default="", help="default: book.tar.gz in the repository root")
     pb.add_argument("--no-build", action="store_true", help="publish book/_build/html as it is")
     pb.set_defaults(fn=cmd_publish)
+    pl = sub.add_parser("plan", help="a run's cells by kind and its estimated time per device (runs nothing)")
+    pl.add_argument("--paper", default="")
+    pl.add_argument("--profile", default="auto")
+    pl.set_defaults(fn=cmd_plan)
     sub.add_parser("list", help="list papers, profiles and methods").set_defaults(fn=cmd_list)
     sub.add_parser("clean-cache", help="remove the cell store ($UNLEARNLIB_CACHE, default .cache/unlearnlib)"
                    ).set_defaults(fn=cmd_clean_cache)
