@@ -301,7 +301,7 @@ def test_one_vmap_over_all_targets_equals_a_per_sample_per_class_loop_on_a_resne
         for k in range(4) if labels == "expected" else [int(y[i])]:
             g = torch.autograd.grad(F.cross_entropy(model(x[i:i + 1]), torch.tensor([k])), list(params.values()))
             w = prob[k] if labels == "expected" else 1.0
-            for name, gi in zip(params, g):
+            for name, gi in zip(params, g, strict=True):
                 want[name] += w * gi.pow(2)
     for name in params:
         torch.testing.assert_close(got[name], want[name] / len(x), rtol=1e-4, atol=1e-10)

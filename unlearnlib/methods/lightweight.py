@@ -75,10 +75,10 @@ from . import forget_classes_from_retain, register_method
 
 EVAL_CHUNK = 500  # images per forward pass when the stopping statistic is computed (memory only)
 
-
 # True: fit (and trace) the loss-LR attack at every stop check even when the rule does not read it, as before issue
 # 22 (same model, a slower call: one scikit-learn cross-validation per check). Off: fitted only for stop_rule "mia"
 TRACE_ATTACK = False
+
 
 @dataclass
 class Config(TrainConfig):

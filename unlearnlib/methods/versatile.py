@@ -72,10 +72,10 @@ from ..train import Optimizer, PatienceStop, Scheduler, TrainConfig, fit
 from . import register_method
 from .lightweight import GapMonitor, logits_at
 
-
 # True: fit (and trace) the loss-LR attack at every stop check even when the rule does not read it, as before issue
 # 22 (same model, a slower call: one scikit-learn cross-validation per check). Off: fitted only for stop_rule "mia"
 TRACE_ATTACK = False
+
 
 @dataclass
 class Config(TrainConfig):
