@@ -67,8 +67,9 @@ def test_a_measured_cpu_rate_gives_cpu_hours(tmp_path):
                    "cpu,resnet18,8,100,1e9,2\ncpu,vgg11_bn,8,300,1e9,2\ncpu,allcnn,8,200,1e9,2\n"
                    "cuda,resnet18,64,9999,1e9,16\n")
     rates, source = cpu_rates(csv)
-    assert rates == {"*": pytest.approx(0.2)} and "3 rows" in source  # TFLOP/s: 200 img/s x 1 GFLOP, the median
-    est = estimate("unsir", "smoke", throughputs=csv)
+    assert rates["*"] == pytest.approx(0.2) and "3 rows" in source  # TFLOP/s: 200 img/s x 1 GFLOP, the median
+    assert rates["resnet18@8"] == pytest.approx(0.1) and "resnet18@64" not in rates  # a cuda row is not the CPU's
+    est = estimate("unsir", "smoke", throughputs=csv)  # resnet18 at width 4: not measured, the median rate
     assert est.hours("cpu") == pytest.approx(est.flops / 2e11 / 3600)
     assert est.hours("h200") == pytest.approx(est.flops / (GPU_ASSUMPTIONS["exact"].tflops * 1e12) / 3600)
     missing = estimate("unsir", "smoke", throughputs=tmp_path / "none.csv")

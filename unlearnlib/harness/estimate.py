@@ -103,6 +103,7 @@ class KindCount:
     cells: int = 0
     passes: float = 0.0  # training image-passes
     flops: float = 0.0
+    cpu_s: float = 0.0  # estimated seconds on the CPU (nan: not measured)
 
 
 @dataclass
@@ -111,7 +112,7 @@ class Estimate:
     profile: str
     speed: str
     kinds: dict[str, KindCount]
-    cpu_tflops: dict[str, float]  # per model ("*": the median of every row); empty: not measured
+    cpu_tflops: dict[str, float]  # per "model@width" ("*": the median of every row); empty: not measured
     cpu_source: str
 
     @property
@@ -127,21 +128,25 @@ class Estimate:
         flops = self.flops if kind is None else self.kinds[kind].flops
         if device == "h200":
             return flops / (GPU_ASSUMPTIONS[self.speed].tflops * 1e12) / 3600
-        rate = self.cpu_tflops.get("*")
-        return float("nan") if not rate else flops / (rate * 1e12) / 3600
+        kinds = self.kinds.values() if kind is None else [self.kinds[kind]]
+        return sum(k.cpu_s for k in kinds) / 3600
 
 
 def cpu_rates(path: Path = THROUGHPUTS) -> tuple[dict[str, float], str]:
-    """Effective CPU training TFLOP/s from the committed throughput CSV ("*": the median over its rows)."""
+    """Effective CPU training TFLOP/s from the committed throughput CSV, per "model@width" and "*" (the median over
+    its rows, for a model or width not measured)."""
     if not path.exists():
         return {}, f"not measured (run python benchmarks/throughput.py --commit; it writes {path.name})"
     with path.open() as f:
         rows = [r for r in csv.DictReader(f) if r.get("device") == "cpu"]
-    rates = sorted(float(r["images_per_s"]) * float(r["train_flops_per_image"]) / 1e12 for r in rows)
-    if not rates:
+    per = {f"{r['model']}@{r['width']}": float(r["images_per_s"]) * float(r["train_flops_per_image"]) / 1e12
+           for r in rows}
+    if not per:
         return {}, f"{path.name} has no cpu rows"
+    rates = sorted(per.values())
     where = ", ".join(sorted({f"{r.get('cores', '?')} cores" for r in rows}))
-    return {"*": rates[len(rates) // 2]}, f"measured ({path.name}: {len(rows)} rows, {where})"
+    return {**per, "*": rates[len(rates) // 2]}, (f"measured ({path.name}: {len(rows)} rows, {where}; a model or "
+                                                  f"width not measured at the median rate)")
 
 
 def _work(name: str, mc, retain: int, forget: int) -> float:
@@ -164,7 +169,8 @@ def _forget_size(sc, pool: int, classes: int) -> int:
     return round(pool * sc.fraction)
 
 
-def _part(cfg, s, names: list[str], seeds: list[int], kinds: dict[str, KindCount], ensemble=None) -> None:
+def _part(cfg, s, names: list[str], seeds: list[int], kinds: dict[str, KindCount], rates: dict[str, float],
+          ensemble=None) -> None:
     """Add the cells of one dataset (or of the ensemble) to ``kinds``."""
     n_train, n_test, classes = dataset_sizes(s.dataset)
     from ..data import DATASETS
@@ -182,8 +188,10 @@ def _part(cfg, s, names: list[str], seeds: list[int], kinds: dict[str, KindCount
     def add(kind: str, model: str, passes: float, n: int = 1) -> None:
         spec = s.models[model]
         f = train_flops(model, spec.width, spec.depth, spec.heads, spec.patch, ds.channels, ds.size, classes)
+        rate = rates.get(f"{model}@{spec.width}") or rates.get("*") or float("nan")
         k = kinds.setdefault(kind, KindCount())
         k.cells, k.passes, k.flops = k.cells + n, k.passes + n * passes, k.flops + n * passes * f
+        k.cpu_s += n * passes * f / (rate * 1e12)
 
     models = [ensemble.model or next(iter(s.models))] if ensemble else list(s.models)
     for model in models:
@@ -217,12 +225,12 @@ def estimate(paper: str, profile: str, throughputs: Path = THROUGHPUTS) -> Estim
     s = cfg.settings
     names = select_methods(paper, s.methods, None)
     kinds: dict[str, KindCount] = {}
-    for ds in cfg.datasets:
-        _part(cfg, cfg.settings_for(ds), names, s.seeds, kinds)
-    if s.ensemble.n:
-        _part(cfg, cfg.ensemble_settings(), names, s.seeds, kinds, ensemble=s.ensemble)
-    speed = getattr(s, "speed", None) or getattr(s.train, "speed", None) or "exact"
     rates, source = cpu_rates(throughputs)
+    for ds in cfg.datasets:
+        _part(cfg, cfg.settings_for(ds), names, s.seeds, kinds, rates)
+    if s.ensemble.n:
+        _part(cfg, cfg.ensemble_settings(), names, s.seeds, kinds, rates, ensemble=s.ensemble)
+    speed = getattr(s, "speed", None) or getattr(s.train, "speed", None) or "exact"
     return Estimate(paper, cfg.profile, speed if speed in GPU_ASSUMPTIONS else "exact", kinds, rates, source)
 
 
@@ -256,8 +264,8 @@ def render(est: Estimate) -> str:
 def rows(est: Estimate) -> list[dict]:
     """One row per kind and a total, for a CSV (benchmarks/plan_projection.py)."""
     out = []
-    for kind, k in [*est.kinds.items(), ("total", KindCount(est.cells, sum(x.passes for x in est.kinds.values()),
-                                                            est.flops))]:
+    total = KindCount(est.cells, sum(x.passes for x in est.kinds.values()), est.flops)
+    for kind, k in [*est.kinds.items(), ("total", total)]:
         out.append({"paper": est.paper, "profile": est.profile, "speed": est.speed, "kind": kind, "cells": k.cells,
                     "image_passes": k.passes, "pflop": k.flops / 1e15,
                     "cpu_hours": est.hours("cpu", None if kind == "total" else kind),
