@@ -117,6 +117,9 @@ benchmarks: setup  ## performance benchmarks -> results/benchmarks/ (~30 min on 
 	$(PY) benchmarks/deep_unlearning.py $(if $(OFFICIAL),--official "$$OFFICIAL")
 	$(PY) benchmarks/methods.py
 	$(PY) benchmarks/concurrency.py
+	$(PY) benchmarks/cpu_costs.py
+	$(PY) benchmarks/throughput.py --commit
+	$(PY) benchmarks/plan_projection.py
 	$(PY) benchmarks/suite.py --parts test $(foreach d,$(wildcard results/*/cpu),--from-run $(d))
 
 clean:  ## remove built book, executed notebooks and scratch builds (keeps data, cache and results)

@@ -330,7 +330,7 @@ def cpu_costs_section(bench: Path) -> str:
     df = _read(bench / "cpu_costs.csv")
     head = "## CPU work beside the GPU: the SVC attack and the stop checks\n"
     if df is None:
-        return head + "\nNot measured yet: `python benchmarks/cpu_costs.py`.\n"
+        return head + "\nNo measurement yet: `python benchmarks/cpu_costs.py` (minutes on 2 cores).\n"
     md = [head, "Deep Unlearning's SVC MIA is fitted on the CPU twice per method cell (~400 fits in its `paper` "
                 "profile, uncapped as upstream; `metrics.mia_max_train` caps it). A stop check of lightweight or "
                 "versatile fits the loss-LR attack only when its rule is `mia` (before issue 22: at every check).\n"]
