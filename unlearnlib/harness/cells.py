@@ -343,10 +343,20 @@ def timing_fields(meta: dict) -> dict:
 def physical_device(device: torch.device) -> str:
     """The physical GPU a cell computed on, for its timing row: the id Ray assigned to this worker
     (``ray.get_gpu_ids()``), else the entry of ``CUDA_VISIBLE_DEVICES`` that torch's device index points at, else
-    that index; ``cpu`` on the CPU. Two cells that shared a GPU show the same id (``cells_per_gpu``)."""
+    that index; then, in brackets, the first 8 characters of the UUID of the device torch actually uses (a reused
+    Ray worker keeps the GPU it initialised on: a UUID that differs between two ids shows it); ``cpu`` on the CPU.
+    Two cells that shared a GPU show the same id (``cells_per_gpu``)."""
     if device.type != "cuda":
         return "cpu"
     index = device.index if device.index is not None else torch.cuda.current_device()
+    try:
+        uuid = f" ({str(torch.cuda.get_device_properties(index).uuid)[:8]})"
+    except (AttributeError, RuntimeError, AssertionError):  # an older torch, or no device properties
+        uuid = ""
+    return _gpu_id(index) + uuid
+
+
+def _gpu_id(index: int) -> str:
     ray = sys.modules.get("ray")  # only in a process that imported it: a local run never pays for the import
     if ray is not None and ray.is_initialized():
         try:
