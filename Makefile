@@ -46,7 +46,7 @@ PAPERS  := $(notdir $(basename $(wildcard unlearnlib/papers/*.yaml)))
 # PAPER is checked before `setup` (a typo costs no virtual environment); '%' would be a pattern to make's filter
 PAPER_OK = $(and $(filter 1,$(words $(PAPER))),$(if $(findstring %,$(PAPER)),,$(filter $(PAPER),$(PAPERS))))
 
-.PHONY: help setup reproduce reproduce-all book reference check-reference publish test test-unit test-notebooks test-book lint benchmarks clean clean-cache \
+.PHONY: help setup reproduce reproduce-all plan book reference check-reference publish test test-unit test-notebooks test-book lint benchmarks clean clean-cache \
         check-paper
 
 help:  ## this list
@@ -91,6 +91,9 @@ check-paper:
 reproduce: check-paper setup  ## run PAPER end to end (notebook -> book/papers/) and build the book
 	@$(PY) -m unlearnlib.cli reproduce --paper="$$PAPER" $(RUN_ARGS)
 
+plan: check-paper  ## the cells of PAPER's run in PROFILE by kind and its estimated time per device (runs nothing)
+	@$(PY) -m unlearnlib.cli plan --paper="$$PAPER" --profile="$$PROFILE"
+
 reproduce-all: setup  ## every paper in PROFILE (side by side with EXECUTOR=ray), then the book
 	@$(PY) -m unlearnlib.cli reproduce-all $(RUN_ARGS)
 
@@ -125,6 +128,9 @@ benchmarks: setup  ## performance benchmarks -> results/benchmarks/ (~30 min on 
 	$(PY) benchmarks/methods.py
 	$(PY) benchmarks/concurrency.py
 	$(PY) benchmarks/fit_overhead.py
+	$(PY) benchmarks/cpu_costs.py
+	$(PY) benchmarks/throughput.py --commit
+	$(PY) benchmarks/plan_projection.py
 	$(PY) benchmarks/suite.py --parts test $(foreach d,$(wildcard results/*/cpu),--from-run $(d))
 
 clean:  ## remove built book, executed notebooks and scratch builds (keeps data, cache and results)

@@ -123,21 +123,6 @@ def test_concurrency_smoke(tmp_path):
     assert df.ratio_to_slowest_alone.dropna().iloc[0] > 0
 
 
-def test_gpu_check_tiny_on_the_cpu(tmp_path, fmnist_system_dir):
-    env = dict(os.environ, PYTHONPATH=str(REPO), UNLEARNLIB_THREADS="1", UNLEARNLIB_SYSTEM_DATA=str(fmnist_system_dir),
-               PYTHON=sys.executable)
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), str(tmp_path), "--tiny", "--device", "cpu",
-                           "--papers", "deep_unlearning", "--threads", "1"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    df = pd.read_csv(tmp_path / "gpu_check.csv")
-    trains = df[df.what == "train original"]
-    assert set(trains.options) == {"float32", "channels_last", "bf16", "channels_last+bf16"}
-    assert (trains.images_per_s > 0).all()
-    assert {"deep_unlearning", "retrain", "scrub", "ssd"} <= set(df.what)
-    assert (tmp_path / "gpu_check.log").exists() and (tmp_path / "nvidia-smi.txt").exists()
-
-
 def _sample_csvs(d: Path) -> None:
     env = {"device": "cpu", "device_name": "x86", "cores": 2, "threads": 2, "torch": "2", "date": "2026-01-01T00",
            "git_commit": "abc"}

@@ -282,3 +282,26 @@ def test_frozen_parameters_are_left_alone(problem):
 def test_invalid_options_are_errors(problem):
     with pytest.raises(ValueError, match="fisher_labels"):
         run(MLP(), problem, fisher_labels="sampled")
+
+
+@pytest.mark.parametrize("labels", ["expected", "true"])
+def test_one_vmap_over_all_targets_equals_a_per_sample_per_class_loop_on_a_resnet(labels):
+    """Issue 22 part 6: the K targets in one vmapped call give the per-sample, per-class autograd sum (float
+    tolerance), on a conv net with BatchNorm in eval mode."""
+    from unlearnlib.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_classes=4, in_channels=1, width=4, image_size=8).eval()
+    x, y = torch.randn(5, 1, 8, 8), torch.tensor([0, 3, 1, 1, 2])
+    got = fisher_diagonal(model, [(x[:3], y[:3]), (x[3:], y[3:])], 4, labels)
+    params = dict(model.named_parameters())
+    want = {k: torch.zeros_like(v) for k, v in params.items()}
+    for i in range(len(x)):
+        prob = torch.softmax(model(x[i:i + 1]), 1)[0].detach()
+        for k in range(4) if labels == "expected" else [int(y[i])]:
+            g = torch.autograd.grad(F.cross_entropy(model(x[i:i + 1]), torch.tensor([k])), list(params.values()))
+            w = prob[k] if labels == "expected" else 1.0
+            for name, gi in zip(params, g, strict=True):
+                want[name] += w * gi.pow(2)
+    for name in params:
+        torch.testing.assert_close(got[name], want[name] / len(x), rtol=1e-4, atol=1e-10)

@@ -190,7 +190,8 @@ def test_each_interpretation_runs_changes_weights_keeps_layout_and_traces(interp
     same_layout(before, after)
     assert changed(before, after)
     names = {r["name"] for r in rows}
-    assert {"stop_statistic", "forget_acc", "unseen_acc", "mia_acc", "forget_loss", "unseen_loss"} <= names
+    assert {"stop_statistic", "forget_acc", "unseen_acc", "forget_loss", "unseen_loss"} <= names
+    assert "mia_acc" not in names  # acc_gap, the default rule, does not read the attack: it is not fitted
     steps = sorted({r["step"] for r in rows if r["name"] == "stop_statistic"})
     assert steps[0] == 0 and len(steps) >= 2  # after the perturbation, then at least one later check
 
@@ -438,3 +439,29 @@ def test_lightweight_class_forgetting_stops_once_the_class_is_gone(problem):
     assert after["retain"] >= before["retain"] - RETAIN_DROP_MAX, after
     assert steps[-1] < maximum // 2  # the class-level rule ends it long before the maximum
     assert {r["value"] for r in rows if r["name"] == "reference_acc"} == {0.0}
+
+
+@pytest.mark.parametrize("method", ["lightweight", "versatile"])
+def test_skipping_the_attack_the_rule_does_not_read_leaves_the_model_unchanged(method, monkeypatch):
+    """Issue 22 part 6: with the default rule (acc_gap for lightweight, the discriminator for versatile) the stop
+    checks fit no scikit-learn attack; the model equals the one of a run that fits it at every check (before)."""
+    import unlearnlib.methods.lightweight as lw
+    import unlearnlib.methods.versatile as vs
+
+    module = lw if method == "lightweight" else vs
+    fits = []
+    real = module.loss_lr_cv_mia
+    monkeypatch.setattr(module, "loss_lr_cv_mia", lambda *a, **k: fits.append(1) or real(*a, **k))
+    _, skipped, rows = tiny_run(method) if method == "lightweight" else _versatile_run()
+    assert fits == [] and "mia_acc" not in {r["name"] for r in rows}
+    monkeypatch.setattr(module, "TRACE_ATTACK", True)
+    _, fitted, rows = tiny_run(method) if method == "lightweight" else _versatile_run()
+    assert len(fits) >= 2 and "mia_acc" in {r["name"] for r in rows}
+    a, b = skipped.state_dict(), fitted.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _versatile_run():
+    from tests.test_versatile import tiny_run as versatile_run
+
+    return versatile_run()

@@ -137,7 +137,8 @@ def test_variants_run_change_weights_keep_layout_and_trace(overrides):
     shared.same_layout(before, after)
     assert shared.changed(before, after)
     names = {r["name"] for r in rows}
-    assert {"stop_statistic", "divergence", "forget_acc", "unseen_acc", "mia_acc"} <= names
+    assert {"stop_statistic", "divergence", "forget_acc", "unseen_acc"} <= names
+    assert ("mia_acc" in names) == (overrides.get("stop_rule") == "mia")  # the attack only when the rule reads it
     if overrides.get("interpretation", "adv") == "adv":
         assert "disc_acc" in names
     steps = sorted({r["step"] for r in rows if r["name"] == "stop_statistic"})

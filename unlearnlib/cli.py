@@ -1,4 +1,4 @@
-"""Command line: ``python -m unlearnlib.cli {list,reproduce,book,book-test}`` (used by the Makefile)."""
+"""Command line: ``python -m unlearnlib.cli {list,plan,reproduce,book,book-test}`` (used by the Makefile)."""
 
 from __future__ import annotations
 
@@ -416,6 +416,18 @@ def cmd_clean_cache(a: argparse.Namespace) -> None:
                                                   else "nothing to remove"))
 
 
+def cmd_plan(a: argparse.Namespace) -> None:
+    """The cells of a run by kind and its estimated time per device, from the config alone (nothing runs)."""
+    from .harness.estimate import estimate, render
+
+    if not a.paper:
+        _fail(f"PAPER is required; valid papers: {', '.join(available_papers())}")
+    try:
+        print(render(estimate(a.paper, a.profile)))
+    except ConfigError as e:
+        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
 def cmd_list(a: argparse.Namespace) -> None:
     from .methods import METHODS
 
@@ -473,6 +485,10 @@ def main(argv: list[str] | None = None) -> None:
     ck = sub.add_parser("check-reference", help="list per paper what changed since its reference run")
     ck.add_argument("--paper", default="all", help="a paper id, or all")
     ck.set_defaults(fn=cmd_check_reference)
+    pl = sub.add_parser("plan", help="a run's cells by kind and its estimated time per device (runs nothing)")
+    pl.add_argument("--paper", default="")
+    pl.add_argument("--profile", default="auto")
+    pl.set_defaults(fn=cmd_plan)
     sub.add_parser("list", help="list papers, profiles and methods").set_defaults(fn=cmd_list)
     sub.add_parser("clean-cache", help="remove the cell store ($UNLEARNLIB_CACHE, default .cache/unlearnlib)"
                    ).set_defaults(fn=cmd_clean_cache)

@@ -321,6 +321,77 @@ def gpu_section(bench: Path) -> str:
     return "\n".join([head, table(cols, rows), measured_on(df)])
 
 
+def plan_section(bench: Path) -> str:
+    """``make plan``'s projection (benchmarks/plan_projection.py): every paper's ``fast`` and ``paper`` profiles on
+    one H200 from the stated assumptions, and on this CPU where its throughputs were measured."""
+    df = _read(bench / "plan_projection.csv")
+    head = "## How long a run takes: `make plan`'s projection\n"
+    if df is None:
+        return head + "\nNot projected yet: `python benchmarks/plan_projection.py` (runs nothing; seconds).\n"
+    total = df[df.kind == "total"]
+    shown = total[total.profile.isin(["fast", "paper"])]
+    shown = shown if len(shown) else total
+    md = [head, "Estimated from the configs alone (`make plan PAPER=<id> PROFILE=<p>`): each cell's image-passes "
+                "times its model's training FLOPs, divided by an effective rate. **The H200 column is an "
+                "assumption, not a measurement** (the rate per speed is stated in `unlearnlib/harness/estimate.py`, "
+                "from airbench's public A100 figures scaled to an H200); the CPU column uses the throughputs "
+                "`benchmarks/throughput.py` measured. One device, cells one after another.\n"]
+    rows = [[r.paper, r.profile, r.speed, int(r.cells), _num(r.pflop, 1), _num(r.h200_hours_assumed, 2),
+             _num(r.h200_tflops_assumed, 0), _num(r.cpu_hours, 1)] for r in shown.itertuples()]
+    md.append(table(["paper", "profile", "speed", "cells", "PFLOP", "H200 h (assumed)", "assumed TFLOP/s", "CPU h"],
+                    rows, "lllrrrrr"))
+    for profile in ("fast", "paper"):
+        sel = total[total.profile == profile]
+        if len(sel):
+            md.append(f"All chapters, `{profile}`: {_num(sel.h200_hours_assumed.sum(), 1)} h on one H200 (assumed).\n")
+    dates = ", ".join(sorted({str(v)[:10] for v in df["date"].dropna()})) if "date" in df else "?"
+    commits = ", ".join(sorted({str(v) for v in df.get("git_commit", pd.Series(dtype=str)).dropna()}))
+    md.append(f"*Projected {dates}, commit {commits}.*\n")
+    return "\n".join(md)
+
+
+def cpu_costs_section(bench: Path) -> str:
+    """The SVC attack and the stop checks at paper size on the CPU (benchmarks/cpu_costs.py)."""
+    df = _read(bench / "cpu_costs.csv")
+    head = "## CPU work beside the GPU: the SVC attack and the stop checks\n"
+    if df is None:
+        return head + "\nNo measurement yet: `python benchmarks/cpu_costs.py` (minutes on 2 cores).\n"
+    md = [head, "Deep Unlearning's SVC MIA is fitted on the CPU twice per method cell (~400 fits in its `paper` "
+                "profile, uncapped as upstream; `metrics.mia_max_train` caps it). A stop check of lightweight or "
+                "versatile fits the loss-LR attack only when its rule is `mia` (before issue 22: at every check).\n"]
+    rows = []
+    for r in df.itertuples():
+        per_run = getattr(r, "per_run_deep_unlearning_s", math.nan)
+        rows.append([r.what, r.case, int(r.n), _num(r.seconds, 3),
+                     "" if not isinstance(per_run, float) or math.isnan(per_run) else _num(per_run / 3600, 2)])
+    md.append(table(["what", "case", "n", "seconds", "DU paper run, h"], rows, "llrrr"))
+    md.append(measured_on(df))
+    return "\n".join(md)
+
+
+def gpu_check_section(bench: Path) -> str:
+    """The device script's CSVs (scripts/gpu_check.sh): throughput variants, processes sharing the GPU, unit costs."""
+    gpu = bench / "gpu"
+    frames = {n: _read(gpu / f"{n}.csv") for n in ("gpu_throughput", "gpu_sharing", "gpu_units", "gpu_smoke")}
+    head = "## The device script\n"
+    if all(v is None for v in frames.values()):
+        return head + ("\nNo GPU was lent yet: `scripts/gpu_check.sh results/benchmarks/gpu` on a machine with CUDA "
+                       "(one self-timed run, <= 9 minutes).\n")
+    md = [head]
+    for name, title in (("gpu_smoke", "The smoke profile through run_paper"), ("gpu_throughput", "Training "
+                        "throughput at 3x32x32"), ("gpu_sharing", "Processes sharing the GPU"),
+                        ("gpu_units", "Unit costs at paper width")):
+        df = frames[name]
+        if df is None:
+            md.append(f"**{title}**: not measured.\n")
+            continue
+        cols = [c for c in df.columns if c not in ("device", "device_name", "cores", "threads", "torch", "git_commit",
+                                                  "date", "smoke")]
+        md += [f"**{title}**\n", table(cols, [[_num(v) if isinstance(v, float) else v for v in row]
+                                              for row in df[cols].itertuples(index=False)]), measured_on(df)]
+    return "\n".join(md)
+
+
 def _figure(name: str, caption: str) -> str:
     return f"```{{figure}} {name}\n:width: 100%\n\n{caption}\n```\n"
 
@@ -338,7 +409,7 @@ def page(bench_dir: Path | None = None, out_dir: Path | None = None) -> tuple[st
     du, f1 = du_section(bench, out)
     meth, f2 = methods_section(bench, out)
     md = "\n".join([TITLE, "", intro, du, meth, suite_section(bench), concurrency_section(bench), fit_section(bench),
-                    gpu_section(bench)])
+                    plan_section(bench), cpu_costs_section(bench), gpu_section(bench), gpu_check_section(bench)])
     return md, f1 + f2
 
 

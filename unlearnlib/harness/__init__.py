@@ -35,15 +35,16 @@ def _say(msg: str) -> None:
 
 def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str = "auto",
               methods: list[str] | None = None, progress: bool = True, executor: str = "local",
-              workers: int | None = None, threads: int | None = None):
+              workers: int | None = None, threads: int | None = None, cells_per_gpu: int | None = None):
     """Run ``paper`` in ``profile`` and store the results; returns a :class:`unlearnlib.results.Run`.
 
     executor: ``local`` (this process) or ``ray`` (``workers`` local workers, or the cluster at ``RAY_ADDRESS``);
-    threads: torch threads per cell (None: the fair share of the cores, see :mod:`unlearnlib.threads`).
+    threads: torch threads per cell (None: the fair share of the cores, see :mod:`unlearnlib.threads`);
+    cells_per_gpu: on Ray with CUDA, cells sharing one GPU (None: ``$UNLEARNLIB_CELLS_PER_GPU``, else 1).
     """
     from ..results import Run
 
-    ex = make_executor(executor, workers, threads, progress)  # bad parameters fail before any work
+    ex = make_executor(executor, workers, threads, progress, cells_per_gpu)  # bad parameters fail before any work
     t0 = time.perf_counter()
     threads = ex.threads_for(resolve_device(device))  # once per run: on the CPU it is part of the cells' keys
     plan = build_plan(paper, profile, seeds, device, methods, threads=threads)

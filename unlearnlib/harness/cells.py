@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
+import sys
 import time
 from collections import OrderedDict
 from dataclasses import asdict
@@ -116,8 +118,30 @@ class CellRunner:
                 return self._evaluate(cell)
             return self._method(cell, n)
 
+    def train_from_scratch(self, cell: Cell) -> dict:
+        """The training half of a method cell that trains from scratch (retrain), run without its original: the
+        timed call on a freshly built model of the cell's architecture (the method re-initialises every module, so
+        the original's weights never enter it), saved under the cell's ``model_key`` with its timing and traces.
+        The cell itself (:meth:`run`) then loads it and evaluates it against the original. The Ray executor runs
+        this as a task of its own with no dependencies, so a retrain does not wait for its original."""
+        if not (cell.kind == "method" and cell.model_key and method_spec(cell.method).trains_from_scratch):
+            raise ValueError(f"cell '{cell.label}' does not train from scratch: it has no training half")
+        with _threads.computing(), _threads.using(self.threads) as n, self.store.building(cell.model_key):
+            part = self._part(cell)
+            part.to_device(self.plan.device)
+            seed_everything(cell.seed)  # as original_model builds the model it loads the original into
+            fresh = part.new_model(cell.model)
+            meta = self.store.load_model(cell.model_key, copy.deepcopy(fresh))
+            if meta is None:
+                model, meta, rows = self._timed(cell, fresh.to(self.plan.device).eval(), n)
+                meta.update(trained_for=cell.key, traces=rows)
+                self.store.save_model(cell.model_key, model, meta)
+        return {"kind": "train", "meta": meta}
+
     def _part(self, cell: Cell) -> DataPart:
-        return self.plan.part(cell.part or cell.dataset)
+        part = self.plan.part(cell.part or cell.dataset)
+        part.to_device(self.plan.device)  # in the process that computes (never a Ray driver): see DataPart
+        return part
 
     def _split(self, cell: Cell) -> Split:
         return self._part(cell).splits[cell.scenario]
@@ -147,6 +171,7 @@ class CellRunner:
                     fit(model, train, s.train, desc=f"original {cell.model}", progress=self.progress)
                 meta = {"kind": "original", "seconds": t.seconds, "device": str(plan.device), "threads": threads,
                         "speed": self.speed,
+                        "gpu": physical_device(plan.device),
                         "wall_s": time.perf_counter() - t0}  # the cell: data, training and the rest before saving
                 self.store.save_model(cell.model_key, model, meta)
         return {"kind": "original", "meta": meta}
@@ -207,7 +232,9 @@ class CellRunner:
         meta = self.store.load_model(cell.model_key, model) if cell.model_key else None
         trace_rows: list[dict] = []
         cached = meta is not None
-        if cached:
+        if cached and meta.get("trained_for") == cell.key:  # its training half (Ray: a task of its own) ran for it
+            cached, trace_rows = False, list(meta.get("traces", []))
+        if meta is not None:
             model.to(plan.device)
         else:
             model, meta, trace_rows = self._timed(cell, original, threads)
@@ -271,7 +298,7 @@ class CellRunner:
         diag = first["diagnosis"]
         meta = {"kind": cell.method, "seconds": float(np.median(times)), "seconds_min": min(times),
                 "seconds_max": max(times), "repeats": len(times), "device": str(plan.device), "threads": threads,
-                "speed": self.speed,
+                "speed": self.speed, "gpu": physical_device(plan.device),
                 "seconds_total": time.perf_counter() - w0,  # every call, the warm-up and the copies between them
                 # the first call's budget (the evaluated model's), what the method said, its paper's setting
                 "budget": asdict(first["budget"]), "diagnosis": None if diag is None else diag.as_dict(),
@@ -329,7 +356,37 @@ def timing_fields(meta: dict) -> dict:
     sec = meta["seconds"]
     return {"seconds": sec, "seconds_min": meta.get("seconds_min", sec), "seconds_max": meta.get("seconds_max", sec),
             "repeats": meta.get("repeats", 1), "device": meta["device"], "threads": meta.get("threads"),
+            "gpu": meta.get("gpu", ""),
             "speed": meta.get("speed", "exact")}  # a result from before the speed switch was float32
+
+
+def physical_device(device: torch.device) -> str:
+    """The physical GPU a cell computed on, for its timing row: the id Ray assigned to this worker
+    (``ray.get_gpu_ids()``), else the entry of ``CUDA_VISIBLE_DEVICES`` that torch's device index points at, else
+    that index; then, in brackets, the first 8 characters of the UUID of the device torch actually uses (a reused
+    Ray worker keeps the GPU it initialised on: a UUID that differs between two ids shows it); ``cpu`` on the CPU.
+    Two cells that shared a GPU show the same id (``cells_per_gpu``)."""
+    if device.type != "cuda":
+        return "cpu"
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    try:
+        uuid = f" ({str(torch.cuda.get_device_properties(index).uuid)[:8]})"
+    except (AttributeError, RuntimeError, AssertionError):  # an older torch, or no device properties
+        uuid = ""
+    return _gpu_id(index) + uuid
+
+
+def _gpu_id(index: int) -> str:
+    ray = sys.modules.get("ray")  # only in a process that imported it: a local run never pays for the import
+    if ray is not None and ray.is_initialized():
+        try:
+            ids = [str(i) for i in ray.get_gpu_ids()]
+        except Exception:  # noqa: BLE001 - a driver or an older Ray: fall back to the environment
+            ids = []
+        if ids:
+            return ids[index] if index < len(ids) else ",".join(ids)
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    return visible[index] if index < len(visible) else str(index)
 
 
 def original_timing(cell: Cell, meta: dict, cached: bool) -> dict:

@@ -17,6 +17,7 @@ import torch
 
 from .. import threads as _threads
 from ..config import ConfigError
+from ..methods import method_spec
 from .cells import CellRunner
 from .plan import EXECUTORS, PACKAGE, Cell, RunPlan, build_plan, code_fingerprint
 from .store import Store
@@ -24,9 +25,24 @@ from .store import Store
 OnDone = Callable[[Cell], None]
 
 
-def make_executor(name: str, workers: int | None = None, threads: int | None = None, progress: bool = True):
+def cells_per_gpu_option(value=None) -> int:
+    """``cells_per_gpu``: how many cells share one GPU on Ray (each task asks for ``1/cells_per_gpu`` of a GPU);
+    the argument, else ``$UNLEARNLIB_CELLS_PER_GPU`` (which reaches ``make`` and the notebooks), else 1."""
+    what = "cells_per_gpu"
+    if value is None or value == "":
+        value, what = os.environ.get("UNLEARNLIB_CELLS_PER_GPU", "") or 1, "UNLEARNLIB_CELLS_PER_GPU"
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+        raise ConfigError(f"{what}: expected an integer from 1 to 64 (cells sharing one GPU on Ray), got {value!r}")
+    return value
+
+
+def make_executor(name: str, workers: int | None = None, threads: int | None = None, progress: bool = True,
+                  cells_per_gpu: int | None = None):
     if name not in EXECUTORS:
         raise ConfigError(f"executor: {name!r}; valid: {', '.join(EXECUTORS)}")
+    per_gpu = cells_per_gpu_option(cells_per_gpu)
     for what, v in (("workers", workers), ("threads", threads)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
             raise ConfigError(f"{what}: expected a positive integer (0 or empty: automatic), got {v!r}")
@@ -46,8 +62,11 @@ def make_executor(name: str, workers: int | None = None, threads: int | None = N
         if workers not in (None, 0, 1):
             raise ConfigError(f"workers: the local executor runs one cell at a time (got {workers}); "
                               f"use executor='ray' for {workers} workers")
+        if cells_per_gpu not in (None, "", 1):
+            raise ConfigError(f"cells_per_gpu: the local executor runs one cell at a time (got {cells_per_gpu}); "
+                              f"use executor='ray' to share a GPU among {cells_per_gpu} cells")
         return LocalExecutor(threads=threads or None, progress=progress)
-    return RayExecutor(workers=workers or None, threads=threads or None)
+    return RayExecutor(workers=workers or None, threads=threads or None, cells_per_gpu=per_gpu)
 
 
 class LocalExecutor:
@@ -113,8 +132,8 @@ def check_code(driver: str, host: str | None = None) -> None:
                            f"the driver's {driver}, from {PACKAGE}): install the same commit on every node")
 
 
-def _ray_cell(payload: dict, key: str, *_deps) -> str:
-    """Body of a Ray task: rebuild the plan (once per worker), run the cell unless it is already stored."""
+def _worker_runner(payload: dict) -> CellRunner:
+    """This worker's runner of the payload's plan (rebuilt once per worker and plan)."""
     spec = dict(payload["spec"])
     if spec["device"].startswith("cuda"):
         spec["device"] = "cuda"  # Ray makes the GPU it assigned the only visible one
@@ -126,10 +145,24 @@ def _ray_cell(payload: dict, key: str, *_deps) -> str:
         _WORKER.update(ident=ident, runner=CellRunner(plan, store, progress=False,
                                                       threads=_worker_threads(payload["threads"]),
                                                       say=lambda msg: None))
-    runner: CellRunner = _WORKER["runner"]
+    return _WORKER["runner"]
+
+
+def _ray_cell(payload: dict, key: str, *_deps) -> str:
+    """Body of a Ray task: rebuild the plan (once per worker), run the cell unless it is already stored."""
+    runner = _worker_runner(payload)
     cell = runner.plan.cell(key)
     if not runner.finished(cell):  # another run on the same cluster may have stored it meanwhile
         runner.run(cell)
+    return key
+
+
+def _ray_train(payload: dict, key: str) -> str:
+    """Body of the training task of a cell that trains from scratch (retrain): no dependencies, no original."""
+    runner = _worker_runner(payload)
+    cell = runner.plan.cell(key)
+    if not runner.store.has_model(cell.model_key):
+        runner.train_from_scratch(cell)
     return key
 
 
@@ -185,36 +218,47 @@ def ray_init(workers: int | None = None, address: str | None = None, cuda: bool 
     return ctx
 
 
+def from_scratch(cell: Cell) -> bool:
+    """A method cell whose model is trained from scratch (retrain): its training needs no original."""
+    return cell.kind == "method" and bool(cell.model_key) and method_spec(cell.method).trains_from_scratch
+
+
 class RayExecutor:
-    """Cells as Ray tasks (one CPU each, or one GPU each on CUDA); dependencies as Ray object references. A task
-    whose worker dies (killed, out of memory, its node lost) is retried twice (cells are idempotent)."""
+    """Cells as Ray tasks (one CPU each; on CUDA one GPU each, or ``1/cells_per_gpu`` of one); dependencies as Ray
+    object references. A cell that trains from scratch (retrain) is two tasks: its training, with no dependency
+    (it starts at once, beside the originals), and its evaluation, after its original's. A task whose worker dies
+    (killed, out of memory, its node lost) is retried twice (cells are idempotent); then the run stops with an
+    error naming the cell."""
 
     name = "ray"
     body = staticmethod(_ray_cell)  # what a task runs (tests put a stand-in here)
+    train_body = staticmethod(_ray_train)  # the training half of a retrain
 
-    def __init__(self, workers: int | None = None, threads: int | None = None) -> None:
-        self.workers, self.threads = workers, threads
+    def __init__(self, workers: int | None = None, threads: int | None = None, cells_per_gpu: int = 1) -> None:
+        self.workers, self.threads, self.cells_per_gpu = workers, threads, cells_per_gpu
         self.address = os.environ.get("RAY_ADDRESS") or None
 
     def describe(self) -> str:
         where = f"cluster at {self.address}" if self.address else f"local instance, {self._workers()} worker(s)"
-        return f"ray executor ({where})"
+        share = f", {self.cells_per_gpu} cells per GPU" if self.cells_per_gpu > 1 else ""
+        return f"ray executor ({where}{share})"
 
     def _workers(self, cuda: bool = False) -> int:
         if self.workers:
             return self.workers
         if cuda:
-            return max(1, torch.cuda.device_count())
+            return max(1, torch.cuda.device_count()) * self.cells_per_gpu
         return _threads.cpu_budget()
 
     def threads_for(self, device: torch.device) -> int | None:
         """The run's torch threads per cell: fixed (``threads``, ``UNLEARNLIB_THREADS``), else the cores divided by
         the local instance's workers; on a cluster, unless fixed, None (each node's share)."""
         cuda = device.type == "cuda"
-        if cuda and not self.address and self.workers and self.workers > torch.cuda.device_count():
-            n = torch.cuda.device_count()
-            raise ConfigError(f"workers: {self.workers} is more than the {n} GPU(s) of this machine (one cell per "
-                              f"GPU); valid: 1..{n} (0 or empty: one per GPU)")
+        n = torch.cuda.device_count() * self.cells_per_gpu
+        if cuda and not self.address and self.workers and self.workers > n:
+            raise ConfigError(f"workers: {self.workers} is more than the {n} cell(s) this machine's "
+                              f"{torch.cuda.device_count()} GPU(s) hold at once ({self.cells_per_gpu} per GPU: "
+                              f"cells_per_gpu); valid: 1..{n} (0 or empty: {self.cells_per_gpu} per GPU)")
         fixed = self.threads or _threads.fixed_threads()
         if fixed or self.address:
             return fixed
@@ -227,13 +271,18 @@ class RayExecutor:
         if initialised:
             ray_init(self._workers(cuda), self.address, cuda)
         try:
-            task = ray.remote(self.body).options(num_cpus=1, num_gpus=1 if cuda else 0, max_retries=2,
-                                                 retry_exceptions=False)  # system failures only: a worker died
+            resources = dict(num_cpus=1, num_gpus=1 / self.cells_per_gpu if cuda else 0, max_retries=2,
+                             retry_exceptions=False)  # retried on system failures only: a worker died
+            task = ray.remote(self.body).options(**resources)
+            train = ray.remote(self.train_body).options(**resources)
             payload = {"spec": plan.spec, "cache": str(store.root), "threads": plan.threads or self.threads,
                        "code": code_fingerprint(*RAY_CODE)}
             refs: dict[str, object] = {}
             for cell in todo:  # plan order is a topological order
-                refs[cell.key] = task.remote(payload, cell.key, *[refs[d] for d in cell.deps if d in refs])
+                deps = [refs[d] for d in cell.deps if d in refs]
+                if from_scratch(cell) and not store.has_model(cell.model_key):
+                    deps.append(train.remote(payload, cell.key))  # free of the original: starts at once
+                refs[cell.key] = task.remote(payload, cell.key, *deps)
             pending = {ref: key for key, ref in refs.items()}
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)

@@ -174,6 +174,13 @@ class DataPart:
     def name(self) -> str:
         return self.settings.dataset
 
+    def to_device(self, device: torch.device) -> None:
+        """Move the images to ``device`` (once; nothing on the CPU). Called by the process that computes a cell, so
+        a Ray driver, which only plans, never holds the dataset on GPU 0; each worker moves it to its own GPU."""
+        if device.type == "cuda" and self.data.train_x.device.type != "cuda":
+            self.data.train_x, self.data.test_x = self.data.train_x.to(device), self.data.test_x.to(device)
+            self._poisoned.clear()  # poisoned copies were made from the images where they were
+
     def training_data(self, split: Split | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The images and labels the scenario's original is trained on (poisoned for a backdoor)."""
         if split is None or split.kind != "backdoor":
@@ -316,9 +323,7 @@ def _part(cfg: PaperConfig, s: Settings, names: list[str], dev: torch.device) ->
     for m in names:
         if method_spec(m).needs_unseen and not s.split.unseen:
             raise ConfigError(f"{where}.{m}: the method needs unseen data; set split.unseen > 0 for {s.dataset}")
-    data = load_dataset(s.dataset, download=s.download)
-    if dev.type == "cuda":
-        data.train_x, data.test_x = data.train_x.to(dev), data.test_x.to(dev)
+    data = load_dataset(s.dataset, download=s.download)  # on the CPU: a cell moves it (DataPart.to_device)
     train_pool, unseen, test_pool = make_pools(data, s)
     splits = make_splits(data, s, train_pool, unseen, test_pool)
     return DataPart(s, data, train_pool, unseen, test_pool, splits, method_cfgs,

@@ -31,7 +31,7 @@ DESCRIBE_COLUMNS = ["kind", "reference", "run_on"]
 METRIC_COLUMNS = ["paper", "profile", "dataset", "model", "scenario", "method", "seed", "metric", "value",
                   *DESCRIBE_COLUMNS]
 TIMING_COLUMNS = [*METRIC_COLUMNS[:7], "seconds", "seconds_min", "seconds_max", "repeats", "cached", "device",
-                  "threads", "speed", *DESCRIBE_COLUMNS]
+                  "threads", "speed", "gpu", *DESCRIBE_COLUMNS]
 TRACE_COLUMNS = [*METRIC_COLUMNS[:7], "name", "step", "value"]
 # one row per cell; "kind" is the cell's (original | evaluate | method), "scenario_kind" its scenario's
 CELL_COLUMNS = ["cell", "part", "kind", "dataset", "model", "scenario", "method", "seed", "trains_from_scratch",
