@@ -25,6 +25,7 @@ from .executors import make_executor
 from .plan import Cell, RunPlan, build_plan, resolve_device, seed_everything
 from .report import METRIC_COLUMNS, banner_line, cell_line, collect, pending_cells, write_run
 from .store import RunFolder, RunLockedError, Store
+from .tuning import ray_session, tune, write_tuning
 
 
 def _say(msg: str) -> None:
@@ -50,14 +51,20 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
                           f"{plan.methods}); nothing was written")
     store = Store(say=_say)
     computing = _threads.computing() if ex.name == "local" else contextlib.nullcontext()
-    with RunFolder(paper, plan.profile) as folder, computing:
+    with RunFolder(paper, plan.profile) as folder, computing, ray_session(ex, plan):
         _say(banner_line(plan, ex.describe()))
+        tuned = None
+        if plan.settings.tuning.trials:  # the studies first: their tuned rows join the plan
+            plan, *tuned = tune(plan, store, lambda p, cells: ex.run(
+                p, store, cells, on_done=lambda cell: _say(cell_line(p, store, cell)), say=_say), _say)
         todo, reused = pending_cells(plan, store)
         for cell in reused:
             _say(cell_line(plan, store, cell, reused=True))
         ex.run(plan, store, todo, on_done=lambda cell: _say(cell_line(plan, store, cell)), say=_say)
         write_run(folder.tmp, plan, *collect(plan, store, {c.key for c in reused}), ensemble_scores(plan, store),
                   executor=ex.describe())
+        if tuned:
+            write_tuning(folder.tmp, *tuned)
         folder.commit()
     _say(done_line(time.perf_counter() - t0, len(todo), len(reused), folder.final))
     return Run.load(folder.final)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ..trace import trace
 from ..train import Optimizer, Scheduler, TrainConfig, fit
-from . import register_method
+from . import Knob, Tuning, register_method
 from .common import frozen_copy, incompetent_teacher, mixed_batches
 
 
@@ -83,7 +83,11 @@ def unlearner_loss(student_logits: torch.Tensor, is_forget: torch.Tensor, compet
     raise ValueError(f"kl_reduction {reduction!r}; valid: mean, batchmean")
 
 
-@register_method("bad_teacher", Config)
+TUNING = Tuning(lr="lr", budget="epochs",
+                knobs={"retain_fraction": Knob(0.05, 1.0), "temperature": Knob(0.5, 8.0, log=True)})
+
+
+@register_method("bad_teacher", Config, tuning=TUNING)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Bad teacher: distil from the original on retain samples and from a random network on forget samples."""
     competent = frozen_copy(model)

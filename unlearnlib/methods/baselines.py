@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..models.common import reinitialise
 from ..train import Scheduler, TrainConfig, fit
-from . import register_method
+from . import Knob, Tuning, register_method
 
 
 @dataclass
@@ -42,7 +42,10 @@ class FinetuneConfig(TrainConfig):
     scheduler: Scheduler = "none"
 
 
-@register_method("finetune", FinetuneConfig, reads_forget=False)
+FINETUNE_TUNING = Tuning(lr="lr", budget="epochs")
+
+
+@register_method("finetune", FinetuneConfig, reads_forget=False, tuning=FINETUNE_TUNING)
 def finetune(model: nn.Module, *, retain, forget, cfg: FinetuneConfig, device) -> nn.Module:
     """Fine-tune the original on the retain set (catastrophic forgetting of the forget set)."""
     fit(model, retain.with_options(batch_size=cfg.batch_size, shuffle=True, augment=cfg.augment), cfg,
@@ -112,13 +115,19 @@ def _naive(model: nn.Module, retain, forget, cfg: NegGradConfig, descent: bool, 
     return model
 
 
-@register_method("neggrad", NegGradConfig, reads_retain=False)
+NEGGRAD_TUNING = Tuning(lr="lr", budget="max_steps", budget_unit="steps")
+# NegGrad+ alpha: the weight of the forget term
+NEGGRAD_PLUS_TUNING = Tuning(lr="lr", budget="max_steps", budget_unit="steps",
+                             knobs={"forget_weight": Knob(0.05, 5.0, log=True)})
+
+
+@register_method("neggrad", NegGradConfig, reads_retain=False, tuning=NEGGRAD_TUNING)
 def neggrad(model: nn.Module, *, retain, forget, cfg: NegGradConfig, device) -> nn.Module:
     """Gradient ascent on the forget set, stopped once no forget sample is classified correctly."""
     return _naive(model, retain, forget, cfg, descent=False, desc="neggrad")
 
 
-@register_method("neggrad_plus", NegGradPlusConfig)
+@register_method("neggrad_plus", NegGradPlusConfig, tuning=NEGGRAD_PLUS_TUNING)
 def neggrad_plus(model: nn.Module, *, retain, forget, cfg: NegGradPlusConfig, device) -> nn.Module:
     """Each step: descent on a retain batch, plus ascent on a forget batch while any forget sample is right."""
     return _naive(model, retain, forget, cfg, descent=True, desc="neggrad+")

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..trace import trace
 from ..train import Optimizer, Scheduler, TrainConfig, fit
-from . import register_method
+from . import Knob, Tuning, register_method
 
 
 @dataclass
@@ -72,7 +72,10 @@ def _validate(cfg: Config) -> None:
         raise ValueError("l1_sparse: no_l1_epochs must be in [0, epochs]")
 
 
-@register_method("l1_sparse", Config, reads_forget=False)
+TUNING = Tuning(lr="lr", budget="epochs", knobs={"gamma": Knob(1e-5, 1e-2, log=True)})
+
+
+@register_method("l1_sparse", Config, reads_forget=False, tuning=TUNING)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """ℓ1-sparse: fine-tune on the retain set with a linearly decaying ℓ1 penalty on all weights."""
     r = retain.with_options(batch_size=cfg.batch_size, shuffle=True, augment=cfg.augment)

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 from ..trace import trace
 from ..train import Optimizer, Scheduler, TrainConfig, fit
-from . import register_method
+from . import Knob, Tuning, register_method
 
 FEATURE_CHUNK = 512  # forget images per forward pass when the features are computed (memory only)
 
@@ -268,7 +268,10 @@ class _ForgetFeatures:
             return self.model.penultimate(x), y
 
 
-@register_method("lau", Config, reads_retain=False)
+TUNING = Tuning(lr="lr", budget="epochs", knobs={"pgd_eps": Knob(0.03, 1.0, log=True)})  # the attack radius
+
+
+@register_method("lau", Config, reads_retain=False, tuning=TUNING)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Layer Attack Unlearning: only the classification layer learns, distilled from a Partial-PGD teacher."""
     head = model.head

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from ..trace import trace
 from ..train import AfterStep, Optimizer, Scheduler, TrainConfig, fit
-from . import register_method
+from . import Knob, Tuning, register_method
 from .common import mixed_batches, random_any_labels, random_other_labels
 
 LabelPolicy = Literal["other", "any"]
@@ -158,7 +158,10 @@ def relabel_fit(model: nn.Module, retain, forget, cfg: RLConfig, *, after_step: 
     return model
 
 
-@register_method("random_labels", Config)
+TUNING = Tuning(lr="lr", budget="epochs", knobs={"forget_weight": Knob(0.1, 10.0, log=True)})
+
+
+@register_method("random_labels", Config, tuning=TUNING)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Random labels: fine-tune on the forget samples with random (by default wrong) labels, plus the retain set."""
     return relabel_fit(model, retain, forget, cfg)

@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..train import Optimizer, Scheduler
-from . import register_method
+from . import Knob, Tuning, register_method
 from .random_labels import LabelPolicy, Relabel, RLConfig, Schedule, relabel_fit
 
 
@@ -128,7 +128,10 @@ class HardMask:
         self.hooks = []
 
 
-@register_method("salun", Config)
+TUNING = Tuning(lr="lr", budget="epochs", knobs={"sparsity": Knob(0.1, 0.9)})
+
+
+@register_method("salun", Config, tuning=TUNING)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """SalUn: random-label fine-tuning of only the forget-salient weights (gradient-magnitude mask, hard-masked)."""
     mask = saliency_mask(model, forget, cfg.sparsity, cfg.mask_batch_size, cfg.augment)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from ..trace import trace
 from ..train import Optimizer, Scheduler, TrainConfig, fit
-from . import register_method
+from . import Knob, Tuning, register_method
 from .common import distill_kl, frozen_copy
 
 
@@ -119,7 +119,10 @@ def scrub_loss(teacher: nn.Module, cfg: Config, original: dict[str, torch.Tensor
     return loss
 
 
-@register_method("scrub", Config)
+TUNING = Tuning(lr="lr", budget="epochs", knobs={"msteps": Knob(1, 5), "alpha": Knob(1e-4, 1.0, log=True)})
+
+
+@register_method("scrub", Config, tuning=TUNING)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """SCRUB: alternate max-steps (KL away from the original on forget) and min-steps (KL to it + CE on retain)."""
     teacher = frozen_copy(model)  # the original, before any step

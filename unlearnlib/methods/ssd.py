@@ -39,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..trace import trace
-from . import forget_classes_from_retain, register_method
+from . import Knob, Tuning, forget_classes_from_retain, register_method
 from .common import class_major
 
 
@@ -146,7 +146,11 @@ def loader_batches(loader, batch_size: int, augment: bool):
         yield loader.batch(np.arange(start, min(start + batch_size, loader.num_samples)), augment=augment)
 
 
-@register_method("ssd", Config)
+TUNING = Tuning(knobs={"selection_weighting": Knob(0.1, 100.0, log=True),  # alpha
+                       "dampening_constant": Knob(0.1, 10.0, log=True)})  # lambda
+
+
+@register_method("ssd", Config, tuning=TUNING)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Selective Synaptic Dampening: shrink weights far more important to the forget set than to all data."""
     retain_labels = retain.labels

@@ -69,7 +69,7 @@ import torch.nn.functional as F
 from ..attacks import loss_lr_cv_mia
 from ..trace import trace
 from ..train import Optimizer, PatienceStop, Scheduler, TrainConfig, fit
-from . import register_method
+from . import Knob, Tuning, register_method
 from .lightweight import GapMonitor, logits_at
 
 
@@ -369,7 +369,10 @@ class _Objective:
         return loss
 
 
-@register_method("versatile", Config, needs_unseen=True)
+TUNING = Tuning(lr="lr", budget="epochs", knobs={"beta": Knob(0.1, 10.0, log=True)})
+
+
+@register_method("versatile", Config, needs_unseen=True, tuning=TUNING)
 def unlearn(model: nn.Module, *, retain, forget, unseen, cfg: Config, device) -> nn.Module:
     """Fast yet versatile unlearning: fine-tune until outputs on forget data look like outputs on unseen data."""
     rule = rule_of(cfg)
