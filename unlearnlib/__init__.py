@@ -22,6 +22,7 @@ _API = {
     "harness": ("RunLockedError", "run_paper"),
     "results.leaderboard": ("leaderboard_frame", "leaderboard_table", "plot_pareto", "plot_ranking",
                             "scenario_summary"),
+    "results.tuning": ("chosen_options_table",),
     "methods": ("METHODS",),
     "metrics": ("METRICS",),
     "models": ("MODELS", "build_model"),
@@ -52,4 +53,5 @@ __all__ = [
     "claims_frame", "claims_table", "deviations_table", "ensemble_frame", "ensemble_table", "load_run",
     "plot_accuracy", "plot_prefixed", "plot_times", "plot_traces", "results_frame", "results_table",
     "leaderboard_frame", "leaderboard_table", "plot_pareto", "plot_ranking", "scenario_summary",
+    "chosen_options_table",
 ]
