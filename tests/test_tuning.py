@@ -255,3 +255,55 @@ def test_tuning_resumes_from_stored_cells(tuned_runs):
     again = pd.read_csv(Path(second.path) / "tuning.csv")
     pd.testing.assert_frame_equal(again.drop(columns=["seconds"]), trials.drop(columns=["seconds"]))
     pd.testing.assert_frame_equal(second.metrics, first.metrics)
+
+
+# -- the scale ladder ---------------------------------------------------------------------------------------------
+
+
+def test_the_ladder_profiles_span_eight_times_with_class_and_random():
+    from unlearnlib.harness import ladder_profiles
+
+    rungs = ladder_profiles("benchmark")
+    sizes = [load_paper("benchmark", p).settings.train_subset for p in rungs]
+    assert len(sizes) >= 4 and sizes == sorted(sizes) and sizes[-1] >= 8 * sizes[0]
+    cpu = load_paper("benchmark", "cpu").settings
+    for p in rungs:
+        s = load_paper("benchmark", p).settings
+        assert {sc.kind for sc in s.split.all_scenarios()} >= {"class", "random"} and len(s.seeds) >= 3
+        assert s.tuning.trials >= 1 and not s.ensemble.n and not s.more_datasets
+        # the cpu run's recipe, model and requests: its originals and retrains are the ladder's at the same size
+        assert (s.train, s.models, s.split.unseen, s.split.seed) == (cpu.train, cpu.models, cpu.split.unseen,
+                                                                      cpu.split.seed)
+    assert 1200 in sizes  # the cpu run's size
+
+
+def _copy_rung(src: Path, dst: Path, drop: str | None = None) -> None:
+    import shutil
+
+    shutil.copytree(src, dst)
+    if drop:
+        m = pd.read_csv(dst / "metrics.csv")
+        m[~m.method.isin([drop, drop + " (tuned)"])].to_csv(dst / "metrics.csv", index=False)
+
+
+def test_the_ladder_figure_reads_every_rung(tuned_runs, tmp_path):
+    import matplotlib
+
+    from unlearnlib.results import leaderboard as lb
+    from unlearnlib.results.ladder import ladder_frame, plot_ladder, stopped_early
+
+    matplotlib.use("Agg")
+    first = tuned_runs[0]
+    root = tmp_path / "results"
+    assert type(plot_ladder("benchmark", "class", root)).__name__ == "Markdown"  # no ladder yet: the command
+    _copy_rung(Path(first.path), root / "benchmark" / "ladder-600")
+    _copy_rung(Path(first.path), root / "benchmark" / "ladder-4800", drop="ssd")
+    df = ladder_frame("benchmark", "class", root)
+    assert sorted(set(df["size"])) == [600, 4800]
+    lead = lb.leaderboard_frame(first, "class").set_index("method")
+    row = df[(df["size"] == 600) & (df.method == "finetune (tuned)")].iloc[0]
+    assert row.tuned and row.forget_gap == pytest.approx(lead.loc["finetune (tuned)", "forget_acc_abs"])
+    assert row.utility_gap == pytest.approx(-lead.loc["finetune (tuned)", "retain_acc_gap"])
+    assert stopped_early(df) == {"ssd": 600}
+    fig = plot_ladder("benchmark", "class", root)
+    assert "ssd at 600" in fig._suptitle.get_text() and fig.axes[0].get_xscale() == "log"

@@ -70,6 +70,32 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
     return Run.load(folder.final)
 
 
+LADDER = "ladder-"  # the profiles of a scale ladder: ladder-<training images>
+
+
+def ladder_profiles(paper: str) -> list[str]:
+    """The paper's scale-ladder profiles (``ladder-<n>``), smallest training set first."""
+    from ..config import PAPERS_DIR, read_yaml
+
+    raw = read_yaml((PAPERS_DIR / f"{paper}.yaml").read_text(), f"{paper}.yaml")
+    rungs = [p for p in raw.get("profiles", {}) if p.startswith(LADDER) and p[len(LADDER):].isdigit()]
+    return sorted(rungs, key=lambda p: int(p[len(LADDER):]))
+
+
+def run_ladder(paper: str = "benchmark", **kw) -> list:
+    """Run every rung of ``paper``'s scale ladder (its ``ladder-<n>`` profiles, smallest first) with
+    :func:`run_paper`'s options; each rung is an ordinary run (results/<paper>/ladder-<n>/), resumable, sharing
+    the cell store with every other run. Returns the rungs' runs."""
+    rungs = ladder_profiles(paper)
+    if not rungs:
+        raise ConfigError(f"{paper}: no scale ladder (profiles named ladder-<training images>)")
+    runs = []
+    for i, prof in enumerate(rungs):
+        _say(f"== scale ladder {paper}: rung {i + 1} of {len(rungs)}, {prof}")
+        runs.append(run_paper(paper, prof, **kw))
+    return runs
+
+
 def done_line(seconds: float, computed: int, reused: int, results: Path) -> str:
     """The run's last log line. It is printed into the notebook, and so into the published book: the results
     folder is named relative to its root (``results/unsir/cpu``, ``$UNLEARNLIB_RESULTS/unsir/cpu``), never by this
@@ -78,5 +104,6 @@ def done_line(seconds: float, computed: int, reused: int, results: Path) -> str:
             f"results in {shown(results)}")
 
 
-__all__ = ["run_paper", "build_plan", "RunPlan", "Cell", "Store", "RunFolder", "RunLockedError", "METRIC_COLUMNS",
+__all__ = ["run_paper", "run_ladder", "ladder_profiles",
+           "build_plan", "RunPlan", "Cell", "Store", "RunFolder", "RunLockedError", "METRIC_COLUMNS",
            "resolve_device", "seed_everything"]
