@@ -60,7 +60,7 @@ def test_every_declared_knob_is_a_config_field_with_valid_values(name):
     for f in [t.lr, t.budget, *t.knobs]:
         if f:
             assert f in fields, f"{name}: the declared knob {f!r} is not a field of its Config"
-    assert t.budget_unit in ("epochs", "steps")
+    assert t.budget_unit in ("epochs", "steps", "forget_epochs")
     for knob_name, knob in t.knobs.items():
         if not knob.choices:
             assert knob.low < knob.high, f"{name}.{knob_name}: empty range"
@@ -69,6 +69,19 @@ def test_every_declared_knob_is_a_config_field_with_valid_values(name):
         for v in (lo, hi):  # both ends make a valid Config (its check() passes)
             cfg = method_config(name, {f: v}, TrainConfig(), where=f"methods.{name}")
             assert getattr(cfg, f) == v
+
+
+def test_the_budget_cap_is_a_share_of_the_originals_training():
+    """Known answers on the cpu profile: 10 epochs of 1200 images at batch 64 (19 batches, 190 steps), share 0.3."""
+    from types import SimpleNamespace
+
+    from unlearnlib.harness.tuning import budget_cap
+
+    cfg = load_paper("benchmark", "cpu")
+    plan = SimpleNamespace(cfg=cfg, part=lambda ds: SimpleNamespace(train_pool=np.arange(1200)))
+    assert budget_cap(plan, "fashion_mnist", "epochs") == 3
+    assert budget_cap(plan, "fashion_mnist", "steps") == 57
+    assert budget_cap(plan, "fashion_mnist", "forget_epochs", n_forget=120, batch_size=64) == 28  # 2 batches a pass
 
 
 # -- validation requests and tuning seeds never meet the reported ones --------------------------------------------

@@ -60,26 +60,32 @@ def _field_type(config: type, name: str) -> str:
     return "int" if int in args and float not in args else "float"
 
 
-def budget_cap(plan: RunPlan, dataset: str, unit: str) -> int:
-    """The most steps or epochs a trial may take: ``budget_share`` of the original's training on ``dataset`` (its
-    epochs, or its optimiser steps: epochs x batches of the train pool), at least 1."""
+def budget_cap(plan: RunPlan, dataset: str, unit: str, n_forget: int = 0, batch_size: int = 1) -> int:
+    """The most a trial may take: ``budget_share`` of the original's training on ``dataset``, at least 1 — in
+    ``epochs``, that share of its epochs; in ``steps``, of its optimiser steps (epochs x batches of the train pool);
+    in ``forget_epochs`` (passes over the ``n_forget`` forget images at ``batch_size``), as many as that share of
+    its steps allows."""
     s = plan.cfg.settings_for(dataset)
-    epochs = s.train.epochs
+    epochs, share = s.train.epochs, s.tuning.budget_share
     if unit == "epochs":
-        return max(1, int(s.tuning.budget_share * epochs))
-    batches = math.ceil(len(plan.part(dataset).train_pool) / s.train.batch_size)
-    return max(1, int(s.tuning.budget_share * epochs * batches))
+        return max(1, int(share * epochs))
+    steps = share * epochs * math.ceil(len(plan.part(dataset).train_pool) / s.train.batch_size)
+    if unit == "forget_epochs":
+        return max(1, int(steps / max(1, math.ceil(n_forget / batch_size))))
+    return max(1, int(steps))
 
 
-def search_space(plan: RunPlan, method: str, dataset: str) -> dict[str, tuple]:
-    """The method's space on ``dataset``: the shared learning rate and budget, then its knobs."""
+def search_space(plan: RunPlan, method: str, dataset: str, n_forget: int = 0) -> dict[str, tuple]:
+    """The method's space on ``dataset`` (``n_forget``: the validation request's forget images): the shared
+    learning rate and budget, then its knobs."""
     spec, t = method_spec(method), plan.settings.tuning
     space: dict[str, tuple] = {}
     if spec.tuning.lr:
         space[spec.tuning.lr] = ("float", float(t.lr[0]), float(t.lr[1]), True)
     if spec.tuning.budget:
-        cap = budget_cap(plan, dataset, spec.tuning.budget_unit)
-        space[spec.tuning.budget] = ("int", 1, cap, spec.tuning.budget_unit == "steps")
+        batch = getattr(plan.part(dataset).method_cfgs[method], "batch_size", 1)
+        cap = budget_cap(plan, dataset, spec.tuning.budget_unit, n_forget, batch)
+        space[spec.tuning.budget] = ("int", 1, cap, spec.tuning.budget_unit != "epochs")
     for name, knob in spec.tuning.knobs.items():
         space[name] = knob_range(spec.Config, name, knob)
     return space
@@ -122,7 +128,8 @@ def make_studies(plan: RunPlan) -> list[Study]:
                 seed = int(config_hash(t.sampler_seed, method, split.kind, ds, model)[:8], 16)
                 sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=t.startup_trials)
                 study = optuna.create_study(direction="minimize", sampler=sampler)
-                studies.append(Study(method, split.kind, ds, model, study, search_space(plan, method, ds)))
+                space = search_space(plan, method, ds, len(split.forget_train))
+                studies.append(Study(method, split.kind, ds, model, study, space))
     return studies
 
 

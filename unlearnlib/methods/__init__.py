@@ -39,13 +39,15 @@ class Knob:
 class Tuning:
     """What equal-budget tuning may change in a method (issue 20): the shared space — ``lr``, the ``Config`` field of
     its learning rate, searched log-uniformly within the tuning block's bounds; ``budget``, the field that counts
-    its length, in ``budget_unit`` (``epochs`` over its data or optimiser ``steps``), searched from 1 up to the
-    tuning block's share of the original's training — plus its own ``knobs``. A method without any of the three
-    has nothing to tune (retrain, the reference)."""
+    its length, in ``budget_unit``, searched from 1 up to the tuning block's share of the original's training —
+    ``epochs`` over the retain (or whole training) data: that share of the original's epochs; optimiser ``steps``:
+    that share of the original's steps; ``forget_epochs``, passes over the forget set (LAU, versatile): as many as
+    that share of the original's steps allows at the method's batch size — plus its own ``knobs``. A method
+    without any of the three has nothing to tune (retrain, the reference)."""
 
     lr: str | None = None
     budget: str | None = None
-    budget_unit: Literal["epochs", "steps"] = "epochs"
+    budget_unit: Literal["epochs", "steps", "forget_epochs"] = "epochs"
     knobs: dict[str, Knob] = field(default_factory=dict)
 
     @property

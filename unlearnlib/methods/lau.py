@@ -268,7 +268,8 @@ class _ForgetFeatures:
             return self.model.penultimate(x), y
 
 
-TUNING = Tuning(lr="lr", budget="epochs", knobs={"pgd_eps": Knob(0.03, 1.0, log=True)})  # the attack radius
+# epochs are passes over the forget set; pgd_eps: the attack radius
+TUNING = Tuning(lr="lr", budget="epochs", budget_unit="forget_epochs", knobs={"pgd_eps": Knob(0.03, 1.0, log=True)})
 
 
 @register_method("lau", Config, reads_retain=False, tuning=TUNING)

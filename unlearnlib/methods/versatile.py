@@ -369,7 +369,8 @@ class _Objective:
         return loss
 
 
-TUNING = Tuning(lr="lr", budget="epochs", knobs={"beta": Knob(0.1, 10.0, log=True)})
+# epochs are passes over the forget set (epoch_steps None); beta: the weight of the retain term
+TUNING = Tuning(lr="lr", budget="epochs", budget_unit="forget_epochs", knobs={"beta": Knob(0.1, 10.0, log=True)})
 
 
 @register_method("versatile", Config, needs_unseen=True, tuning=TUNING)
