@@ -53,11 +53,16 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
     computing = _threads.computing() if ex.name == "local" else contextlib.nullcontext()
     with RunFolder(paper, plan.profile) as folder, computing, ray_session(ex, plan):
         _say(banner_line(plan, ex.describe()))
-        tuned = None
+        tuned, early = None, set()  # early: the cells the tuning rounds computed (not reused by this run)
         if plan.settings.tuning.trials:  # the studies first: their tuned rows join the plan
-            plan, *tuned = tune(plan, store, lambda p, cells: ex.run(
-                p, store, cells, on_done=lambda cell: _say(cell_line(p, store, cell)), say=_say), _say)
+            def run_cells(p: RunPlan, cells: list[Cell]) -> None:
+                early.update(c.key for c in cells)
+                ex.run(p, store, cells, on_done=lambda cell: _say(cell_line(p, store, cell)), say=_say)
+
+            plan, *tuned = tune(plan, store, run_cells, _say)
         todo, reused = pending_cells(plan, store)
+        reused = [c for c in reused if c.key not in early]
+        todo_n = len(todo) + len(early)
         for cell in reused:
             _say(cell_line(plan, store, cell, reused=True))
         ex.run(plan, store, todo, on_done=lambda cell: _say(cell_line(plan, store, cell)), say=_say)
@@ -66,7 +71,7 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
         if tuned:
             write_tuning(folder.tmp, *tuned)
         folder.commit()
-    _say(done_line(time.perf_counter() - t0, len(todo), len(reused), folder.final))
+    _say(done_line(time.perf_counter() - t0, todo_n, len(reused), folder.final))
     return Run.load(folder.final)
 
 
