@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,8 +185,8 @@ def tune(plan: RunPlan, store: Store, run_cells: Callable[[RunPlan, list], None]
     studies = make_studies(plan)
     say(f"== tuning: {len(studies)} studies (method x scenario kind x dataset), {t.trials} trials each on the "
         f"validation requests, tuning seeds {t.seeds}")
-    base = dict(plan.spec)
-    for r in range(math.ceil(t.trials / t.batch)):
+    base, t0, rounds = dict(plan.spec), time.perf_counter(), math.ceil(t.trials / t.batch)
+    for r in range(rounds):
         asked = []
         for st in studies:
             for _ in range(min(t.batch, t.trials - len(st.trials))):
@@ -195,8 +196,9 @@ def tune(plan: RunPlan, store: Store, run_cells: Callable[[RunPlan, list], None]
                 st.trials.append((trial, name, opts))
                 asked.append((st, trial, name, opts))
         plan = build_plan(**{**base, "tuning": _spec_tuning(studies)})
-        todo, reused = pending_cells(plan, store)
-        say(f"   tuning round {r + 1}: {len(asked)} trials, {len(todo)} cells to compute")
+        # the validation requests' cells only: the reported ones run after the studies, so tuning's time is its own
+        todo = [c for c in pending_cells(plan, store)[0] if c.part.startswith(TUNING_PART)]
+        say(f"   tuning round {r + 1} of {rounds}: {len(asked)} trials, {len(todo)} cells to compute")
         run_cells(plan, todo)
         for st, trial, name, opts in asked:
             value, parts, seconds, state = objective(plan, store, st, name)
@@ -210,6 +212,7 @@ def tune(plan: RunPlan, store: Store, run_cells: Callable[[RunPlan, list], None]
                             "trial": trial.number, "params": json.dumps(opts),
                             "state": state, "objective": value, **{f"gap_{m}": v for m, v in parts.items()},
                             "seconds": seconds})
+    say(f"== tuning done in {time.perf_counter() - t0:.0f} s (this run's wall time; cells stored before are reused)")
     chosen = choose(studies)
     tuned = {ds: {tuned_name(m, k): opts for (d, m, k), (opts, _) in chosen.items() if d == ds}
              for ds in plan.cfg.datasets}
