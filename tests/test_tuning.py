@@ -211,11 +211,11 @@ def tuned_runs(tmp_path_factory, make_roots, fmnist_system_dir):
         before = _files(cache)
         second = run_paper("benchmark", "smoke", methods=METHODS_RUN, progress=False, threads=1)
         after = _files(cache)
-    return first, second, tuning1, before, after
+    return first, second, tuning1, before, after, roots
 
 
 def test_tuning_writes_every_trial_and_the_chosen_options(tuned_runs):
-    first, _, trials, _, _ = tuned_runs
+    first, _, trials, _, _, _ = tuned_runs
     assert len(trials) == 2 * 3 * 2  # finetune and ssd (the smoke block's methods) x 3 kinds x 2 trials
     assert set(trials.method) == {"finetune", "ssd"} and set(trials.kind) == {"class", "random", "backdoor"}
     assert set(trials.trial) == {0, 1} and (trials.seconds > 0).all()
@@ -263,7 +263,7 @@ def test_the_leaderboard_shows_both_rows(tuned_runs):
 
 
 def test_tuning_resumes_from_stored_cells(tuned_runs):
-    first, second, trials, before, after = tuned_runs
+    first, second, trials, before, after, _ = tuned_runs
     assert after == before, f"the second run computed new cells: {sorted(after - before)[:5]}"
     again = pd.read_csv(Path(second.path) / "tuning.csv")
     pd.testing.assert_frame_equal(again.drop(columns=["seconds"]), trials.drop(columns=["seconds"]))
@@ -320,3 +320,36 @@ def test_the_ladder_figure_reads_every_rung(tuned_runs, tmp_path):
     assert stopped_early(df) == {"ssd": 600}
     fig = plot_ladder("benchmark", "class", root)
     assert "ssd at 600" in fig._suptitle.get_text() and fig.axes[0].get_xscale() == "log"
+
+
+def test_a_diverging_trial_is_stored_as_failed_and_a_diverging_reported_cell_stops(tuned_runs, monkeypatch):
+    import unlearnlib.harness.plan as plan_mod
+    from unlearnlib.harness.cells import CellRunner
+    from unlearnlib.harness.store import Store
+    from unlearnlib.harness.tuning import Study, choose, objective
+
+    for k, v in tuned_runs[5].items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(plan_mod, "load_paper", _no_ensemble(plan_mod.load_paper))
+    name = plan_mod.trial_name("finetune", "class", "fashion_mnist", "resnet18", 99)
+    spec = {"fashion_mnist": {"trials": {name: {"kind": "class", "model": "resnet18",
+                                                "options": {"lr": 0.05, "epochs": 1}}}}}
+    plan = plan_mod.build_plan("benchmark", "smoke", methods=METHODS_RUN, threads=1, tuning=spec)
+
+    def diverges(*args, **kw):
+        raise FloatingPointError("finetune: loss became nan at step 3")
+
+    monkeypatch.setattr(CellRunner, "_timed", diverges)
+    store = Store(say=lambda msg: None)
+    runner = CellRunner(plan, store, progress=False, say=lambda msg: None)
+    rec = runner.run(next(c for c in plan.cells if c.method == name))
+    assert "loss became nan" in rec["failed"] and store.load_record(next(
+        c for c in plan.cells if c.method == name).key)["failed"]
+    st = Study("finetune", "class", "fashion_mnist", "resnet18", None, {})
+    value, _, _, state = objective(plan, store, st, name)
+    assert value == math.inf and state.startswith("fail: finetune: loss became nan")
+    st.told = [{"state": state, "objective": value, "params": "{}"}]
+    assert choose([st]) == {}  # no tuned row from a study whose every trial failed
+    reported = next(c for c in plan.cells if c.method == "finetune" and c.part == "fashion_mnist")
+    with pytest.raises(FloatingPointError):
+        runner.run(reported)
