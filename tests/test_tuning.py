@@ -147,6 +147,22 @@ def test_the_validation_requests_forget_other_images(monkeypatch, fmnist_system_
     assert seeds == {100} and not seeds & set(plan.seeds)
 
 
+def test_tuning_can_leave_a_dataset_out(monkeypatch, fmnist_system_dir):
+    import unlearnlib.harness.plan as plan_mod
+
+    monkeypatch.setenv("UNLEARNLIB_SYSTEM_DATA", str(fmnist_system_dir))
+    real = plan_mod.load_paper
+
+    def load(paper, profile):
+        cfg = real(paper, profile)
+        cfg.settings.tuning.datasets = ["fashion_mnist"]
+        return cfg
+
+    monkeypatch.setattr(plan_mod, "load_paper", load)
+    plan = plan_mod.build_plan("benchmark", "cpu", threads=1, methods=["retrain", "finetune", "lau", "ssd"])
+    assert plan_mod.TUNING_PART + "fashion_mnist" in plan.parts and plan_mod.TUNING_PART + "digits" not in plan.parts
+
+
 @pytest.mark.parametrize("change,message", [
     ({"seeds": [0]}, "also reporting seeds"),
     ({"validation": {"classes": [7], "split_seed": 1}}, "forgotten by a reported request"),
@@ -156,6 +172,7 @@ def test_the_validation_requests_forget_other_images(monkeypatch, fmnist_system_
     ({"methods": ["nonesuch"]}, "not configured"),
     ({"weights": {"nonesuch": 1.0}}, "not metrics of this run"),
     ({"seeds": [1001]}, "ensemble's seeds"),
+    ({"datasets": ["cifar10"]}, "not datasets of this run"),
 ])
 def test_a_tuning_block_that_meets_the_reported_requests_is_a_config_error(change, message):
     cfg = load_paper("benchmark", "smoke")

@@ -257,6 +257,9 @@ def _validate_tuning(cfg: PaperConfig) -> None:
             raise ConfigError(f"{w}.methods: {m!r} is not configured for this run; valid: {', '.join(s.methods)}")
         if method_spec(m).tuning.empty or method_spec(m).trains_from_scratch:
             raise ConfigError(f"{w}.methods: {m!r} has nothing to tune (no learning rate, budget or knob declared)")
+    bad = [d for d in t.datasets if d not in cfg.datasets]
+    if bad:
+        raise ConfigError(f"{w}.datasets: {bad} are not datasets of this run; valid: {', '.join(cfg.datasets)}")
     bad = [k for k in t.weights if k not in s.metrics.metrics]
     if bad:
         raise ConfigError(f"{w}.weights: {bad} are not metrics of this run; valid: {', '.join(s.metrics.metrics)}")

@@ -109,6 +109,7 @@ class TuningConfig:
     trials: int = 0  # per method, scenario kind, dataset and model; the same for every method
     seeds: list[int] = field(default_factory=lambda: [100])  # tuning seeds: the validation originals' training seeds
     methods: list[str] = field(default_factory=list)  # default: every configured method with something to tune
+    datasets: list[str] = field(default_factory=list)  # the datasets tuned (default: every dataset of the run)
     lr: list[float] = field(default_factory=lambda: [1e-5, 0.1])  # [low, high] of the log-uniform learning rate
     budget_share: float = 0.3  # steps or epochs at most this share of the original's training (its epochs, steps)
     validation: ValidationConfig = field(default_factory=ValidationConfig)

@@ -495,6 +495,12 @@ def validation_settings(s: Settings) -> Settings:
     return dataclasses.replace(s, split=split)
 
 
+def tuned_datasets(plan: RunPlan) -> list[str]:
+    """The datasets the tuning block tunes (default: every dataset of the run)."""
+    chosen = plan.settings.tuning.datasets
+    return [ds for ds in plan.cfg.datasets if not chosen or ds in chosen]
+
+
 def tuned_methods(plan: RunPlan) -> list[str]:
     """The run's methods that are tuned: the tuning block's (default: every one with something to tune)."""
     t = plan.settings.tuning
@@ -516,7 +522,7 @@ def add_tuning_cells(plan: RunPlan, tuning: dict) -> None:
     ref = reference_method(plan.methods)
     if ref is None:
         raise ConfigError(f"{plan.paper}.settings.tuning: tuning scores against retrain; configure it")
-    for ds in plan.cfg.datasets:
+    for ds in tuned_datasets(plan):
         given = tuning.get(ds, {})
         part = _part(plan.cfg, validation_settings(plan.cfg.settings_for(ds)), plan.methods, plan.device,
                      data=plan.parts[ds].data)

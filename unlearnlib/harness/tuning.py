@@ -32,7 +32,7 @@ import yaml
 
 from ..config import config_hash
 from ..methods import Knob, method_spec
-from .plan import TUNING_PART, RunPlan, build_plan, trial_name, tuned_methods, tuned_name
+from .plan import TUNING_PART, RunPlan, build_plan, trial_name, tuned_datasets, tuned_methods, tuned_name
 from .report import pending_cells
 from .store import Store
 
@@ -120,7 +120,7 @@ def make_studies(plan: RunPlan) -> list[Study]:
     t = plan.settings.tuning
     studies = []
     model = next(iter(plan.settings.models))
-    for ds in plan.cfg.datasets:
+    for ds in tuned_datasets(plan):
         kinds = list(plan.part(TUNING_PART + ds).splits.values())
         for method in tuned_methods(plan):
             for split in kinds:
@@ -215,7 +215,7 @@ def tune(plan: RunPlan, store: Store, run_cells: Callable[[RunPlan, list], None]
     say(f"== tuning done in {time.perf_counter() - t0:.0f} s (this run's wall time; cells stored before are reused)")
     chosen = choose(studies)
     tuned = {ds: {tuned_name(m, k): opts for (d, m, k), (opts, _) in chosen.items() if d == ds}
-             for ds in plan.cfg.datasets}
+             for ds in tuned_datasets(plan)}
     plan = build_plan(**{**base, "tuning": _spec_tuning(studies, tuned)})
     return plan, tuning_table(studies), tuned_yaml(plan, chosen)
 
@@ -245,7 +245,7 @@ def tuned_yaml(plan: RunPlan, chosen: dict) -> dict:
     t = plan.settings.tuning
     out: dict = {"trials": t.trials, "tuning_seeds": list(t.seeds), "reporting_seeds": list(plan.seeds),
                  "lr": list(t.lr), "budget_share": t.budget_share, "weights": dict(t.weights),
-                 "validation": {ds: sorted(plan.part(TUNING_PART + ds).splits) for ds in plan.cfg.datasets},
+                 "validation": {ds: sorted(plan.part(TUNING_PART + ds).splits) for ds in tuned_datasets(plan)},
                  "validation_split_seed": t.validation.split_seed, "chosen": {}}
     for (ds, m, k), (opts, row) in chosen.items():
         out["chosen"].setdefault(ds, {}).setdefault(k, {})[m] = {
