@@ -50,7 +50,7 @@ PAPER_OK = $(and $(filter 1,$(words $(PAPER))),$(if $(findstring %,$(PAPER)),,$(
 help:  ## this list
 	@echo "Unlearning replication suite"
 	@echo
-	@echo "  make reproduce PAPER=<id> [PROFILE=auto|paper|cpu|smoke] [SEEDS=1,2] [DEVICE=auto|cpu|cuda]"
+	@echo "  make reproduce PAPER=<id> [PROFILE=auto|paper|fast|cpu|smoke] [SEEDS=1,2] [DEVICE=auto|cpu|cuda]"
 	@echo "                 [EXECUTOR=local|ray] [WORKERS=N] [THREADS=N]   (RAY_ADDRESS=<head>:6379 joins a cluster)"
 	@echo "  make publish [PUSH=1]   (PUSH=1: also push gh-pages to origin)"
 	@echo "  make test"
@@ -114,6 +114,7 @@ benchmarks: setup  ## performance benchmarks -> results/benchmarks/ (~30 min on 
 	$(PY) benchmarks/deep_unlearning.py $(if $(OFFICIAL),--official "$$OFFICIAL")
 	$(PY) benchmarks/methods.py
 	$(PY) benchmarks/concurrency.py
+	$(PY) benchmarks/fit_overhead.py
 	$(PY) benchmarks/suite.py --parts test $(foreach d,$(wildcard results/*/cpu),--from-run $(d))
 
 clean:  ## remove built book, executed notebooks and scratch builds (keeps data, cache and results)

@@ -1,13 +1,14 @@
 """Run a paper as a plan of cells: plan, run the unfinished cells with an executor, store the tables.
 
 ``run_paper(paper, profile, seeds, device, executor="local"|"ray", workers=N)`` writes
-``results/<paper>/<profile>/`` atomically, 9 files: ``config.resolved.yaml`` (with each method's resolved options
+``results/<paper>/<profile>/`` atomically, 10 files: ``config.resolved.yaml`` (with each method's resolved options
 and registered scenario kinds), ``env.json``, ``splits.npz``, ``metrics.csv`` (long form; each row with its
 scenario's ``kind``, ``reference`` and the method's ``run_on`` kinds), ``timings.csv`` (the same columns),
 ``traces.csv``, ``cells.csv`` (where the run's time went, one row per cell) and, for a run with an ensemble,
-``ensemble_models.csv`` (its models' metrics) and ``ensemble.csv`` (the per-example scores). Every finished cell
-is kept in the cell store (``$UNLEARNLIB_CACHE``), so a killed run resumes where it stopped and a second run reuses
-what the first computed; the log has one line per cell, computed or reused.
+``ensemble_models.csv`` (its models' metrics) and ``ensemble.csv`` (the per-example scores); ``diagnoses.csv``
+(what each method call said about itself, e.g. SSD's selected weights and why none, and its paper's setting).
+Every finished cell is kept in the cell store (``$UNLEARNLIB_CACHE``), so a killed run resumes where it stopped
+and a second run reuses what the first computed; the log has one line per cell, computed or reused.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from .. import threads as _threads
 from ..paths import shown
 from ..schema import ConfigError
+from .budget import collect_diagnoses, write_diagnoses
 from .ensemble import ensemble_scores
 from .executors import make_executor
 from .plan import Cell, RunPlan, build_plan, resolve_device, seed_everything
@@ -68,6 +70,7 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
         ex.run(plan, store, todo, on_done=lambda cell: _say(cell_line(plan, store, cell)), say=_say)
         write_run(folder.tmp, plan, *collect(plan, store, {c.key for c in reused}), ensemble_scores(plan, store),
                   executor=ex.describe())
+        write_diagnoses(folder.tmp, collect_diagnoses(plan, store))
         if tuned:
             write_tuning(folder.tmp, *tuned)
         folder.commit()

@@ -157,7 +157,7 @@ def load_run(paper: str, profile: str) -> Run:
 
 def latest_runs(paper: str) -> list[Run]:
     out = []
-    for prof in ("paper", "cpu", "smoke"):
+    for prof in ("paper", "fast", "cpu", "smoke"):
         p = results_root() / paper / prof
         if (p / "metrics.csv").exists():
             try:

@@ -19,6 +19,7 @@ from ..claims import (
 )
 from ..metrics.spec import has_gap_to_retrain, metric_label
 from ..paper import PaperConfig
+from .budget import BUDGET_COLUMNS, BUDGET_NOTE, budget_cells, budget_values, drop_unrecorded, no_op_sentences
 from .compare import gap_to_retrain, retrain_floor
 from .run import KIND_ORDER, Run
 
@@ -119,7 +120,7 @@ def results_frame(run: Run, metrics: list[str] | None = None) -> pd.DataFrame:
         df["paper"] = "not available"  # no confirmed number for any model of the run
     if df.dataset.nunique() <= 1:
         df = df.drop(columns=["dataset"])
-    return df.fillna("n/a")
+    return drop_unrecorded(df.fillna("n/a"))
 
 
 def _result_row(run: Run, kind: str, n_scen: int, ds: str, model: str, method: str, metrics: list[str], exp,
@@ -136,6 +137,9 @@ def _result_row(run: Run, kind: str, n_scen: int, ds: str, model: str, method: s
             row[f"paper: {label}"] = _fmt(vals[0], vals[1] if len(vals) > 1 else None)
         elif exp is not None and any(metric in r for r in exp.rows.values()):
             row[f"paper: {label}"] = "–"
+    # the call's budget (the original is trained, not unlearned: no call)
+    row.update(budget_cells(budget_values(run, method, model, ds, kind)) if method != "original"
+               else dict.fromkeys(BUDGET_COLUMNS, "–"))
     return row
 
 
@@ -189,8 +193,11 @@ def results_table(run: Run):
     gaps = ("; under it, in small type, Δ: the gap to retraining |method − retrain| with its interval, and in "
             "each group's last row the retrain-vs-retrain noise floor of that gap" if stacked else "")
     only = left_out_note(run)
+    noops = " ".join(s.replace("**", "").replace("`", "") for k in run.kinds for s in no_op_sentences(run, k))
+    budget = f" Budget: {BUDGET_NOTE}." if any(c == "steps" for c in df.columns) else ""
     return df.style.hide(axis="index").set_caption(
-        f"Ours [{run.stamp}]: mean ± half-width of the 95 % interval over seeds{gaps}. {src}.{only}")
+        f"Ours [{run.stamp}]: mean ± half-width of the 95 % interval over seeds{gaps}. {src}.{budget}{only}"
+        + (f" {noops}" if noops else ""))
 
 
 def left_out_note(run: Run) -> str:
