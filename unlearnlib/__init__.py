@@ -19,9 +19,11 @@ import importlib
 _API = {
     "config": ("ConfigError", "available_papers", "load_paper"),
     "data": ("DATASETS", "DatasetNotAvailableError", "load_dataset"),
-    "harness": ("RunLockedError", "run_paper"),
+    "harness": ("RunLockedError", "run_paper", "run_ladder"),
     "results.leaderboard": ("leaderboard_frame", "leaderboard_table", "plot_pareto", "plot_ranking",
                             "scenario_summary"),
+    "results.tuning": ("chosen_options_table",),
+    "results.ladder": ("ladder_frame", "plot_ladder"),
     "methods": ("METHODS",),
     "metrics": ("METRICS",),
     "models": ("MODELS", "build_model"),
@@ -53,4 +55,5 @@ __all__ = [
     "plot_accuracy", "plot_prefixed", "plot_times", "plot_traces", "results_frame", "results_table",
     "leaderboard_frame", "leaderboard_table", "plot_pareto", "plot_ranking", "scenario_summary", "choose_source",
     "load_reference", "reproduction_section",
+    "chosen_options_table", "run_ladder", "ladder_frame", "plot_ladder",
 ]

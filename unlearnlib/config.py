@@ -23,6 +23,8 @@ from .paper import (  # noqa: F401 - re-exported: the paper schema's readers imp
     PaperConfig,
     Settings,
     TimingConfig,
+    TuningConfig,
+    ValidationConfig,
     _merge,
 )
 from .schema import (  # noqa: F401 - re-exported: the paper schema's readers import them from here
@@ -126,6 +128,7 @@ def validate_settings(cfg: PaperConfig) -> None:
     _validate_classes(cfg)
     _validate_method_scenarios(cfg)
     _validate_ensemble(cfg)
+    _validate_tuning(cfg)
     for c in cfg.claims:
         check_instance(c, f"{cfg.id}.claims.{c.id}")  # its own rules (Claim.check), for a claim made in code too
 
@@ -134,7 +137,8 @@ def _validate_more_datasets(cfg: PaperConfig) -> None:
     from .data import DATASETS
 
     s, w = cfg.settings, f"{cfg.id}.settings"
-    shared = ("methods", "models", "seeds", "metrics", "more_datasets", "ensemble", "method_scenarios", "speed")
+    shared = ("methods", "models", "seeds", "metrics", "more_datasets", "ensemble", "method_scenarios", "speed",
+              "tuning")
     for ds, over in s.more_datasets.items():
         bad = [k for k in over if k in shared]
         if bad:
@@ -232,6 +236,58 @@ def _validate_ensemble(cfg: PaperConfig) -> None:
     if bad:
         raise ConfigError(f"{w}.overrides: {', '.join(bad)} cannot be overridden for the ensemble")
     cfg.ensemble_settings()  # the overrides are valid keys and types
+
+
+def _validate_tuning(cfg: PaperConfig) -> None:
+    """The tuning block against the run: its methods are configured and have something to tune, its weights name
+    configured metrics, and its seeds and validation requests never meet the reported ones (reporting seeds, the
+    ensemble's seeds, the reported classes, the reported split seed)."""
+    s, t, w = cfg.settings, cfg.settings.tuning, f"{cfg.id}.settings.tuning"
+    if not t.trials:
+        return
+    met = set(t.seeds) & set(s.seeds)
+    if met:
+        raise ConfigError(f"{w}.seeds: {sorted(met)} are also reporting seeds ({s.seeds}); tuning seeds must be "
+                          f"disjoint from them, so that no reported number was tuned on")
+    if s.ensemble.n:
+        met = {x for x in t.seeds if s.ensemble.seed <= x < s.ensemble.seed + 3 * s.ensemble.n}
+        if met:
+            raise ConfigError(f"{w}.seeds: {sorted(met)} are among the ensemble's seeds ({s.ensemble.seed} .. "
+                              f"{s.ensemble.seed + 3 * s.ensemble.n - 1}); give seeds outside them")
+    for m in t.methods:
+        if m not in s.methods:
+            raise ConfigError(f"{w}.methods: {m!r} is not configured for this run; valid: {', '.join(s.methods)}")
+        if method_spec(m).tuning.empty or method_spec(m).trains_from_scratch:
+            raise ConfigError(f"{w}.methods: {m!r} has nothing to tune (no learning rate, budget or knob declared)")
+    bad = [d for d in t.datasets if d not in cfg.datasets]
+    if bad:
+        raise ConfigError(f"{w}.datasets: {bad} are not datasets of this run; valid: {', '.join(cfg.datasets)}")
+    bad = [k for k in t.weights if k not in s.metrics.metrics]
+    if bad:
+        raise ConfigError(f"{w}.weights: {bad} are not metrics of this run; valid: {', '.join(s.metrics.metrics)}")
+    _validate_validation(cfg)
+
+
+def _validate_validation(cfg: PaperConfig) -> None:
+    """The validation requests on every dataset exist and differ from the reported ones."""
+    from .data import DATASETS
+
+    s, t, w = cfg.settings, cfg.settings.tuning, f"{cfg.id}.settings.tuning"
+    for ds in cfg.datasets:
+        sd = cfg.settings_for(ds)
+        reported = {c for sc in sd.split.all_scenarios() if sc.kind == "class" for c in sc.classes}
+        where = w + ("" if ds == s.dataset else f" (dataset {ds})")
+        met = reported & set(t.validation.classes)
+        if met and any(sc.kind == "class" for sc in sd.split.all_scenarios()):
+            raise ConfigError(f"{where}.validation.classes: {sorted(met)} are forgotten by a reported request; "
+                              f"the validation request must forget other classes")
+        n = DATASETS.get(ds).num_classes
+        if any(c >= n for c in t.validation.classes) or len(t.validation.classes) >= n:
+            raise ConfigError(f"{where}.validation.classes: {t.validation.classes}; {ds} has classes 0 .. {n - 1} "
+                              f"and at least one must be retained")
+        if t.validation.split_seed == sd.split.seed:
+            raise ConfigError(f"{where}.validation.split_seed: {t.validation.split_seed} is the reported requests' "
+                              f"split.seed; the validation subset and poisoned samples need another seed")
 
 
 def method_config(name: str, opts: dict[str, Any] | None, train: TrainConfig, where: str = "") -> Any:

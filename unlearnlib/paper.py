@@ -81,6 +81,60 @@ class EnsembleConfig:
 
 
 @dataclass
+class ValidationConfig:
+    """The validation forget requests a tuning study scores on, one per scenario kind of the run, each built like
+    the run's first scenario of that kind but never the reported one: a class request forgets ``classes`` instead,
+    a random or backdoor request draws its samples with ``split_seed`` instead of ``split.seed``."""
+
+    classes: list[int] = field(default_factory=lambda: [3])  # class requests: the classes forgotten
+    split_seed: int = 1  # random subset and poisoned samples: their seed (the reported requests use split.seed)
+
+    def check(self) -> None:
+        check_range(self, "classes", ge=0)
+        if not self.classes or len(set(self.classes)) != len(self.classes):
+            raise ConfigError(f"classes: {self.classes}; give one or more distinct classes")
+        check_range(self, "split_seed", ge=0, le=SEED_MAX)
+
+
+# the objective's parts: the absolute gap to retrain of each metric, in percentage points (a part a scenario does
+# not compute, such as asr outside the backdoor, is left out of its average)
+DEFAULT_WEIGHTS = {"forget_acc": 1.0, "retain_acc": 1.0, "test_acc": 1.0, "mia_lr_cv": 1.0, "asr": 1.0}
+
+
+@dataclass
+class TuningConfig:
+    """Equal-budget tuning (issue 20): every tuned method gets the same number of trials per scenario kind, dataset
+    and model, over a shared space (learning rate log-uniform in ``lr``; steps or epochs from 1 up to
+    ``budget_share`` of the original's training) plus its own knobs (the method's ``TUNING``), scored by the
+    weighted mean gap to retrain on the validation requests, averaged over the tuning ``seeds`` (never reporting
+    seeds). A seeded TPE sampler per study; every trial is a cell. ``trials: 0``: no tuning."""
+
+    trials: int = 0  # per method, scenario kind, dataset and model; the same for every method
+    seeds: list[int] = field(default_factory=lambda: [100])  # tuning seeds: the validation originals' training seeds
+    methods: list[str] = field(default_factory=list)  # default: every configured method with something to tune
+    datasets: list[str] = field(default_factory=list)  # the datasets tuned (default: every dataset of the run)
+    lr: list[float] = field(default_factory=lambda: [1e-5, 0.1])  # [low, high] of the log-uniform learning rate
+    budget_share: float = 0.3  # steps or epochs at most this share of the original's training (its epochs, steps)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    sampler_seed: int = 0  # seeds each study's TPE sampler (with the method, kind, dataset and model)
+    startup_trials: int = 4  # TPE's random trials before it models the good and bad regions
+    batch: int = 1  # trials asked per study before their results are told (a config value, not the executor's
+    #                 parallelism, so that every executor gets the same suggestions; the studies run side by side)
+
+    def check(self) -> None:
+        check_range(self, "trials", ge=0)
+        check_range(self, "startup_trials", "batch", ge=1)
+        check_range(self, "sampler_seed", ge=0, le=SEED_MAX)
+        self.seeds = check_seeds(self.seeds, "seeds")
+        if len(self.lr) != 2 or not 0 < self.lr[0] < self.lr[1]:
+            raise ConfigError(f"lr: {self.lr}; give [low, high] with 0 < low < high (the log-uniform bounds)")
+        check_range(self, "budget_share", gt=0, le=1)
+        if not self.weights or any(w < 0 for w in self.weights.values()) or not any(self.weights.values()):
+            raise ConfigError(f"weights: {self.weights}; give metric -> weight >= 0, at least one > 0")
+
+
+@dataclass
 class Settings:
     dataset: str
     models: dict[str, ModelSpec]
@@ -107,6 +161,7 @@ class Settings:
     # the run's speed switch for every cell (train.SPEEDS): exact = float32 (the papers' numerics); fast = bfloat16
     # autocast and channels_last for originals, retrains, every method call and evaluation (a declared deviation)
     speed: Literal["exact", "fast"] = field(default="exact", metadata=KEY_IF_SET)
+    tuning: TuningConfig = field(default_factory=TuningConfig)  # equal-budget tuning (trials 0: none)
 
     def check(self) -> None:
         if self.speed not in SPEEDS:

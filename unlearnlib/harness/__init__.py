@@ -27,6 +27,7 @@ from .executors import make_executor
 from .plan import Cell, RunPlan, build_plan, resolve_device, seed_everything
 from .report import METRIC_COLUMNS, banner_line, cell_line, collect, pending_cells, write_run
 from .store import RunFolder, RunLockedError, Store
+from .tuning import ray_session, tune, write_tuning
 
 
 def _say(msg: str) -> None:
@@ -53,18 +54,29 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
                           f"{plan.methods}); nothing was written")
     store = Store(say=_say)
     computing = _threads.computing() if ex.name == "local" else contextlib.nullcontext()
-    with RunFolder(paper, plan.profile) as folder, computing:
+    with RunFolder(paper, plan.profile) as folder, computing, ray_session(ex, plan):
         _say(banner_line(plan, ex.describe()))
+        tuned, early = None, set()  # early: the cells the tuning rounds computed (not reused by this run)
+        if plan.settings.tuning.trials:  # the studies first: their tuned rows join the plan
+            def run_cells(p: RunPlan, cells: list[Cell]) -> None:
+                early.update(c.key for c in cells)
+                ex.run(p, store, cells, on_done=lambda cell: _say(cell_line(p, store, cell)), say=_say)
+
+            plan, *tuned = tune(plan, store, run_cells, _say)
         todo, reused = pending_cells(plan, store)
+        reused = [c for c in reused if c.key not in early]
+        todo_n = len(todo) + len(early)
         for cell in reused:
             _say(cell_line(plan, store, cell, reused=True))
         ex.run(plan, store, todo, on_done=lambda cell: _say(cell_line(plan, store, cell)), say=_say)
         write_run(folder.tmp, plan, *collect(plan, store, {c.key for c in reused}), ensemble_scores(plan, store),
                   executor=ex.describe())
         write_diagnoses(folder.tmp, collect_diagnoses(plan, store))
+        if tuned:
+            write_tuning(folder.tmp, *tuned)
         record_wall_time(folder.tmp, time.perf_counter() - t0)
         folder.commit()
-    _say(done_line(time.perf_counter() - t0, len(todo), len(reused), folder.final))
+    _say(done_line(time.perf_counter() - t0, todo_n, len(reused), folder.final))
     return Run.load(folder.final)
 
 
@@ -78,6 +90,32 @@ def record_wall_time(folder: Path, seconds: float) -> None:
     (folder / "env.json").write_text(json.dumps(env, indent=1))
 
 
+LADDER = "ladder-"  # the profiles of a scale ladder: ladder-<training images>
+
+
+def ladder_profiles(paper: str) -> list[str]:
+    """The paper's scale-ladder profiles (``ladder-<n>``), smallest training set first."""
+    from ..config import PAPERS_DIR, read_yaml
+
+    raw = read_yaml((PAPERS_DIR / f"{paper}.yaml").read_text(), f"{paper}.yaml")
+    rungs = [p for p in raw.get("profiles", {}) if p.startswith(LADDER) and p[len(LADDER):].isdigit()]
+    return sorted(rungs, key=lambda p: int(p[len(LADDER):]))
+
+
+def run_ladder(paper: str = "benchmark", **kw) -> list:
+    """Run every rung of ``paper``'s scale ladder (its ``ladder-<n>`` profiles, smallest first) with
+    :func:`run_paper`'s options; each rung is an ordinary run (results/<paper>/ladder-<n>/), resumable, sharing
+    the cell store with every other run. Returns the rungs' runs."""
+    rungs = ladder_profiles(paper)
+    if not rungs:
+        raise ConfigError(f"{paper}: no scale ladder (profiles named ladder-<training images>)")
+    runs = []
+    for i, prof in enumerate(rungs):
+        _say(f"== scale ladder {paper}: rung {i + 1} of {len(rungs)}, {prof}")
+        runs.append(run_paper(paper, prof, **kw))
+    return runs
+
+
 def done_line(seconds: float, computed: int, reused: int, results: Path) -> str:
     """The run's last log line. It is printed into the notebook, and so into the published book: the results
     folder is named relative to its root (``results/unsir/cpu``, ``$UNLEARNLIB_RESULTS/unsir/cpu``), never by this
@@ -86,5 +124,6 @@ def done_line(seconds: float, computed: int, reused: int, results: Path) -> str:
             f"results in {shown(results)}")
 
 
-__all__ = ["run_paper", "build_plan", "RunPlan", "Cell", "Store", "RunFolder", "RunLockedError", "METRIC_COLUMNS",
+__all__ = ["run_paper", "run_ladder", "ladder_profiles",
+           "build_plan", "RunPlan", "Cell", "Store", "RunFolder", "RunLockedError", "METRIC_COLUMNS",
            "resolve_device", "seed_everything"]

@@ -29,7 +29,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from ..diagnosis import diagnosing
 from ..methods import expected_steps, method_spec
-from .plan import ENSEMBLE
+from .plan import ENSEMBLE, TUNING_PART, shown_method
 
 # the metric rows of a budget (their specs: unlearnlib.metrics.spec.HARNESS_ROWS)
 BUDGET_ROWS = ("budget_steps", "budget_other_steps", "budget_forget_passes", "budget_retain_passes",
@@ -148,10 +148,11 @@ def collect_diagnoses(plan, store) -> list[dict]:
     run = {"paper": plan.paper, "profile": plan.profile}
     out = []
     for cell in plan.cells:
-        if cell.kind != "method" or cell.part == ENSEMBLE:
+        if cell.kind != "method" or cell.part == ENSEMBLE or cell.part.startswith(TUNING_PART):  # tuning: tuning.csv
             continue
         rec = store.load_record(cell.key) or {}
-        out += [{**run, **d} for d in rec.get("diagnoses", [])]
+        out += [{**run, **d, "method": shown_method(d["method"])} if "method" in d else {**run, **d}
+                for d in rec.get("diagnoses", [])]
     return out
 
 

@@ -31,7 +31,7 @@ from ..metrics import Evaluation, ModelContext, Timer, any_needs, compute_metric
 from ..trace import collecting
 from ..train import configure_device, fit, plain_format, predict_logits, run_speed
 from .budget import budget_rows, diagnosis_row, measuring, paper_steps
-from .plan import Cell, DataPart, RunPlan, seed_everything
+from .plan import Cell, DataPart, RunPlan, is_trial, seed_everything
 from .store import CorruptFile, Store
 
 
@@ -237,7 +237,13 @@ class CellRunner:
         if meta is not None:
             model.to(plan.device)
         else:
-            model, meta, trace_rows = self._timed(cell, original, threads)
+            try:
+                model, meta, trace_rows = self._timed(cell, original, threads)
+                check_finite(model, cell.method)
+            except FloatingPointError as e:
+                if not is_trial(cell.method):
+                    raise
+                return self._failed_trial(cell, e, time.perf_counter() - t0)
             if cell.model_key:
                 self.store.save_model(cell.model_key, model, meta)
         model.eval()
@@ -258,6 +264,15 @@ class CellRunner:
                   "config": to_dict(part.method_cfgs[cell.method]),
                   "cell_seconds": {"wall": time.perf_counter() - t0, "call": 0.0 if cached else meta["seconds_total"]}}
         self.store.save_record(cell.key, record, evaluation_arrays(ev))
+        return record
+
+    def _failed_trial(self, cell: Cell, error: Exception, seconds: float) -> dict:
+        """A tuning trial whose options diverged (a non-finite loss or weight): stored as failed, so that the study
+        tells it so and a rerun does not repeat it; a reported cell that diverges stops the run instead."""
+        record = {"kind": "method", "rows": [], "timings": [], "traces": [], "diagnoses": [],
+                  "failed": str(error)[:300], "config": to_dict(self._part(cell).method_cfgs[cell.method]),
+                  "cell_seconds": {"wall": seconds, "call": seconds}}
+        self.store.save_record(cell.key, record, {})
         return record
 
     def _loaders(self, cell: Cell) -> tuple[Loader, Loader, Loader | None]:

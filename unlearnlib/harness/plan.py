@@ -286,12 +286,15 @@ def select_methods(paper: str, configured: dict, methods: Any) -> list[str]:
 
 
 def build_plan(paper: str, profile: str = "auto", seeds: Any = None, device: str = "auto",
-               methods: list[str] | None = None, threads: int | None = None) -> RunPlan:
+               methods: list[str] | None = None, threads: int | None = None, tuning: dict | None = None) -> RunPlan:
     """Validate the run's parameters, load the data, draw pools and splits, and list the cells.
 
     threads: the torch threads every cell of the run computes with; on the CPU the cells' keys include it (a
     result depends on it), so cells computed with another count are never reused. None: not fixed (each
-    process's share; ``run_paper`` always fixes it, except on a Ray cluster without ``THREADS``)."""
+    process's share; ``run_paper`` always fixes it, except on a Ray cluster without ``THREADS``).
+    tuning: the trials asked so far and the tuned options (:mod:`unlearnlib.harness.tuning` fills it; None: none
+    yet); with a ``tuning:`` block the plan also holds the validation requests' cells, the trials' and the tuned
+    rows' (see the end of this module)."""
     cfg = load_paper(paper, profile)
     s = cfg.settings
     seed_list = parse_seeds(seeds, s.seeds)
@@ -313,17 +316,22 @@ def build_plan(paper: str, profile: str = "auto", seeds: Any = None, device: str
             s, ensemble=dataclasses.replace(s.ensemble, scenario=scenario)))
         plan.parts[ENSEMBLE] = part
         plan.cells += _ensemble_cells(plan, part)
+    if s.tuning.trials:
+        spec["tuning"] = tuning or {}
+        add_tuning_cells(plan, spec["tuning"])
     plan.cells = list({c.key: c for c in plan.cells}.values())  # a cell listed twice is computed once
     return plan
 
 
-def _part(cfg: PaperConfig, s: Settings, names: list[str], dev: torch.device) -> DataPart:
+def _part(cfg: PaperConfig, s: Settings, names: list[str], dev: torch.device,
+          data: ImageData | None = None) -> DataPart:
     where = f"{cfg.id}.methods" if s.dataset == cfg.settings.dataset else f"{cfg.id}.more_datasets.{s.dataset}"
     method_cfgs = {m: method_config(m, s.methods[m], s.train, where=f"{where}.{m}") for m in names}
     for m in names:
         if method_spec(m).needs_unseen and not s.split.unseen:
             raise ConfigError(f"{where}.{m}: the method needs unseen data; set split.unseen > 0 for {s.dataset}")
-    data = load_dataset(s.dataset, download=s.download)  # on the CPU: a cell moves it (DataPart.to_device)
+    if data is None:  # else the images another part of the run loaded (the validation requests' part)
+        data = load_dataset(s.dataset, download=s.download)  # on the CPU: a cell moves it (DataPart.to_device)
     train_pool, unseen, test_pool = make_pools(data, s)
     splits = make_splits(data, s, train_pool, unseen, test_pool)
     return DataPart(s, data, train_pool, unseen, test_pool, splits, method_cfgs,
@@ -454,3 +462,108 @@ def _ensemble_cells(plan: RunPlan, part: DataPart) -> list[Cell]:
     for j in range(e.n if e.conditional else 0):
         cells += [make.method(m, *first, split, None, method_seed=e.seed + 2 * e.n + j) for m in methods]
     return cells
+
+
+# ----------------------------------------------------------------------------------------------------------
+# equal-budget tuning (issue 20): the validation requests' cells, the trials' and the tuned rows'. A trial and a
+# tuned row are variants of the method (``name@...``) with their own resolved options, so every cell machinery
+# (keys, the store, resuming, the executors) serves them unchanged; their options travel in the plan's spec, so a
+# Ray worker rebuilds the same cells.
+
+TUNING_PART = "tuning:"  # + dataset: the data part of the validation requests
+TUNED = " (tuned)"  # the rows of the tuned options are reported as "<method> (tuned)"
+
+
+def trial_name(method: str, kind: str, dataset: str, model: str, n: int) -> str:
+    return f"{method}@trial_{kind}_{dataset}_{model}_{n}"
+
+
+def tuned_name(method: str, kind: str) -> str:
+    return f"{method}@tuned_{kind}"
+
+
+def shown_method(name: str) -> str:
+    """The name a row reports: ``<method> (tuned)`` for a tuned variant, else the name itself."""
+    base, _, variant = name.partition("@")
+    return base + TUNED if variant.startswith("tuned_") else name
+
+
+def is_trial(name: str) -> bool:
+    return name.partition("@")[2].startswith("trial_")
+
+
+def validation_settings(s: Settings) -> Settings:
+    """The settings of the validation requests: per scenario kind of the run, its first scenario with other classes
+    (class) or another split seed (random subset, poisoned samples)."""
+    v = s.tuning.validation
+    scenarios = []
+    for kind in dict.fromkeys(sc.kind for sc in s.split.all_scenarios()):
+        first = next(sc for sc in s.split.all_scenarios() if sc.kind == kind)
+        scenarios.append(dataclasses.replace(first, classes=list(v.classes)) if kind == "class" else first)
+    split = dataclasses.replace(s.split, forget=[], scenarios=scenarios, seed=v.split_seed)
+    return dataclasses.replace(s, split=split)
+
+
+def tuned_datasets(plan: RunPlan) -> list[str]:
+    """The datasets the tuning block tunes (default: every dataset of the run)."""
+    chosen = plan.settings.tuning.datasets
+    return [ds for ds in plan.cfg.datasets if not chosen or ds in chosen]
+
+
+def tuned_methods(plan: RunPlan) -> list[str]:
+    """The run's methods that are tuned: the tuning block's (default: every one with something to tune)."""
+    t = plan.settings.tuning
+    return [m for m in plan.methods if (m in t.methods if t.methods else not method_spec(m).tuning.empty)
+            and not method_spec(m).trains_from_scratch]
+
+
+def _variant_cfg(part: DataPart, name: str, options: dict, where: str) -> None:
+    base = name.partition("@")[0]
+    part.method_cfgs[name] = method_config(name, {**(part.settings.methods[base] or {}), **options},
+                                           part.settings.train, where=where)
+
+
+def add_tuning_cells(plan: RunPlan, tuning: dict) -> None:
+    """Adds to ``plan``: per dataset a validation part (its requests), the validation originals, evaluations and
+    retrains of every tuning seed, the cells of every trial in ``tuning[dataset]["trials"]`` (name -> kind, model,
+    options) on every tuning seed, and the cells of the tuned options (``tuning[dataset]["tuned"]``: name ->
+    options) on the reported requests and reporting seeds."""
+    ref = reference_method(plan.methods)
+    if ref is None:
+        raise ConfigError(f"{plan.paper}.settings.tuning: tuning scores against retrain; configure it")
+    for ds in tuned_datasets(plan):
+        given = tuning.get(ds, {})
+        part = _part(plan.cfg, validation_settings(plan.cfg.settings_for(ds)), plan.methods, plan.device,
+                     data=plan.parts[ds].data)
+        key = TUNING_PART + ds
+        plan.parts[key] = part
+        for name, t in given.get("trials", {}).items():
+            _variant_cfg(part, name, t["options"], f"{plan.paper}.tuning.{name}")
+        make = _CellMaker(plan, part, key)
+        for seed in plan.settings.tuning.seeds:
+            for model in part.settings.models:
+                for split in part.splits.values():
+                    orig, _ = make.original(model, seed, split)
+                    ev = make.evaluate(orig, split)
+                    retrain = make.method(ref, orig, ev, split, None)
+                    plan.cells += [orig, ev, retrain]
+                    plan.cells += [make.method(name, orig, ev, split, retrain)
+                                   for name, t in given.get("trials", {}).items()
+                                   if t["kind"] == split.kind and t["model"] == model]
+        _add_tuned(plan, plan.parts[ds], given.get("tuned", {}), ref)
+
+
+def _add_tuned(plan: RunPlan, part: DataPart, tuned: dict, ref: str) -> None:
+    for name, opts in tuned.items():
+        _variant_cfg(part, name, opts, f"{plan.paper}.tuned.{name}")
+    make = _CellMaker(plan, part, part.name)
+    for seed in plan.seeds:
+        for model in part.settings.models:
+            for split in part.splits.values():
+                names = [n for n in tuned if n == tuned_name(n.partition("@")[0], split.kind)]
+                if not names:
+                    continue
+                orig, _ = make.original(model, seed, split)
+                ev = make.evaluate(orig, split)
+                retrain = make.method(ref, orig, ev, split, None)
+                plan.cells += [make.method(n, orig, ev, split, retrain) for n in names]

@@ -20,7 +20,7 @@ from ..methods import method_spec
 from ..metrics import speedup
 from ..paths import REPO_ROOT
 from .cells import CellRunner, original_timing
-from .plan import ENSEMBLE, Cell, RunPlan, reference_method
+from .plan import ENSEMBLE, TUNING_PART, Cell, RunPlan, reference_method, shown_method
 from .reference import cpu_model
 from .store import Store, read_json
 
@@ -93,9 +93,11 @@ def collect(plan: RunPlan, store: Store, reused: set[str]) -> tuple[pd.DataFrame
     for cell in plan.cells:
         scratch = cell.kind == "method" and method_spec(cell.method).trains_from_scratch
         split = plan.part(cell.part or cell.dataset).splits.get(cell.scenario)
+        base = cell.method.partition("@")[0] if shown_method(cell.method) != cell.method else cell.method
         what = {"kind": split.kind if split is not None else "", "reference": cell.method == reference,
                 "run_on": " ".join(k for k in SCENARIO_KINDS if cell.kind != "method" or
-                                   runs_on(plan.settings, cell.method, k))}
+                                   runs_on(plan.settings, base, k))}
+        validation = cell.part.startswith(TUNING_PART)  # a validation request's cell: tuning.csv reports it
         times = {"cell": cell.key, "part": cell.part or cell.dataset, "kind": cell.kind, "dataset": cell.dataset,
                  "model": cell.model, "scenario": cell.scenario, "method": cell.method, "seed": cell.run_seed,
                  "trains_from_scratch": scratch, "wall_s": None, "call_s": None, "reused": cell.key in reused,
@@ -104,7 +106,7 @@ def collect(plan: RunPlan, store: Store, reused: set[str]) -> tuple[pd.DataFrame
         if cell.kind == "original":
             meta = read_json(store.checkpoint_path(cell.model_key).with_suffix(".json"))
             times["wall_s"] = meta.get("wall_s")
-            if cell.part != ENSEMBLE:
+            if cell.part != ENSEMBLE and not validation:
                 timings.append({**run, **original_timing(cell, meta, cell.key in reused), **what})
             continue
         rec = store.load_record(cell.key)
@@ -115,14 +117,22 @@ def collect(plan: RunPlan, store: Store, reused: set[str]) -> tuple[pd.DataFrame
         if cell.part == ENSEMBLE:
             ensemble += [{**run, **r, "original_seed": cell.seed, "cell": cell.key} for r in rec.get("rows", [])]
             continue
+        if validation:
+            continue
         rows += [{**run, **r, **what} for r in rec.get("rows", [])]
         timings += [{**run, **t, "cached": bool(t["cached"] or cell.key in reused), **what}
                     for t in rec.get("timings", [])]
         traces += [{**run, **t} for t in rec.get("traces", [])]
+    rows, timings, traces = (_shown_names(x) for x in (rows, timings, traces))
     metrics = add_speedups(pd.DataFrame(rows, columns=METRIC_COLUMNS))
     return (metrics, pd.DataFrame(timings, columns=TIMING_COLUMNS), pd.DataFrame(traces, columns=TRACE_COLUMNS),
             pd.DataFrame(ensemble, columns=[*METRIC_COLUMNS[:9], "original_seed", "cell"]),
             pd.DataFrame(cells, columns=CELL_COLUMNS))
+
+
+def _shown_names(rows: list[dict]) -> list[dict]:
+    """Rows of a tuned variant under the name a reader sees: ``<method> (tuned)``."""
+    return [{**r, "method": shown_method(r["method"])} for r in rows]
 
 
 def add_speedups(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -181,6 +191,8 @@ def write_run(folder: Path, plan: RunPlan, metrics: pd.DataFrame, timings: pd.Da
     # asking the registry, which may have changed since)
     resolved["registered_scenarios"] = {k: list(supported_kinds(k)) for k in first.method_cfgs}
     for name, part in plan.parts.items():
+        if name.startswith(TUNING_PART):  # its trials' options are in tuning.csv, the chosen ones in tuned.yaml
+            continue
         if part is not first:  # what differs (retrain's recipe) is visible per dataset
             resolved.setdefault("resolved_methods_by_dataset", {})[name] = {
                 k: to_dict(v) for k, v in part.method_cfgs.items()}
@@ -190,7 +202,7 @@ def write_run(folder: Path, plan: RunPlan, metrics: pd.DataFrame, timings: pd.Da
     env["cpu_threads"] = sorted({int(t) for t in timings.threads.dropna()}) if len(timings) else []
     summaries = {}
     for name, part in plan.parts.items():
-        if name == ENSEMBLE:
+        if name == ENSEMBLE or name.startswith(TUNING_PART):
             continue
         summaries[name] = {**part.data.summary(), "train pool": int(len(part.train_pool)),
                            "unseen (held out)": int(len(part.unseen)), "test pool": int(len(part.test_pool))}

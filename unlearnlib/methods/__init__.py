@@ -13,8 +13,8 @@ Every method has the same signature::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
 
 import torch.nn as nn
 
@@ -22,6 +22,40 @@ from ..registry import Registry
 from ..schema import check_instance, from_dict, to_dict
 
 METHODS = Registry("method")
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One option a tuning study searches: a range of a ``Config`` field (``log``: log-uniform; an ``int`` field
+    draws integers) or a list of ``choices``. Declared next to the method's ``Config``, in its ``TUNING``."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple = ()
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """What equal-budget tuning may change in a method (issue 20): the shared space — ``lr``, the ``Config`` field of
+    its learning rate, searched log-uniformly within the tuning block's bounds; ``budget``, the field that counts
+    its length, in ``budget_unit``, searched from 1 up to the tuning block's share of the original's training —
+    ``epochs`` over the retain (or whole training) data: that share of the original's epochs; optimiser ``steps``:
+    that share of the original's steps; ``forget_epochs``, passes over the forget set (LAU, versatile): as many as
+    that share of the original's steps allows at the method's batch size — plus its own ``knobs``. A method
+    without any of the three has nothing to tune (retrain, the reference)."""
+
+    lr: str | None = None
+    budget: str | None = None
+    budget_unit: Literal["epochs", "steps", "forget_epochs"] = "epochs"
+    knobs: dict[str, Knob] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.lr or self.budget or self.knobs)
+
+
+NO_TUNING = Tuning()
 
 
 @dataclass(frozen=True)
@@ -73,6 +107,7 @@ class MethodSpec:
     # declared (tables then give the steps of this run alone)
     setting: PaperSetting | None = None
     steps: Callable[[Any, int, int], int] | None = None
+    tuning: Tuning = NO_TUNING  # what equal-budget tuning searches (the module's TUNING, next to its Config)
 
     def config(self, opts: dict[str, Any] | None, train: Any = None, where: str = "") -> Any:
         """The method's ``Config`` from a YAML mapping of options (types, choices and its ``check()``); a method
@@ -140,5 +175,5 @@ def _import_all() -> None:
 
 _import_all()
 
-__all__ = ["METHODS", "MethodSpec", "PaperSetting", "base_method", "method_spec", "register_method",
+__all__ = ["METHODS", "Knob", "MethodSpec", "PaperSetting", "Tuning", "base_method", "method_spec", "register_method",
            "forget_classes_from_retain", "expected_steps", "no_steps", "batches", "capped"]

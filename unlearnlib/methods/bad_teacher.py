@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ..trace import trace
 from ..train import Optimizer, Scheduler, TrainConfig, fit
-from . import PaperSetting, batches, capped, register_method
+from . import Knob, PaperSetting, Tuning, batches, capped, register_method
 from .common import frozen_copy, incompetent_teacher, mixed_batches
 
 
@@ -94,7 +94,11 @@ def steps(cfg: Config, n_retain: int, n_forget: int) -> int:
     return capped(cfg, cfg.epochs * batches(n_forget + int(cfg.retain_fraction * n_retain), cfg.batch_size))
 
 
-@register_method("bad_teacher", Config, setting=PAPER_SETTING, steps=steps)
+TUNING = Tuning(lr="lr", budget="epochs",
+                knobs={"retain_fraction": Knob(0.05, 1.0), "temperature": Knob(0.5, 8.0, log=True)})
+
+
+@register_method("bad_teacher", Config, setting=PAPER_SETTING, steps=steps, tuning=TUNING)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Bad teacher: distil from the original on retain samples and from a random network on forget samples."""
     competent = frozen_copy(model)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..models.common import reinitialise
 from ..train import Scheduler, TrainConfig, fit
-from . import batches, capped, register_method
+from . import Knob, Tuning, batches, capped, register_method
 
 
 @dataclass
@@ -47,7 +47,10 @@ class FinetuneConfig(TrainConfig):
     scheduler: Scheduler = "none"
 
 
-@register_method("finetune", FinetuneConfig, reads_forget=False, steps=retain_epochs_steps)
+FINETUNE_TUNING = Tuning(lr="lr", budget="epochs")
+
+
+@register_method("finetune", FinetuneConfig, reads_forget=False, steps=retain_epochs_steps, tuning=FINETUNE_TUNING)
 def finetune(model: nn.Module, *, retain, forget, cfg: FinetuneConfig, device) -> nn.Module:
     """Fine-tune the original on the retain set (catastrophic forgetting of the forget set)."""
     fit(model, retain.with_options(batch_size=cfg.batch_size, shuffle=True, augment=cfg.augment), cfg,
@@ -129,13 +132,21 @@ def neggrad_plus_steps(cfg: NegGradPlusConfig, n_retain: int, n_forget: int) -> 
     return capped(cfg, cfg.epochs * batches(n_retain, cfg.batch_size))
 
 
-@register_method("neggrad", NegGradConfig, reads_retain=False, steps=neggrad_steps)
+NEGGRAD_TUNING = Tuning(lr="lr", budget="max_steps", budget_unit="steps")
+# NegGrad+ alpha: the weight of the forget term
+NEGGRAD_PLUS_TUNING = Tuning(lr="lr", budget="max_steps", budget_unit="steps",
+                             knobs={"forget_weight": Knob(0.05, 5.0, log=True)})
+
+
+@register_method("neggrad", NegGradConfig, reads_retain=False, steps=neggrad_steps, tuning=NEGGRAD_TUNING)
 def neggrad(model: nn.Module, *, retain, forget, cfg: NegGradConfig, device) -> nn.Module:
     """Gradient ascent on the forget set, stopped once no forget sample is classified correctly."""
     return _naive(model, retain, forget, cfg, descent=False, desc="neggrad")
 
 
-@register_method("neggrad_plus", NegGradPlusConfig, steps=neggrad_plus_steps)
+
+
+@register_method("neggrad_plus", NegGradPlusConfig, steps=neggrad_plus_steps, tuning=NEGGRAD_PLUS_TUNING)
 def neggrad_plus(model: nn.Module, *, retain, forget, cfg: NegGradPlusConfig, device) -> nn.Module:
     """Each step: descent on a retain batch, plus ascent on a forget batch while any forget sample is right."""
     return _naive(model, retain, forget, cfg, descent=True, desc="neggrad+")

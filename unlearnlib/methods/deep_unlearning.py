@@ -68,7 +68,7 @@ import torch.nn.functional as F
 
 from ..models.vit import Attention
 from ..schema import check_range
-from . import no_steps, register_method
+from . import Knob, Tuning, no_steps, register_method
 
 
 @dataclass
@@ -401,7 +401,11 @@ def select_samples(retain, forget, cfg: Config) -> tuple[torch.Tensor, torch.Ten
     return xr, xf
 
 
-@register_method("deep_unlearning", Config, scenarios=("class",), steps=no_steps)
+TUNING = Tuning(knobs={"alpha_r": Knob(1.0, 1000.0, log=True), "alpha_f": Knob(0.3, 30.0, log=True),
+                       "n_samples": Knob(90, 900, log=True)})
+
+
+@register_method("deep_unlearning", Config, scenarios=("class",), steps=no_steps, tuning=TUNING)
 @torch.no_grad()
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Gradient-free class forgetting: project every layer away from the class-discriminatory subspace."""

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from ..trace import trace
-from . import forget_classes_from_retain, no_steps, register_method
+from . import Knob, Tuning, forget_classes_from_retain, no_steps, register_method
 
 
 @dataclass
@@ -181,7 +181,10 @@ def _head_names(model: nn.Module, num_classes: int) -> set[str]:
     return {k for k, p in model.named_parameters() if p.shape[0] == num_classes}  # upstream's size rule
 
 
-@register_method("fisher", Config, reads_forget=False, steps=no_steps)
+TUNING = Tuning(knobs={"alpha": Knob(1e-9, 1e-4, log=True)})  # [CODE] cell 95 sweeps 1e-8 .. 1e-5
+
+
+@register_method("fisher", Config, reads_forget=False, steps=no_steps, tuning=TUNING)
 @torch.no_grad()
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Fisher forgetting: Gaussian noise on every weight, scaled by the inverse retain-set Fisher information."""

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..trace import trace
 from ..train import Optimizer, Scheduler, TrainConfig, fit
-from . import PaperSetting, batches, capped, register_method
+from . import Knob, PaperSetting, Tuning, batches, capped, register_method
 
 
 @dataclass
@@ -81,7 +81,10 @@ def steps(cfg: Config, n_retain: int, n_forget: int) -> int:
     return capped(cfg, cfg.epochs * batches(n_retain, cfg.batch_size))
 
 
-@register_method("l1_sparse", Config, reads_forget=False, setting=PAPER_SETTING, steps=steps)
+TUNING = Tuning(lr="lr", budget="epochs", knobs={"gamma": Knob(1e-5, 1e-2, log=True)})
+
+
+@register_method("l1_sparse", Config, reads_forget=False, setting=PAPER_SETTING, steps=steps, tuning=TUNING)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """ℓ1-sparse: fine-tune on the retain set with a linearly decaying ℓ1 penalty on all weights."""
     r = retain.with_options(batch_size=cfg.batch_size, shuffle=True, augment=cfg.augment)

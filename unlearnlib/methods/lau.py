@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 from ..trace import trace
 from ..train import Optimizer, Scheduler, TrainConfig, fit
-from . import PaperSetting, batches, capped, register_method
+from . import Knob, PaperSetting, Tuning, batches, capped, register_method
 
 FEATURE_CHUNK = 512  # forget images per forward pass when the features are computed (memory only)
 
@@ -278,7 +278,11 @@ def steps(cfg: Config, n_retain: int, n_forget: int) -> int:
     return capped(cfg, cfg.epochs * batches(n_forget, cfg.batch_size))
 
 
-@register_method("lau", Config, reads_retain=False, setting=PAPER_SETTING, steps=steps)
+# epochs are passes over the forget set; pgd_eps: the attack radius
+TUNING = Tuning(lr="lr", budget="epochs", budget_unit="forget_epochs", knobs={"pgd_eps": Knob(0.03, 1.0, log=True)})
+
+
+@register_method("lau", Config, reads_retain=False, setting=PAPER_SETTING, steps=steps, tuning=TUNING)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Layer Attack Unlearning: only the classification layer learns, distilled from a Partial-PGD teacher."""
     head = model.head

@@ -71,7 +71,7 @@ from ..attacks import loss_lr_cv_mia
 from ..models.common import reinitialise
 from ..trace import trace
 from ..train import Optimizer, PatienceStop, Scheduler, TrainConfig, fit
-from . import forget_classes_from_retain, register_method
+from . import Knob, Tuning, forget_classes_from_retain, register_method
 
 EVAL_CHUNK = 500  # images per forward pass when the stopping statistic is computed (memory only)
 
@@ -416,7 +416,10 @@ def interpolate_(model: nn.Module, ref: nn.Module, alpha: float) -> None:
 # the method
 
 
-@register_method("lightweight", Config, needs_unseen=True)
+TUNING = Tuning(lr="lr", budget="epochs", knobs={"sigma": Knob(0.01, 0.5, log=True)})
+
+
+@register_method("lightweight", Config, needs_unseen=True, tuning=TUNING)
 def unlearn(model: nn.Module, *, retain, forget, unseen, cfg: Config, device) -> nn.Module:
     """Lightweight unlearning: perturb the weights, then train on retain data until forget looks unseen."""
     monitor = GapMonitor(forget, unseen, retain if cfg.recover is not None else None, samples=cfg.stat_samples,

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from ..trace import trace
 from ..train import AfterStep, Optimizer, Scheduler, TrainConfig, fit
-from . import PaperSetting, batches, capped, register_method
+from . import Knob, PaperSetting, Tuning, batches, capped, register_method
 from .common import mixed_batches, random_any_labels, random_other_labels
 
 LabelPolicy = Literal["other", "any"]
@@ -170,7 +170,10 @@ def relabel_steps(cfg: RLConfig, n_retain: int, n_forget: int) -> int:
     return capped(cfg, cfg.epochs * per_epoch)
 
 
-@register_method("random_labels", Config, setting=PAPER_SETTING, steps=relabel_steps)
+TUNING = Tuning(lr="lr", budget="epochs", knobs={"forget_weight": Knob(0.1, 10.0, log=True)})
+
+
+@register_method("random_labels", Config, setting=PAPER_SETTING, steps=relabel_steps, tuning=TUNING)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Random labels: fine-tune on the forget samples with random (by default wrong) labels, plus the retain set."""
     return relabel_fit(model, retain, forget, cfg)

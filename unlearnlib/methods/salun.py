@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..train import Optimizer, Scheduler
-from . import PaperSetting, register_method
+from . import Knob, PaperSetting, Tuning, register_method
 from .random_labels import LabelPolicy, Relabel, RLConfig, Schedule, relabel_fit, relabel_steps
 
 
@@ -132,7 +132,10 @@ class HardMask:
 PAPER_SETTING = PaperSetting("CIFAR-10 random 10 % forgetting", 45_000, 5_000, "[SAL] README")
 
 
-@register_method("salun", Config, setting=PAPER_SETTING, steps=relabel_steps)
+TUNING = Tuning(lr="lr", budget="epochs", knobs={"sparsity": Knob(0.1, 0.9)})
+
+
+@register_method("salun", Config, setting=PAPER_SETTING, steps=relabel_steps, tuning=TUNING)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """SalUn: random-label fine-tuning of only the forget-salient weights (gradient-magnitude mask, hard-masked)."""
     mask = saliency_mask(model, forget, cfg.sparsity, cfg.mask_batch_size, cfg.augment)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from ..trace import trace
 from ..train import Optimizer, Scheduler, TrainConfig, fit
-from . import PaperSetting, batches, capped, register_method
+from . import Knob, PaperSetting, Tuning, batches, capped, register_method
 from .common import distill_kl, frozen_copy
 
 
@@ -130,7 +130,10 @@ def steps(cfg: Config, n_retain: int, n_forget: int) -> int:
                   + cfg.epochs * batches(n_retain, cfg.batch_size))
 
 
-@register_method("scrub", Config, setting=PAPER_SETTING, steps=steps)
+TUNING = Tuning(lr="lr", budget="epochs", knobs={"msteps": Knob(1, 5), "alpha": Knob(1e-4, 1.0, log=True)})
+
+
+@register_method("scrub", Config, setting=PAPER_SETTING, steps=steps, tuning=TUNING)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """SCRUB: alternate max-steps (KL away from the original on forget) and min-steps (KL to it + CE on retain)."""
     teacher = frozen_copy(model)  # the original, before any step

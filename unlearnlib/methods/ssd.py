@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from ..diagnosis import Diagnosis, diagnose
 from ..trace import trace
-from . import PaperSetting, forget_classes_from_retain, no_steps, register_method
+from . import Knob, PaperSetting, Tuning, forget_classes_from_retain, no_steps, register_method
 from .common import class_major
 
 
@@ -151,7 +151,11 @@ def loader_batches(loader, batch_size: int, augment: bool):
 PAPER_SETTING = PaperSetting("CIFAR-10 class forgetting", 45_000, 5_000, "[SSD] forget_full_class_main.py")
 
 
-@register_method("ssd", Config, setting=PAPER_SETTING, steps=no_steps)
+TUNING = Tuning(knobs={"selection_weighting": Knob(0.1, 100.0, log=True),  # alpha
+                       "dampening_constant": Knob(0.1, 10.0, log=True)})  # lambda
+
+
+@register_method("ssd", Config, setting=PAPER_SETTING, steps=no_steps, tuning=TUNING)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Selective Synaptic Dampening: shrink weights far more important to the forget set than to all data."""
     retain_labels = retain.labels

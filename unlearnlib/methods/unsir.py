@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from ..trace import trace
 from ..train import TrainConfig, fit
-from . import forget_classes_from_retain, register_method
+from . import Knob, Tuning, forget_classes_from_retain, register_method
 
 
 @dataclass
@@ -256,13 +256,18 @@ def run_unsir(model: nn.Module, retain, cfg: Config, device, repair: bool = True
     return model
 
 
-@register_method("unsir", Config, reads_forget=False, scenarios=("class",))
+TUNING = Tuning(lr="impair_lr",
+                knobs={"repair_lr": Knob(1e-4, 0.1, log=True), "noise_lambda": Knob(0.01, 1.0, log=True)})
+IMPAIR_TUNING = Tuning(lr="impair_lr", knobs={"noise_lambda": Knob(0.01, 1.0, log=True)})
+
+
+@register_method("unsir", Config, reads_forget=False, scenarios=("class",), tuning=TUNING)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """UNSIR: error-maximising noise per forget class, one impair epoch, one repair epoch (zero-glance)."""
     return run_unsir(model, retain, cfg, device, repair=True)
 
 
-@register_method("unsir_impair", Config, reads_forget=False, scenarios=("class",))
+@register_method("unsir_impair", Config, reads_forget=False, scenarios=("class",), tuning=IMPAIR_TUNING)
 def unlearn_impair_only(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """UNSIR's impair phase only (no repair): the "after impair" row of the paper's tables."""
     return run_unsir(model, retain, cfg, device, repair=False)

@@ -69,7 +69,7 @@ import torch.nn.functional as F
 from ..attacks import loss_lr_cv_mia
 from ..trace import trace
 from ..train import Optimizer, PatienceStop, Scheduler, TrainConfig, fit
-from . import batches, capped, register_method
+from . import Knob, Tuning, batches, capped, register_method
 from .lightweight import GapMonitor, logits_at
 
 # True: fit (and trace) the loss-LR attack at every stop check even when the rule does not read it, as before issue
@@ -380,7 +380,11 @@ def steps(cfg: Config, n_retain: int, n_forget: int) -> int:
     return capped(cfg, cfg.epochs * (cfg.epoch_steps or batches(n_forget, cfg.batch_size)))
 
 
-@register_method("versatile", Config, needs_unseen=True, steps=steps)
+# epochs are passes over the forget set (epoch_steps None); beta: the weight of the retain term
+TUNING = Tuning(lr="lr", budget="epochs", budget_unit="forget_epochs", knobs={"beta": Knob(0.1, 10.0, log=True)})
+
+
+@register_method("versatile", Config, needs_unseen=True, steps=steps, tuning=TUNING)
 def unlearn(model: nn.Module, *, retain, forget, unseen, cfg: Config, device) -> nn.Module:
     """Fast yet versatile unlearning: fine-tune until outputs on forget data look like outputs on unseen data."""
     rule = rule_of(cfg)

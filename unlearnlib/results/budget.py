@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..claims import per_seed, select
 from .run import Run
+from .tuning import is_tuned
 
 BUDGET_COLUMNS = ("steps", "passes F/R", "changed %")  # how the tables head them (compact: 1,400 px pages)
 BUDGET_NOTE = ("steps: optimiser steps of one call; passes F/R: samples drawn from the forget / retain set over the "
@@ -102,6 +103,9 @@ def at_this_size(values: dict[str, float], setting: str = "") -> str:
 def does_not_forget(run: Run, method: str, values: dict[str, float]) -> str:
     """The phrase for a method whose forgetting falls short: never the method's fault alone, the protocol's size is
     named with it."""
+    if is_tuned(method):  # its options are the tuned ones, not its paper's: no paper setting to compare with
+        here = at_this_size({**values, "paper_steps": math.nan})
+        return f"does not forget with its tuned options at this size ({here})"
     return f"does not forget with its defaults at this size ({at_this_size(values, paper_setting(run, method))})"
 
 

@@ -36,6 +36,7 @@ from .budget import (
 )
 from .compare import diff_to_retrain, retrain_floor
 from .run import KIND_ORDER, Run
+from .tuning import base_name, is_tuned, tuned_pairs, tuning_caption, with_tuned
 
 KIND_TITLES = {"class": "one class", "random": "a random subset", "backdoor": "a backdoor"}
 GAP_METRICS = ("forget_acc", "retain_acc", "test_acc")  # signed gap to retrain, with interval and floor
@@ -113,9 +114,9 @@ def leaderboard_frame(run: Run, kind: str) -> pd.DataFrame:
         ens = _ensemble_values(run, kind, ds)
         rt = per_seed(m, run.reference, "unlearn_time_s", model, ds, kind)
         retrain_time = float(np.median(rt)) if len(rt) else math.nan
-        for method in ["original", *s.methods]:
+        for method in ["original", *with_tuned(run, list(s.methods))]:  # a tuned row right after its defaults
             row: dict = {"dataset": ds, "method": method, "supported": True, "note": "",
-                         "reference": method == run.reference}
+                         "reference": method == run.reference, "tuned": is_tuned(method)}
             if method != "original" and not run.runs_on(method, kind):
                 sup = run.registered.get(method, KIND_ORDER)
                 row.update(supported=False, note=(f"not run: defined for {' and '.join(sup)} forgetting only"
@@ -251,8 +252,7 @@ def leaderboard_table(run: Run, kind: str):
         f"Attacks and probe: the method's value, retrain's in brackets (loss-LR MIA: forget vs unseen training images, "
         f"50 = indistinguishable{lr_note}; SVC MIA: Kodge et al.'s class attack, %; probe: forget-class test accuracy "
         f"of a linear probe on frozen features).{test_note}{ens} Time: median call (evaluation excluded); speed-up: "
-        f"retrain's median / the method's.{budget} Every method with its default options."
-        f"{left_out_note(run)}")
+        f"retrain's median / the method's.{budget} {tuning_caption(run)}{left_out_note(run)}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -288,9 +288,11 @@ def plot_pareto(run: Run, kind: str):
     df = df[df.supported & (df.method != "original")]
     fx, ux = FORGET_AXIS[kind], UTILITY_AXIS[kind]
     datasets = list(dict.fromkeys(df.dataset))
-    methods = list(dict.fromkeys(df.method))
+    methods = list(dict.fromkeys(base_name(m) for m in df.method))  # a tuned row takes its method's colour and mark
     pal = _palette(methods)
     marks = {m: "osD^vP"[i % 6] for i, m in enumerate(methods)}
+    pairs = tuned_pairs(df)
+    hollow = {m for m, _ in pairs}  # with a tuned row beside it, the defaults' marker is hollow
     fig, axes = plt.subplots(1, len(datasets), figsize=(6.4 * len(datasets) + 2.6, 5.6), squeeze=False)
     times = df.time_s.replace(0, np.nan).dropna()
     lo_t, hi_t = (math.log10(times.min()), math.log10(times.max())) if len(times) else (0.0, 1.0)
@@ -306,8 +308,14 @@ def plot_pareto(run: Run, kind: str):
         for _, r in d.iterrows():
             x, y = r[f"{fx}_abs"], -r[f"{ux}_gap"]
             pts.append((r.method, x, y))
-            ax.scatter([x], [y], s=size(r.time_s), color=pal[r.method], marker=marks[r.method], edgecolor="black",
-                       linewidth=0.5, alpha=0.85, zorder=3, label=r.method)
+            c, mk = pal[base_name(r.method)], marks[base_name(r.method)]
+            if r.method in hollow:
+                ax.scatter([x], [y], s=size(r.time_s), facecolor="none", marker=mk, edgecolor=c, linewidth=1.4,
+                           zorder=3, label=r.method)
+            else:
+                ax.scatter([x], [y], s=size(r.time_s), color=c, marker=mk, edgecolor="black", linewidth=0.5,
+                           alpha=0.85, zorder=3, label=r.method)
+        _join_tuned(ax, pts, pairs, pal)
         front = pareto_front([p for p in pts if p[0] != run.reference])  # the reference itself dominates everything
         fp = [(x, y) for n in front for (m, x, y) in pts if m == n]
         if fp:
@@ -326,6 +334,9 @@ def plot_pareto(run: Run, kind: str):
 
     keys = [Line2D([], [], marker=marks[m], color="none", markerfacecolor=pal[m], markeredgecolor="black",
                    markersize=8, label=m) for m in methods]
+    if pairs:
+        keys += [Line2D([], [], marker="o", color="grey", markerfacecolor="none", markersize=8, lw=0.8,
+                        label="defaults (hollow) — tuned (filled)")]
     keys += [Line2D([], [], color="grey", ls="--", label="Pareto front"),
              plt.Rectangle((0, 0), 1, 1, color="#2e7d32", alpha=0.12, label="retrain noise floor")]
     keys += [Line2D([], [], marker="o", color="none", markerfacecolor="white", markeredgecolor="black",
@@ -338,6 +349,14 @@ def plot_pareto(run: Run, kind: str):
                  f"is retrain\n[{run.stamp}; means over seeds]", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1 - 2.6 / width, 1))
     return fig
+
+
+def _join_tuned(ax, pts: list[tuple[str, float, float]], pairs: list[tuple[str, str]], pal: dict) -> None:
+    """A thin line in the method's colour from its defaults' point to its tuned point."""
+    at = {m: (x, y) for m, x, y in pts}
+    for d, t in pairs:
+        if d in at and t in at:
+            ax.plot([at[d][0], at[t][0]], [at[d][1], at[t][1]], color=pal[d], lw=1.0, zorder=2)
 
 
 def plot_ranking(run: Run, kind: str):
