@@ -160,7 +160,9 @@ def test_the_loss_is_the_sum_of_the_members_losses_and_member_batches_stay_apart
 
 def _digits_members(seeds, grouped: bool):
     data = load_dataset("digits")
-    cfg = TrainConfig(epochs=6, lr=0.05, batch_size=64, scheduler="cosine", augment=False)
+    # Adam: a short recipe whose members all learn (SGD at this length leaves some at chance in eval mode)
+    cfg = TrainConfig(epochs=3, lr=2e-3, optimizer="adam", weight_decay=0.0, batch_size=64, scheduler="none",
+                      augment=False)
     idx = np.arange(len(data.train_y))
     models, loaders = [], []
     for s in seeds:
@@ -195,15 +197,14 @@ def test_grouped_members_are_equal_in_distribution_to_members_trained_alone(digi
     g_acc, g_conf = digits_sets["grouped"]
     a_acc, a_conf = digits_sets["alone"]
     o_acc, o_conf = digits_sets["alone_other_seeds"]
-    assert g_acc.min() > 0.5  # they learned (10 classes: chance is 0.1)
+    assert g_acc.min() > 0.7  # they learned (10 classes: chance is 0.1)
     # the floor: how far two sets of members trained alone (other seeds) are apart
     floor_acc = abs(a_acc.mean() - o_acc.mean()) + 2 * a_acc.std() / np.sqrt(len(a_acc))
     floor_conf = np.abs(a_conf.mean(0) - o_conf.mean(0)).mean()
     assert abs(g_acc.mean() - o_acc.mean()) <= floor_acc + 0.02
     assert np.abs(g_conf.mean(0) - o_conf.mean(0)).mean() <= 1.5 * floor_conf
-    # and, trained from the same initialisations on the same batches, the grouped members are the members trained
-    # alone up to float noise: per example far closer than the floor
-    assert np.abs(g_conf - a_conf).mean() < 0.2 * np.abs(a_conf - o_conf).mean()
+    # (not asserted: that they equal the members trained alone from the same seeds; they start so, but over a few
+    # hundred float32 steps rounding differences grow as large as a change of seed; float64: the exactness test)
 
 
 # ------------------------------------------------------------------------------------------------------------
