@@ -290,3 +290,34 @@ def test_group_cells_store_what_the_member_cells_compute_alone(monkeypatch, fmni
     group_meta = store_on.load_model(retrain_on.model_key, on.parts["ensemble"].new_model(retrain_on.model))
     assert rec["timings"][0]["seconds"] == pytest.approx(group_meta["group_seconds"] / len(groups[1].members))
     assert {r["metric"] for r in rec["rows"]} >= {"forget_acc", "test_acc"}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the benchmark and the Performance page
+
+
+def test_the_benchmark_smoke_run_writes_its_csv_and_the_performance_page_shows_it(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    from unlearnlib.performance import page
+
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(repo), UNLEARNLIB_THREADS="1")
+    proc = subprocess.run([sys.executable, str(repo / "benchmarks" / "grouped.py"), "--smoke", "--out", str(tmp_path),
+                           "--threads", "1"], cwd=repo, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    df = pd.read_csv(tmp_path / "grouped.csv")
+    assert list(df["mode"]) == ["one_by_one", "grouped", "grouped_cl"] and set(df.n) == {4}
+    assert (df.seconds > 0).all() and df.speedup_vs_one_by_one.iloc[0] == 1.0
+    # the modes train the same members (float rounding apart): the same mean accuracy within a point
+    assert df.test_acc_mean.max() - df.test_acc_mean.min() < 0.01
+    md, _ = page(tmp_path, tmp_path / "page")
+    assert "## Many models at once: the grouped ensemble" in md and "| grouped, channels_last (default) | 4 |" in md
+    bad = subprocess.run([sys.executable, str(repo / "benchmarks" / "grouped.py"), "--smoke", "--out", str(tmp_path),
+                          "--modes", "fast"], cwd=repo, env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "valid: one_by_one, grouped, grouped_cl" in bad.stderr
