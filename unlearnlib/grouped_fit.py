@@ -62,8 +62,9 @@ class MemberBatches:
             yield torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches])
 
 
-# the grouped network's memory format in the harness: channels_last ran the grouped ResNet-18 step ~20 % faster on
-# one CPU thread (a rough check; benchmarks/grouped.py measures both formats)
+# the grouped network's memory format in the harness (part of the grouped members' cell keys): channels_last ran the
+# grouped ResNet-18 step (16 members, width 8, 8x8 digits) 10-20 % faster on one CPU thread in interleaved checks on
+# a busy machine; benchmarks/grouped.py measures both formats (its grouped and grouped_cl rows) for the final word
 CHANNELS_LAST = True
 
 

@@ -57,7 +57,7 @@ from ..data import (
     stratified_subset,
 )
 from ..data.splits import Split
-from ..grouped_fit import group_reason
+from ..grouped_fit import CHANNELS_LAST, group_reason
 from ..methods import method_spec
 from ..metrics import any_needs
 
@@ -440,13 +440,14 @@ def _ensemble_cells(plan: RunPlan, part: DataPart) -> list[Cell]:
     retrain_name = _retrain_name(plan.methods) or "retrain"
     methods = [m for m in (e.methods or plan.methods) if m != retrain_name]
     grouped = ensemble_grouping(plan, part, model, retrain_name)
-    base = make.compute
+    # grouped members' keys say so, with the group's size and memory format (the float rounding depends on them)
+    base, marker = make.compute, (("grouped", e.n, "channels_last" if CHANNELS_LAST else "contiguous"),)
     first, members = None, {"original": [], "oracle": [], "floor": []}
     for i in range(e.n):
-        make.compute = base + (("grouped", e.n),) if grouped["original"] is None else base
+        make.compute = base + marker if grouped["original"] is None else base
         orig, _ = make.original(model, e.seed + i, split)
         ev = make.evaluate(orig, split)
-        make.compute = base + (("grouped", e.n),) if grouped["retrain"] is None else base
+        make.compute = base + marker if grouped["retrain"] is None else base
         oracle = make.method(retrain_name, orig, ev, split, None)
         floor = make.method(retrain_name, orig, ev, split, None, method_seed=e.seed + e.n + i)
         make.compute = base
