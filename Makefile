@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 # run parameters come from the command line (make reproduce PAPER=unsir SEEDS=0,1): a variable of the same name
 # inherited from the environment (an unrelated exported DEVICE or THREADS) is ignored, with a warning
-$(foreach v,PAPER PROFILE SEEDS DEVICE EXECUTOR WORKERS THREADS,$(if $(filter environment,$(origin $(v))),\
+$(foreach v,PAPER PROFILE SEEDS DEVICE EXECUTOR WORKERS THREADS SOURCE FORCE,$(if $(filter environment,$(origin $(v))),\
   $(warning $(v) is set in the environment and ignored here; give it on the command line: make ... $(v)=...)\
   $(eval undefine $(v))))
 PAPER   ?=
@@ -14,6 +14,8 @@ DEVICE  ?= auto
 EXECUTOR ?= local
 WORKERS ?=
 THREADS ?=
+SOURCE  ?= auto
+FORCE   ?=
 PYTHON  ?= $(shell command -v python3.11 || command -v python3)
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
@@ -22,7 +24,7 @@ MATHJAX_VERSION := 3.2.2
 FMNIST  := /usr/share/datasets/fashion-mnist
 # The run parameters reach the commands as environment variables, read by the shell ("$$PAPER"), never pasted
 # into shell code by make: a value with quotes, backticks or $(...) is passed on as text and checked by the CLI.
-RUN_VARS := PAPER PROFILE SEEDS DEVICE EXECUTOR WORKERS THREADS OFFICIAL PUSH
+RUN_VARS := PAPER PROFILE SEEDS DEVICE EXECUTOR WORKERS THREADS OFFICIAL PUSH SOURCE
 export $(RUN_VARS)
 # make itself expands a value holding '$$' (a command-line or environment variable is recursive): refuse it unread
 $(foreach v,$(RUN_VARS) JOBS,$(if $(findstring $$,$(value $(v))),$(error $(v): a value containing '$$' is not accepted)))
@@ -44,14 +46,16 @@ PAPERS  := $(notdir $(basename $(wildcard unlearnlib/papers/*.yaml)))
 # PAPER is checked before `setup` (a typo costs no virtual environment); '%' would be a pattern to make's filter
 PAPER_OK = $(and $(filter 1,$(words $(PAPER))),$(if $(findstring %,$(PAPER)),,$(filter $(PAPER),$(PAPERS))))
 
-.PHONY: help setup reproduce reproduce-all book publish test test-unit test-notebooks test-book lint benchmarks clean clean-cache \
+.PHONY: help setup reproduce reproduce-all book reference check-reference publish test test-unit test-notebooks test-book lint benchmarks clean clean-cache \
         check-paper
 
 help:  ## this list
 	@echo "Unlearning replication suite"
 	@echo
-	@echo "  make reproduce PAPER=<id> [PROFILE=auto|paper|cpu|smoke] [SEEDS=1,2] [DEVICE=auto|cpu|cuda]"
+	@echo "  make reproduce PAPER=<id> [PROFILE=auto|paper|fast|cpu|smoke] [SEEDS=1,2] [DEVICE=auto|cpu|cuda]"
 	@echo "                 [EXECUTOR=local|ray] [WORKERS=N] [THREADS=N]   (RAY_ADDRESS=<head>:6379 joins a cluster)"
+	@echo "  make book [SOURCE=auto|reference|local]   (the reader's command: trains nothing)"
+	@echo "  make reference PAPER=<id>|all [PROFILE=cpu] [FORCE=1];  make check-reference [PAPER=<id>]"
 	@echo "  make publish [PUSH=1]   (PUSH=1: also push gh-pages to origin)"
 	@echo "  make test"
 	@echo
@@ -90,11 +94,17 @@ reproduce: check-paper setup  ## run PAPER end to end (notebook -> book/papers/)
 reproduce-all: setup  ## every paper in PROFILE (side by side with EXECUTOR=ray), then the book
 	@$(PY) -m unlearnlib.cli reproduce-all $(RUN_ARGS)
 
-book: setup  ## build book/_build/html from the executed notebooks
-	@$(PY) -m unlearnlib.cli book
+book: setup  ## every chapter from your finished runs, else our reference runs (SOURCE=reference: ours only); trains nothing
+	@$(PY) -m unlearnlib.cli book --source="$$SOURCE"
 
-publish: setup  ## build the book (every executed chapter), write book.tar.gz, commit it to gh-pages; PUSH=1 also pushes it
-	@$(PY) -m unlearnlib.cli publish $(if $(filter 1,$(PUSH)),--push)
+reference: setup  ## PAPER=<id>|all: copy a finished local run into reference/ (refuses smoke, a dirty tree unless FORCE=1, another config)
+	@$(PY) -m unlearnlib.cli reference --paper="$$PAPER" --profile="$$PROFILE" $(if $(filter 1,$(FORCE)),--force)
+
+check-reference: setup  ## list per paper what changed (config, code fingerprints) since its reference run
+	@$(PY) -m unlearnlib.cli check-reference --paper="$${PAPER:-all}"
+
+publish: setup  ## build the reference book (every chapter from reference/), write book.tar.gz, commit it to gh-pages; PUSH=1 also pushes it
+	@$(PY) -m unlearnlib.cli publish --source=reference $(if $(filter 1,$(PUSH)),--push)
 
 test: setup lint test-unit test-notebooks test-book  ## ruff, unit tests, nbval (smoke) over every notebook, strict book build
 
@@ -114,6 +124,7 @@ benchmarks: setup  ## performance benchmarks -> results/benchmarks/ (~30 min on 
 	$(PY) benchmarks/deep_unlearning.py $(if $(OFFICIAL),--official "$$OFFICIAL")
 	$(PY) benchmarks/methods.py
 	$(PY) benchmarks/concurrency.py
+	$(PY) benchmarks/fit_overhead.py
 	$(PY) benchmarks/suite.py --parts test $(foreach d,$(wildcard results/*/cpu),--from-run $(d))
 
 clean:  ## remove built book, executed notebooks and scratch builds (keeps data, cache and results)

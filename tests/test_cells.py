@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import signal
@@ -222,7 +223,10 @@ def test_fair_share_divides_the_cores_among_computing_processes(monkeypatch, tmp
 
 def test_timings_record_the_spread_device_and_threads(reference):
     t = pd.read_csv(reference["run"].path / "timings.csv")
-    assert {"seconds", "seconds_min", "seconds_max", "repeats", "cached", "device", "threads"} <= set(t.columns)
+    cols = {"seconds", "seconds_min", "seconds_max", "repeats", "cached", "device", "threads", "speed"}
+    assert cols <= set(t.columns)
+    assert set(t.speed) == {"exact"}  # the run's speed switch on every row (issue 22), as in env.json
+    assert json.loads((reference["run"].path / "env.json").read_text())["speed"] == "exact"
 
 
 class _ScriptedTimer:

@@ -291,7 +291,7 @@ def _tree(p: Path) -> list[str]:
 @pytest.mark.parametrize("kwargs,field", [
     ({"device": 3}, "device"), ({"seeds": 1.5}, "seeds"), ({"device": "tpu"}, "device"),
     ({"methods": ["deep_unlearning", "no_such_method"]}, "methods"), ({"methods": "retrain"}, "methods"),
-    ({"profile": "fast"}, "profile"), ({"executor": "dask"}, "executor"),
+    ({"profile": "turbo"}, "profile"), ({"executor": "dask"}, "executor"),
     ({"executor": "ray", "workers": -1}, "workers"), ({"executor": "local", "workers": 2}, "workers"),
     ({"threads": 1.5}, "threads"),
 ])

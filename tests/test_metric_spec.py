@@ -23,7 +23,7 @@ from unlearnlib.metrics import (
     model_metrics,
     register_metric,
 )
-from unlearnlib.metrics.spec import HARNESS_ROWS, has_gap_to_retrain
+from unlearnlib.metrics.spec import BUDGET_METRICS, HARNESS_ROWS, has_gap_to_retrain
 
 
 def test_every_registered_metric_has_a_spec_with_a_label():
@@ -48,7 +48,11 @@ def test_what_the_harness_reads_from_the_specs():
     assert {n for n in METRICS if not metric_spec(n).on_original} == {
         "weight_distance_original", "weight_distance_retrain", "relearn_epochs", "zrf"}
     assert {n for n in [*METRICS, *HARNESS_ROWS] if not has_gap_to_retrain(n)} == {
-        "unlearn_time_s", "speedup_vs_retrain", "weight_distance_original", "weight_distance_retrain"}
+        "unlearn_time_s", "speedup_vs_retrain", "weight_distance_original", "weight_distance_retrain",
+        *BUDGET_METRICS}  # a call's budget (issue 20) is not a forgetting gap
+    assert set(BUDGET_METRICS) == {"budget_steps", "budget_other_steps", "budget_forget_passes",
+                                   "budget_retain_passes", "budget_changed_pct", "budget_buffers_changed_pct",
+                                   "budget_paper_steps"}
     assert metric_label("unlearn_time_s") == "time (s)"
     assert metric_label("forget_prediction[3]") == "forget_prediction[3]"  # one value of several: the name
 

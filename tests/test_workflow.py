@@ -53,7 +53,7 @@ def test_every_action_is_pinned_by_commit(wf):
     assert uses and all(PINNED.fullmatch(u) for u in uses), [u for u in uses if not PINNED.fullmatch(u)]
 
 
-def test_publish_runs_on_main_after_the_tests_and_only_under_smoke(wf):
+def test_publish_runs_on_main_after_the_tests_reference_book_at_the_root_smoke_under_smoke(wf):
     job = wf["jobs"]["publish"]
     needs = job["needs"] if isinstance(job["needs"], list) else [job["needs"]]
     assert "test" in needs
@@ -62,8 +62,25 @@ def test_publish_runs_on_main_after_the_tests_and_only_under_smoke(wf):
     run = scripts(job)
     # no project code and no package installed with the write token
     assert not re.search(r"\b(make|pip|python3?|\.venv|npm|unlearnlib|ghp-import)\b", run), run
-    # it replaces smoke/ only: every removal is of smoke, the root (a maintainer's book) is kept
+    # the smoke book replaces smoke/ only; the root is replaced only by the reference book (issue 21), keeping smoke/
     removals = re.findall(r"\brm\b[^\n;&|]*", run)
-    assert removals and all(r.split()[-1].rstrip("/") == "smoke" for r in removals), removals
+    assert removals and all(r.split()[-1].rstrip("/") == "smoke" or r.startswith("rm -rf -- {}") for r in removals)
+    root_clear = "find . -mindepth 1 -maxdepth 1 ! -name .git ! -name smoke -exec rm -rf -- {} +"
+    assert run.count("-exec rm") == 1 and root_clear in run
+    block = run[run.index("if [ -d ../reference-html/html ]"):]
+    assert block.index(root_clear) < block.index("\nfi\n")  # only when a reference book was built
+    assert "cp -R ../reference-html/html/. ." in block and "cp -R ../html/. ." not in run
     assert "deleteall" not in run and "--force" not in run and "push -f" not in run
     assert "cp -R ../html/. smoke/" in run and "git push origin gh-pages" in run
+
+
+def test_the_reference_book_is_built_on_main_only_from_references_and_prs_build_the_smoke_book(wf):
+    triggers = wf.get("on") or wf.get(True)
+    assert "pull_request" in triggers and "push" in triggers
+    steps = wf["jobs"]["test"]["steps"]
+    ref = [s for s in steps if "--source reference" in s.get("run", "")]
+    assert len(ref) == 1 and "refs/heads/main" in ref[0]["if"] and "reference/" in ref[0]["if"]
+    smoke = [s for s in steps if "build/book-test/papers" in s.get("run", "")]
+    assert smoke and "--source executed" in smoke[0]["run"] and "if" not in smoke[0]  # every push and PR
+    uploads = {s["with"]["name"]: s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@")}
+    assert set(uploads) == {"book-smoke", "book-reference"} and "if" in uploads["book-reference"]

@@ -27,7 +27,7 @@ _API = {
     "models": ("MODELS", "build_model"),
     "results": ("Run", "banner", "claims_frame", "claims_table", "deviations_table", "ensemble_frame",
                 "ensemble_table", "header", "load_run", "plot_accuracy", "plot_prefixed", "plot_times", "plot_traces",
-                "results_frame", "results_table"),
+                "results_frame", "results_table", "choose_source", "load_reference", "reproduction_section"),
 }
 _WHERE = {name: mod for mod, names in _API.items() for name in names}
 
@@ -51,5 +51,6 @@ __all__ = [
     "run_paper", "RunLockedError", "METHODS", "METRICS", "MODELS", "build_model", "Run", "banner", "header",
     "claims_frame", "claims_table", "deviations_table", "ensemble_frame", "ensemble_table", "load_run",
     "plot_accuracy", "plot_prefixed", "plot_times", "plot_traces", "results_frame", "results_table",
-    "leaderboard_frame", "leaderboard_table", "plot_pareto", "plot_ranking", "scenario_summary",
+    "leaderboard_frame", "leaderboard_table", "plot_pareto", "plot_ranking", "scenario_summary", "choose_source",
+    "load_reference", "reproduction_section",
 ]

@@ -24,17 +24,51 @@ def suite() -> list[tuple[str, str]]:
     return [(c.id, c.chapter or c.title) for c in sorted(cfgs, key=lambda c: (c.order, c.id))]
 
 
+def _chapter_file(book_dir: Path, pid: str) -> Path | None:
+    """The chapter of ``pid`` in the book: its executed notebook, or its "no run yet" page."""
+    return next((f for f in (book_dir / "papers" / f"{pid}.ipynb", book_dir / "papers" / f"{pid}.md")
+                 if f.exists()), None)
+
+
+def _shown_source(book_dir: Path, pid: str) -> str:
+    """What the chapter shows: the ``source``/``profile`` papermill injected into its notebook, resolved as the
+    notebook resolves it (your run or our reference)."""
+    import json
+
+    from .results.reference import choose_source
+
+    nb = book_dir / "papers" / f"{pid}.ipynb"
+    if not nb.exists():
+        return "no run yet" if (book_dir / "papers" / f"{pid}.md").exists() else "–"
+    params = json.loads(nb.read_text()).get("metadata", {}).get("papermill", {}).get("parameters", {})
+    try:
+        src = choose_source(pid, params.get("profile", "?"), params.get("source", "local"))
+    except ValueError:
+        return "–"
+    return {"reference": "our reference run", "local": "your run", "compute": "your run"}[src.kind] + \
+        f" ({params.get('profile')})"
+
+
 def status_markdown(book_dir: Path) -> str:
     from .results import paper_status
+    from .results.reference import load_reference, reference_profiles
 
-    lines = ["| paper | status | profile of the last run | claims (from that run) | run date |",
-             "|---|---|---|---|---|"]
+    lines = ["| paper | chapter shows | your last run | claims (your run) | our reference run | claims (reference) |",
+             "|---|---|---|---|---|---|"]
     for pid, title in suite():
-        chapter = (book_dir / "papers" / f"{pid}.ipynb").exists()
-        st = paper_status(load_paper(pid, "paper"))
-        name = f"[{title}](papers/{pid}.ipynb)" if chapter else title
-        status = "run" if st["status"] == "run" else "implemented, not run yet"
-        lines.append(f"| {name} | {status} | {st['profile']} | {st['claims']} | {st['date']} |")
+        chapter = _chapter_file(book_dir, pid)
+        cfg = load_paper(pid, "paper")
+        st = paper_status(cfg)
+        refs = reference_profiles(pid)
+        ref = paper_status(cfg, runs=[load_reference(pid, refs[0])]) if refs else None
+        name = f"[{title}](papers/{chapter.name})" if chapter is not None else title
+        mine = f"{st['profile']}, {st['date']}" if st["status"] == "run" else "not run yet"
+        theirs = f"{ref['profile']}, {ref['date']}" if ref else "none"
+        lines.append(f"| {name} | {_shown_source(book_dir, pid)} | {mine} | {st['claims']} | {theirs} | "
+                     f"{ref['claims'] if ref else '–'} |")
+    lines.append("")
+    lines.append("*Chapter shows*: where the chapter's numbers come from: your own run (`results/`, from `make "
+                 "reproduce`) when one exists, else our reference run (`reference/`, committed with the code).")
     lines.append("")
     if (book_dir / "papers" / "benchmark.ipynb").exists():
         lines.append("Every method of the five papers and their baselines side by side, under one protocol (the same "
@@ -56,12 +90,22 @@ def write_generated(book_dir: Path) -> list[str]:
     (gen / "status.md").write_text(status_markdown(book_dir))
     judging_figure(gen / "judging.png")
     write_page(gen)
-    chapters = [pid for pid, _ in suite() if (book_dir / "papers" / f"{pid}.ipynb").exists()]
+    chapters = [pid for pid, _ in suite() if _chapter_file(book_dir, pid) is not None]
     toc = ["format: jb-book", "root: intro", "chapters:", "- file: judging"]
     toc += [f"- file: papers/{pid}" for pid in chapters]
     toc += ["- file: _generated/performance"]
     (book_dir / "_toc.yml").write_text("\n".join(toc) + "\n")
     return chapters
+
+
+def no_run_page(book_dir: Path, pid: str, title: str) -> Path:
+    """``papers/<pid>.md``: the chapter of a paper with neither a local nor a reference run."""
+    page = book_dir / "papers" / f"{pid}.md"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(f"# {title}\n\n**No run yet.** Neither your run (`results/{pid}/`) nor a reference run "
+                    f"(`reference/{pid}/`) of this paper exists, so this chapter has no numbers. Compute them:\n\n"
+                    f"```bash\nmake reproduce PAPER={pid}\n```\n")
+    return page
 
 
 def judging_figure(path: Path) -> None:

@@ -21,7 +21,7 @@ def _fail(msg: str) -> None:
 
 
 def execute_notebook(paper: str, profile: str, out_dir: Path, seeds: str = "", device: str = "auto",
-                     executor: str = "local", workers: int = 0, threads: int = 0) -> Path:
+                     executor: str = "local", workers: int = 0, threads: int = 0, source: str = "local") -> Path:
     """papermill: notebooks/<paper>.ipynb -> <out_dir>/<paper>.ipynb with the parameters injected.
 
     The notebook is executed into a scratch file outside the book (``build/partial/``) and moved into
@@ -38,7 +38,7 @@ def execute_notebook(paper: str, profile: str, out_dir: Path, seeds: str = "", d
     clear_stale_partials(scratch)
     tmp = scratch / f"{paper}.{os.getpid()}.ipynb"
     params = {"paper": paper, "profile": profile, "seeds": seeds, "device": device, "executor": executor,
-              "workers": workers, "threads": threads}
+              "workers": workers, "threads": threads, "source": source}
     try:
         pm.execute_notebook(str(src), str(tmp), parameters=params, log_output=False, stdout_file=sys.stdout,
                             stderr_file=sys.stderr, progress_bar=False, cwd=str(REPO_ROOT), kernel_name="python3")
@@ -198,10 +198,51 @@ def _reproduce_side_by_side(papers: list[str], base: list[str], workers: int) ->
 
 
 def cmd_book(a: argparse.Namespace) -> None:
+    """Render every chapter from a stored run (your finished run, else our reference; ``--source``), training
+    nothing, then build the book. A paper with neither gets a "no run yet" page."""
     from . import book
 
+    if a.source not in ("auto", "local", "reference", "executed"):
+        _fail(f"--source {a.source!r}: valid: auto, local, reference, executed (the chapters book/papers holds)")
+    if a.source != "executed":
+        render_chapters(book.BOOK_DIR, a.source)
     index = book.build(book.BOOK_DIR, strict=not a.no_strict)
     print(f"== the book is at {index}")
+
+
+def render_chapters(book_dir: Path, source: str = "auto") -> dict[str, str]:
+    """Execute every paper's notebook from its stored run (:func:`unlearnlib.results.reference.book_choice`) into
+    ``book_dir/papers``; returns paper -> what it shows."""
+    from .book import no_run_page, suite
+    from .results.reference import book_choice
+
+    shown_as = {}
+    t0 = time.perf_counter()
+    for pid, title in suite():
+        choice = book_choice(pid, source)
+        (book_dir / "papers").mkdir(parents=True, exist_ok=True)
+        for stale in (book_dir / "papers" / f"{pid}.ipynb", book_dir / "papers" / f"{pid}.md"):
+            stale.unlink(missing_ok=True)
+        if choice is None:
+            no_run_page(book_dir, pid, title)
+            shown_as[pid] = "no run yet"
+        else:
+            profile, src = choice
+            t = time.perf_counter()
+            try:
+                execute_notebook(pid, profile, book_dir / "papers", source=src)
+            except SystemExit:  # your run could not be shown (an old or damaged folder): ours, saying so
+                fallback = book_choice(pid, "reference") if src == "auto" else None
+                if fallback is None:
+                    raise
+                print(f"warning: {pid}: your {profile} run could not be rendered (see above); the chapter shows our "
+                      f"reference run instead. Run it again: make reproduce PAPER={pid} PROFILE={profile}", flush=True)
+                profile, src = fallback
+                execute_notebook(pid, profile, book_dir / "papers", source=src)
+            shown_as[pid] = f"{profile} ({src})"
+            print(f"   {pid}: rendered from the {profile} run ({src}) in {time.perf_counter() - t:.0f} s", flush=True)
+    print(f"== {len(shown_as)} chapters rendered in {time.perf_counter() - t0:.0f} s, nothing trained", flush=True)
+    return shown_as
 
 
 def _execute_logged(paper: str, profile: str, out_dir: Path, log: Path, threads: str) -> Path:
@@ -291,8 +332,14 @@ def _execute_side_by_side(papers: list[str], scratch: Path, jobs: int, cores: in
 def cmd_publish(a: argparse.Namespace) -> None:
     """Build the book from every executed chapter, write book.tar.gz, ghp-import it to the local gh-pages branch;
     push it only with --push (make publish PUSH=1)."""
+    from . import book
     from .publish import PublishError, publish
 
+    if a.source not in ("reference", "executed"):
+        _fail(f"--source {a.source!r}: valid: reference (every chapter from reference/: what main publishes), "
+              f"executed (book/papers as it is)")
+    if a.source == "reference" and not a.no_build:  # the published book is ours, never a smoke or local run
+        render_chapters(book.BOOK_DIR, "reference")
     try:
         done = publish(tarball=Path(a.tarball) if a.tarball else None, branch=a.branch, remote=a.remote,
                        build=not a.no_build, push=a.push)
@@ -305,6 +352,57 @@ def cmd_publish(a: argparse.Namespace) -> None:
     else:
         print(f"== committed {done['commit']} to the local branch {done['branch']}; not pushed (to push: "
               f"`make publish PUSH=1`, or `git push {done['remote']} {done['branch']}`)")
+
+
+def _papers_arg(paper: str) -> list[str]:
+    papers = available_papers()
+    if paper == "all":
+        return papers
+    if paper not in papers:
+        _fail(f"PAPER={paper!r}: expected one of: {', '.join(papers)}, or all")
+    return [paper]
+
+
+def cmd_reference(a: argparse.Namespace) -> None:
+    """Copy finished local runs into reference/ (refusals: one error line, exit 2)."""
+    from .config import resolve_profile
+    from .harness.reference import make_reference
+
+    profile = resolve_profile(a.profile)
+    if a.paper == "benchmarks":  # the Performance page's CSVs (make benchmarks)
+        from .harness.reference import copy_benchmarks
+
+        try:
+            copy_benchmarks()
+        except ConfigError as e:
+            _fail(str(e))
+        return
+    papers = _papers_arg(a.paper)
+    if a.paper == "all":  # every paper with a finished run in this profile; the others are named
+        from .paths import results_root
+        from .results.reference import has_run
+
+        if any((results_root() / "benchmarks").rglob("*.csv")):  # the Performance page's CSVs too
+            from .harness.reference import copy_benchmarks
+
+            copy_benchmarks()
+        missing = [p for p in papers if not has_run(results_root() / p / profile)]
+        papers = [p for p in papers if p not in missing]
+        if missing:
+            print(f"== no finished {profile} run of: {', '.join(missing)} (left as they are)")
+        if not papers:
+            _fail(f"no finished run in the {profile} profile under results/: make reproduce PAPER=<id> first")
+    try:
+        for paper in papers:
+            make_reference(paper, profile, force=a.force)
+    except ConfigError as e:
+        _fail(str(e))
+
+
+def cmd_check_reference(a: argparse.Namespace) -> None:
+    from .harness.reference import check_references
+
+    print("\n".join(check_references(_papers_arg(a.paper or "all"))))
 
 
 def cmd_clean_cache(a: argparse.Namespace) -> None:
@@ -351,6 +449,8 @@ def main(argv: list[str] | None = None) -> None:
     ra.set_defaults(fn=cmd_reproduce_all)
     b = sub.add_parser("book", help="build the book from the executed notebooks in book/papers")
     b.add_argument("--no-strict", action="store_true")
+    b.add_argument("--source", default="auto", help="auto (your finished runs, else the reference runs) | "
+                   "reference | local | executed (build book/papers as it is)")
     b.set_defaults(fn=cmd_book)
     t = sub.add_parser("book-test", help="smoke-execute every notebook into a scratch book and build it strictly")
     t.add_argument("--dir", default="", help="scratch book folder (new, empty, or written by a previous book-test)")
@@ -362,7 +462,17 @@ def main(argv: list[str] | None = None) -> None:
     pb.add_argument("--push", action="store_true", help="push the branch to the remote (default: a local commit only)")
     pb.add_argument("--tarball", default="", help="default: book.tar.gz in the repository root")
     pb.add_argument("--no-build", action="store_true", help="publish book/_build/html as it is")
+    pb.add_argument("--source", default="reference", help="reference (render every chapter from reference/) | "
+                    "executed (the chapters book/papers holds)")
     pb.set_defaults(fn=cmd_publish)
+    rf = sub.add_parser("reference", help="copy a finished local run's tidy files into reference/<paper>/<profile>/")
+    rf.add_argument("--paper", required=True, help="a paper id, all, or benchmarks (the Performance page's CSVs)")
+    rf.add_argument("--profile", default="auto", help="the run's profile (auto: paper with CUDA, else cpu)")
+    rf.add_argument("--force", action="store_true", help="accept a run from a work tree with uncommitted changes")
+    rf.set_defaults(fn=cmd_reference)
+    ck = sub.add_parser("check-reference", help="list per paper what changed since its reference run")
+    ck.add_argument("--paper", default="all", help="a paper id, or all")
+    ck.set_defaults(fn=cmd_check_reference)
     sub.add_parser("list", help="list papers, profiles and methods").set_defaults(fn=cmd_list)
     sub.add_parser("clean-cache", help="remove the cell store ($UNLEARNLIB_CACHE, default .cache/unlearnlib)"
                    ).set_defaults(fn=cmd_clean_cache)

@@ -134,7 +134,7 @@ def _validate_more_datasets(cfg: PaperConfig) -> None:
     from .data import DATASETS
 
     s, w = cfg.settings, f"{cfg.id}.settings"
-    shared = ("methods", "models", "seeds", "metrics", "more_datasets", "ensemble", "method_scenarios")
+    shared = ("methods", "models", "seeds", "metrics", "more_datasets", "ensemble", "method_scenarios", "speed")
     for ds, over in s.more_datasets.items():
         bad = [k for k in over if k in shared]
         if bad:
@@ -227,7 +227,8 @@ def _validate_ensemble(cfg: PaperConfig) -> None:
     bad = [m for m in e.methods if m not in s.methods]
     if bad:
         raise ConfigError(f"{w}.methods: {bad} are not configured for this run; valid: {', '.join(s.methods)}")
-    bad = [k for k in e.overrides if k in ("methods", "models", "seeds", "more_datasets", "ensemble", "dataset")]
+    bad = [k for k in e.overrides if k in ("methods", "models", "seeds", "more_datasets", "ensemble", "dataset",
+                                           "speed")]
     if bad:
         raise ConfigError(f"{w}.overrides: {', '.join(bad)} cannot be overridden for the ensemble")
     cfg.ensemble_settings()  # the overrides are valid keys and types

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from .models.grouped import GROUPABLE, GroupedNet, grouped_cross_entropy
-from .train import FitHistory, TrainConfig, fit
+from .train import FitHistory, TrainConfig, fit, run_speed
 
 
 def recipe_reason(cfg: TrainConfig) -> str | None:
@@ -69,16 +69,19 @@ CHANNELS_LAST = True
 
 
 def fit_members(models: Sequence[nn.Module], loaders: Sequence, cfg: TrainConfig, *, desc: str = "grouped",
-                progress: bool = True, channels_last: bool = CHANNELS_LAST) -> tuple[list[nn.Module], FitHistory]:
+                progress: bool = True, channels_last: bool = CHANNELS_LAST,
+                speed: str = "exact") -> tuple[list[nn.Module], FitHistory]:
     """Train ``models`` (N single models, one architecture, each initialised as it would be alone) on their own
     ``loaders`` as one grouped network; returns the trained members (new single models of the same class, eval
     mode, on the models' device, default memory format) and the grouped fit's history (its losses are the members'
-    sums). ``channels_last``: the grouped network's memory format (same values)."""
+    sums). ``channels_last``: the grouped network's memory format (same values). ``speed``: the run's speed switch
+    (:func:`~unlearnlib.train.run_speed`: ``fast`` trains the grouped network under bf16 autocast, as every cell)."""
     if len(models) != len(loaders):
         raise ValueError(f"fit_members: {len(models)} models but {len(loaders)} loaders")
     reason = recipe_reason(cfg)
     if reason is not None:
         raise ValueError(f"fit_members: this recipe cannot be trained as a grouped network: {reason}")
     net = GroupedNet.from_members(models, channels_last=channels_last)
-    history = fit(net, MemberBatches(loaders), cfg, loss_fn=grouped_cross_entropy, desc=desc, progress=progress)
+    with run_speed(net, speed):
+        history = fit(net, MemberBatches(loaders), cfg, loss_fn=grouped_cross_entropy, desc=desc, progress=progress)
     return [net.member(i).eval() for i in range(net.n)], history

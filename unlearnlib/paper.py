@@ -7,18 +7,21 @@ Overrides merge into ``settings`` key by key; in ``models`` and ``methods`` a ``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from .claims import Claim
 from .data.splits import SplitConfig
 from .metrics.evaluation import MetricConfig
-from .schema import SEED_MAX, ConfigError, check_range, check_seeds, from_dict, to_dict
-from .train import TrainConfig
+from .schema import KEY_IF_SET, SEED_MAX, ConfigError, check_range, check_seeds, from_dict, to_dict
+from .train import SPEEDS, TrainConfig
 
 PROFILE_LABELS = {
     "paper": "paper profile: the paper's own dataset, models and recipe",
     "cpu": "cpu profile: Fashion-MNIST, narrow models, short recipe; NOT the paper's setting",
     "smoke": "smoke profile: a few thousand images, tiny models, 1 epoch; a pipeline check, not a result",
+    "fast": "fast profile: the paper's datasets, models and widths with a fast recipe (one-cycle, large batch, label "
+            "smoothing, bf16, channels_last, fewer epochs); a declared deviation, its accuracy unmeasured until a GPU "
+            "run",
 }
 
 
@@ -106,8 +109,13 @@ class Settings:
     # methods that run only on some scenario kinds (method -> [class | random | backdoor]); every other method
     # runs on every scenario. The results table says "not run on this kind" where a method was left out
     method_scenarios: dict[str, list[str]] = field(default_factory=dict)
+    # the run's speed switch for every cell (train.SPEEDS): exact = float32 (the papers' numerics); fast = bfloat16
+    # autocast and channels_last for originals, retrains, every method call and evaluation (a declared deviation)
+    speed: Literal["exact", "fast"] = field(default="exact", metadata=KEY_IF_SET)
 
     def check(self) -> None:
+        if self.speed not in SPEEDS:
+            raise ConfigError(f"speed: {self.speed!r}; valid: {', '.join(SPEEDS)}")
         self.seeds = check_seeds(self.seeds, "seeds")
         if self.train.epochs < 1:
             raise ConfigError(f"train.epochs: {self.train.epochs} is out of range; valid: >= 1 (the original model "

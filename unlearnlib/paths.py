@@ -28,6 +28,12 @@ def results_root() -> Path:
     return _root("UNLEARNLIB_RESULTS", REPO_ROOT / "results")
 
 
+def reference_root() -> Path:
+    """Committed reference runs (``$UNLEARNLIB_REFERENCE``, default ``./reference``): the tidy files of our finished
+    runs, ``reference/<paper>/<profile>/``, from which the book renders without training."""
+    return _root("UNLEARNLIB_REFERENCE", REPO_ROOT / "reference")
+
+
 def system_data_dirs() -> list[Path]:
     """Read-only places where an OS package may have put datasets (Debian: /usr/share/datasets)."""
     extra = os.environ.get("UNLEARNLIB_SYSTEM_DATA")
@@ -57,7 +63,8 @@ def clean_cache(root: Path | None = None) -> list[Path]:
     return removed
 
 
-_SHOWN_ROOTS = (("UNLEARNLIB_RESULTS", results_root), ("UNLEARNLIB_DATA", data_root), ("UNLEARNLIB_CACHE", cache_root))
+_SHOWN_ROOTS = (("UNLEARNLIB_RESULTS", results_root), ("UNLEARNLIB_REFERENCE", reference_root),
+                ("UNLEARNLIB_DATA", data_root), ("UNLEARNLIB_CACHE", cache_root))
 
 
 def shown(path: Path | str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .paths import results_root
+from .paths import reference_root, results_root
 
 TITLE = "# Performance"
 DU_VARIANTS = ["official", "exact", "lowrank", "lowrank+gram_eigh", "lowrank+gram_solve", "floor", "floor_gram"]
@@ -25,10 +25,18 @@ DU_PHASES = ["forward", "patches", "decomposition", "projection"]
 
 
 def bench_root() -> Path:
-    return results_root() / "benchmarks"
+    """Your benchmark CSVs (``results/benchmarks/``) when there are any, else our reference copy
+    (``reference/benchmarks/``, ``make reference PAPER=benchmarks``)."""
+    mine = results_root() / "benchmarks"
+    ref = reference_root() / "benchmarks"
+    if not any(mine.rglob("*.csv")) and ref.is_dir() and any(ref.rglob("*.csv.gz")):
+        return ref
+    return mine
 
 
 def _read(path: Path) -> pd.DataFrame | None:
+    if not path.exists() and path.with_name(path.name + ".gz").exists():  # a reference copy is gzipped
+        path = path.with_name(path.name + ".gz")
     try:
         df = pd.read_csv(path)
     except (FileNotFoundError, pd.errors.EmptyDataError):
@@ -305,6 +313,23 @@ def grouped_section(bench: Path) -> str:
     return "\n".join(md)
 
 
+def fit_section(bench: Path) -> str:
+    """The shared training loop against a bare PyTorch loop (``benchmarks/fit_overhead.py``)."""
+    df = _read(bench / "fit_overhead.csv")
+    head = "## The training loop against a bare loop\n"
+    if df is None:
+        return head + "\nNot measured yet: `python benchmarks/fit_overhead.py`.\n"
+    md = [head, "`fit` (its checks and bookkeeping; on CUDA the sync-free step) against a plain PyTorch loop over the "
+                "same loader, the same model and steps, each warmed up, median over the repeats. Goal on the CPU: "
+                "`fit` within 1.05x of the bare loop. On CUDA also `fit` at `speed: fast` and a ceiling (batches "
+                "prebuilt on the GPU, no reads, bf16 + channels_last).\n"]
+    rows = [[f"{r.model} w{r.width}", r.batch_size, r.variant, _num(r.seconds, 3), _num(r.images_per_s, 0),
+             _num(r.ratio_to_bare, 3)] for r in df.itertuples()]
+    md.append(table(["model", "batch", "variant", "seconds", "images/s", "x bare"], rows, "lrlrrr"))
+    md.append(measured_on(df))
+    return "\n".join(md)
+
+
 def gpu_section(bench: Path) -> str:
     df = next((d for d in (_read(bench / "gpu_check.csv"), _read(bench / "gpu" / "gpu_check.csv")) if d is not None),
               None)
@@ -334,7 +359,7 @@ def page(bench_dir: Path | None = None, out_dir: Path | None = None) -> tuple[st
              "it was measured.\n")
     du, f1 = du_section(bench, out)
     meth, f2 = methods_section(bench, out)
-    md = "\n".join([TITLE, "", intro, du, meth, suite_section(bench), concurrency_section(bench),
+    md = "\n".join([TITLE, "", intro, du, meth, suite_section(bench), concurrency_section(bench), fit_section(bench),
                     grouped_section(bench), gpu_section(bench)])
     return md, f1 + f2
 

@@ -98,6 +98,21 @@ def commit_pages(html_dir: Path, repo: Path, branch: str = "gh-pages", remote: s
     return {"branch": branch, "commit": short, "pushed": push, "remote": remote}
 
 
+def smoke_chapters(chapters: list[Path]) -> list[str]:
+    """The executed chapters whose papermill parameters say ``profile: smoke``."""
+    import json
+
+    out = []
+    for nb in chapters:
+        try:
+            params = json.loads(nb.read_text()).get("metadata", {}).get("papermill", {}).get("parameters", {})
+        except (ValueError, AttributeError):
+            continue
+        if params.get("profile") == "smoke":
+            out.append(nb.stem)
+    return out
+
+
 def publish(book_dir: Path | None = None, repo: Path = REPO_ROOT, tarball: Path | None = None,
             branch: str = "gh-pages", remote: str = "origin", build: bool = True, push: bool = False) -> dict:
     """Build the book from every executed chapter, write the tarball, commit the pages (and push them with
@@ -109,6 +124,11 @@ def publish(book_dir: Path | None = None, repo: Path = REPO_ROOT, tarball: Path 
     if not chapters:
         raise PublishError(f"no executed chapter in {book_dir / 'papers'}: run `make reproduce PAPER=<id>` first "
                            f"(or `make test`'s smoke book: `python -m unlearnlib.cli book-test`)")
+    smoke = smoke_chapters(chapters)
+    if smoke:
+        raise PublishError(f"chapter(s) {', '.join(smoke)} come from the smoke profile, a pipeline check: the smoke "
+                           f"book is never published over the reference book (CI publishes it under smoke/); "
+                           f"`make publish` renders every chapter from reference/")
     if build:
         book.build(book_dir, strict=True)
     html = book_dir / "_build" / "html"
@@ -118,4 +138,4 @@ def publish(book_dir: Path | None = None, repo: Path = REPO_ROOT, tarball: Path 
     return {"chapters": [c.stem for c in chapters], "tarball": str(out), **pages}
 
 
-__all__ = ["PublishError", "publish", "commit_pages", "write_tarball", "has_remote"]
+__all__ = ["PublishError", "publish", "smoke_chapters", "commit_pages", "write_tarball", "has_remote"]

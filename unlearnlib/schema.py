@@ -244,7 +244,8 @@ def check_range(obj: Any, *names: str, ge: float | None = None, gt: float | None
 
 
 SEED_MAX = 2**32 - 1 - 3  # numpy's default_rng takes [0, 2**32); the harness adds up to 2 to a seed (+3 to be safe)
-PROFILES = ("paper", "cpu", "smoke")  # the profiles every paper YAML declares (a claim is checked on all by default)
+# the profiles every paper YAML declares (a claim is checked on all by default)
+PROFILES = ("paper", "fast", "cpu", "smoke")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -302,6 +303,28 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+# a dataclass field with this metadata enters a key only when it differs from its default: an option added later
+# leaves the keys of every config that does not use it (and so every cached cell) as they were
+KEY_IF_SET = {"key": "if_set"}
+
+
+def key_dict(obj: Any) -> Any:
+    """:func:`to_dict` as it enters a key: fields marked :data:`KEY_IF_SET` are left out at their defaults."""
+    if dataclasses.is_dataclass(obj):
+        out = {}
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if f.metadata.get("key") == "if_set" and f.default is not dataclasses.MISSING and v == f.default:
+                continue
+            out[f.name] = key_dict(v)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [key_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: key_dict(v) for k, v in obj.items()}
+    return obj
+
+
 def config_hash(*parts: Any) -> str:
-    blob = json.dumps([to_dict(p) for p in parts], sort_keys=True, default=str)
+    blob = json.dumps([key_dict(p) for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Iterator
 
 import numpy as np
@@ -11,12 +12,42 @@ import torch.nn.functional as F
 
 from .datasets import DatasetSpec
 
+_CONSTANTS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _mean_std(spec: DatasetSpec, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalisation constants of ``spec`` on ``device``, built once per dataset and device (on CUDA, building
+    them per batch cost two blocking host-to-device copies a batch)."""
+    key = (spec.name, tuple(spec.mean), tuple(spec.std), str(device))
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = (torch.tensor(spec.mean, device=device).view(1, -1, 1, 1),
+                           torch.tensor(spec.std, device=device).view(1, -1, 1, 1))
+    return _CONSTANTS[key]
+
 
 def normalise(x_uint8: torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
     x = x_uint8.float().div_(255.0)
-    mean = torch.tensor(spec.mean, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std, device=x.device).view(1, -1, 1, 1)
+    mean, std = _mean_std(spec, x.device)
     return (x - mean) / std
+
+
+_ON_DEVICE: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _same_device(t: torch.Tensor, device: torch.device) -> bool:
+    return t.device.type == device.type and (device.index is None or t.device.index == device.index)
+
+
+def on_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``: itself when it is there, else one copy per tensor and device, kept while ``t`` lives (the
+    labels of a dataset are copied to the GPU once, not once per batch)."""
+    if _same_device(t, device):
+        return t
+    key = (id(t), str(device))
+    if key not in _ON_DEVICE:
+        _ON_DEVICE[key] = t.to(device)
+        weakref.finalize(t, _ON_DEVICE.pop, key, None)
+    return _ON_DEVICE[key]
 
 
 def augment(x_uint8: torch.Tensor, kind: str, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
@@ -27,14 +58,17 @@ def augment(x_uint8: torch.Tensor, kind: str, generator: torch.Generator, paddin
         raise ValueError(f"unknown augmentation {kind!r}; valid: none, crop, crop_flip")
     b, _, h, w = x_uint8.shape
     padded = F.pad(x_uint8, (padding, padding, padding, padding))
-    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(x_uint8.device)
-    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(x_uint8.device)
+    # the draws come from ``generator`` on its own device (a loader's generator lives on the loader's device: no
+    # host round trip on CUDA; on the CPU the same calls as before, so the same numbers)
+    g = generator.device
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=g).to(x_uint8.device)
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=g).to(x_uint8.device)
     rows = (dy[:, None] + torch.arange(h, device=x_uint8.device))[:, :, None]  # b,h,1
     cols = (dx[:, None] + torch.arange(w, device=x_uint8.device))[:, None, :]  # b,1,w
     bidx = torch.arange(b, device=x_uint8.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[bidx, rows, cols].permute(0, 3, 1, 2)  # b,c,h,w
     if kind == "crop_flip":
-        flip = (torch.rand(b, generator=generator) < 0.5).to(x_uint8.device)
+        flip = (torch.rand(b, generator=generator, device=g) < 0.5).to(x_uint8.device)
         out = torch.where(flip[:, None, None, None], out.flip(-1), out)
     return out.contiguous()
 
@@ -44,7 +78,13 @@ class Loader:
 
     ``x`` is normalised float32 on ``device``; with ``augment=True`` the dataset's training
     augmentation is applied per batch. Every read is counted in ``reads``, so a contract test can
-    check that a method declared retain-free never touches its retain loader.
+    check that a method declared retain-free never touches its retain loader; every sample drawn (through
+    :meth:`batch`, which iteration uses too) is counted in ``drawn``, shared with the loaders derived from this one
+    (:meth:`with_options`, :meth:`subset`), so the harness measures a call's passes over the data it handed over.
+
+    Iterating makes no host-device synchronisation on CUDA: the indices, the labels (one copy per dataset), the
+    epoch's permutation and the augmentation draws are on ``device`` (its generator is a generator of that device,
+    seeded with ``seed``). On the CPU the draws and numbers are the ones of a CPU generator, as always.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, indices: np.ndarray, spec: DatasetSpec, *,
@@ -57,8 +97,28 @@ class Loader:
         self.shuffle, self.augment = shuffle, augment
         self.device = torch.device(device)
         self.name = name
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
         self.reads = 0
+        self._drawn = [0]  # one counter shared by this loader and every loader derived from it
+
+    @property
+    def drawn(self) -> int:
+        """Samples drawn through :meth:`batch` from this loader and the loaders derived from it."""
+        return self._drawn[0]
+
+    @property
+    def indices(self) -> np.ndarray:
+        return self._indices
+
+    @indices.setter
+    def indices(self, value: np.ndarray) -> None:
+        self._indices = value
+        self._indices_dev: torch.Tensor | None = None  # built on first use, on the loader's device
+
+    def _device_indices(self) -> torch.Tensor:
+        if self._indices_dev is None:
+            self._indices_dev = torch.as_tensor(self._indices, device=self.device)
+        return self._indices_dev
 
     # -- size ----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -77,17 +137,23 @@ class Loader:
 
     def batch(self, positions: np.ndarray | torch.Tensor, *, augment: bool | None = None,
               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The samples at ``positions`` (positions within this loader, not dataset indices)."""
+        """The samples at ``positions`` (positions within this loader, not dataset indices): a numpy array, a list
+        or a tensor (on the loader's device: no host round trip)."""
         self.reads += 1
-        idx = torch.as_tensor(self.indices[np.asarray(positions, dtype=np.int64)])
-        x = self.images[idx].to(self.device, non_blocking=True)
+        if isinstance(positions, torch.Tensor):
+            idx = self._device_indices()[positions.to(self.device)]
+        else:
+            idx = torch.as_tensor(self.indices[np.asarray(positions, dtype=np.int64)]).to(self.device)
+        self._drawn[0] += len(idx)  # a shape, not a value: no host-device synchronisation
+        x = self.images[idx.to(self.images.device)].to(self.device, non_blocking=True)
         if self.augment if augment is None else augment:
             x = augment_batch(x, self.spec, generator or self.generator)
-        return normalise(x, self.spec), self.labels_all[idx].to(self.device)
+        return normalise(x, self.spec), on_device(self.labels_all, self.device)[idx]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.indices)
-        order = torch.randperm(n, generator=self.generator).numpy() if self.shuffle else np.arange(n)
+        dev = self.generator.device
+        order = torch.randperm(n, generator=self.generator, device=dev) if self.shuffle else torch.arange(n, device=dev)
         for start in range(0, n, self.batch_size):
             yield self.batch(order[start:start + self.batch_size])
 
@@ -98,7 +164,9 @@ class Loader:
         opts = dict(batch_size=self.batch_size, shuffle=self.shuffle, augment=self.augment,
                     seed=int(self.generator.initial_seed()), device=self.device, name=self.name)
         opts.update(kw)
-        return Loader(self.images, self.labels_all, self.indices, self.spec, **opts)
+        out = Loader(self.images, self.labels_all, self.indices, self.spec, **opts)
+        out._drawn = self._drawn
+        return out
 
     def subset(self, positions: np.ndarray, **kw) -> "Loader":
         """A loader over some of this loader's samples (positions within this loader)."""

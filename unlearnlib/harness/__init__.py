@@ -1,13 +1,14 @@
 """Run a paper as a plan of cells: plan, run the unfinished cells with an executor, store the tables.
 
 ``run_paper(paper, profile, seeds, device, executor="local"|"ray", workers=N)`` writes
-``results/<paper>/<profile>/`` atomically, 9 files: ``config.resolved.yaml`` (with each method's resolved options
+``results/<paper>/<profile>/`` atomically, 10 files: ``config.resolved.yaml`` (with each method's resolved options
 and registered scenario kinds), ``env.json``, ``splits.npz``, ``metrics.csv`` (long form; each row with its
 scenario's ``kind``, ``reference`` and the method's ``run_on`` kinds), ``timings.csv`` (the same columns),
 ``traces.csv``, ``cells.csv`` (where the run's time went, one row per cell) and, for a run with an ensemble,
-``ensemble_models.csv`` (its models' metrics) and ``ensemble.csv`` (the per-example scores). Every finished cell
-is kept in the cell store (``$UNLEARNLIB_CACHE``), so a killed run resumes where it stopped and a second run reuses
-what the first computed; the log has one line per cell, computed or reused.
+``ensemble_models.csv`` (its models' metrics) and ``ensemble.csv`` (the per-example scores); ``diagnoses.csv``
+(what each method call said about itself, e.g. SSD's selected weights and why none, and its paper's setting).
+Every finished cell is kept in the cell store (``$UNLEARNLIB_CACHE``), so a killed run resumes where it stopped
+and a second run reuses what the first computed; the log has one line per cell, computed or reused.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from .. import threads as _threads
 from ..paths import shown
 from ..schema import ConfigError
+from .budget import collect_diagnoses, write_diagnoses
 from .ensemble import ensemble_scores
 from .executors import make_executor
 from .plan import Cell, RunPlan, build_plan, resolve_device, seed_everything
@@ -58,9 +60,21 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
         ex.run(plan, store, todo, on_done=lambda cell: _say(cell_line(plan, store, cell)), say=_say)
         write_run(folder.tmp, plan, *collect(plan, store, {c.key for c in reused}), ensemble_scores(plan, store),
                   executor=ex.describe())
+        write_diagnoses(folder.tmp, collect_diagnoses(plan, store))
+        record_wall_time(folder.tmp, time.perf_counter() - t0)
         folder.commit()
     _say(done_line(time.perf_counter() - t0, len(todo), len(reused), folder.final))
     return Run.load(folder.final)
+
+
+def record_wall_time(folder: Path, seconds: float) -> None:
+    """The run's wall time (planning, every cell, the tables; a resumed run: this invocation's) into its env.json:
+    a reference run carries it (issue 21)."""
+    import json
+
+    env = json.loads((folder / "env.json").read_text())
+    env["wall_s"] = round(seconds, 1)
+    (folder / "env.json").write_text(json.dumps(env, indent=1))
 
 
 def done_line(seconds: float, computed: int, reused: int, results: Path) -> str:

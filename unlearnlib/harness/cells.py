@@ -10,8 +10,11 @@ is computed once.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 import time
 from collections import OrderedDict
+from dataclasses import asdict
 from typing import Callable
 
 import numpy as np
@@ -24,7 +27,8 @@ from ..data.splits import Split
 from ..methods import method_spec
 from ..metrics import Evaluation, ModelContext, Timer, any_needs, compute_metrics, metric_spec
 from ..trace import collecting
-from ..train import fit, predict_logits
+from ..train import configure_device, fit, plain_format, predict_logits, run_speed
+from .budget import budget_rows, diagnosis_row, measuring, paper_steps
 from .group import train_group
 from .plan import Cell, DataPart, RunPlan, seed_everything
 from .store import CorruptFile, Store
@@ -89,6 +93,7 @@ class CellRunner:
                  say: Callable[[str], None] = print) -> None:
         self.plan, self.store, self.progress, self.say = plan, store, progress, say
         self.threads = threads or plan.threads  # the run's count (in its keys); None: the fair share per cell
+        self.speed = plan.settings.speed  # the run's speed switch, for every cell: training, method calls, evaluation
         self._models: OrderedDict[str, dict] = OrderedDict()
         self._evals: OrderedDict[str, Evaluation] = OrderedDict()
         self._gathered: dict[tuple[str, str], Evaluation] = {}
@@ -107,6 +112,7 @@ class CellRunner:
     # -- run ------------------------------------------------------------------------------------------
     def run(self, cell: Cell) -> dict:
         """Compute the cell (its inputs must be finished) and store its outputs; returns its record."""
+        configure_device(self.plan.device)  # cudnn.benchmark on CUDA (a process may be a fresh Ray worker)
         with _threads.computing(), _threads.using(self.threads) as n:
             if cell.kind == "original":
                 return self._original(cell, n)
@@ -143,9 +149,10 @@ class CellRunner:
                 model.to(plan.device)
                 train = self._loader(part, x, y, part.train_pool, "train", cell.seed, shuffle=True,
                                      augment=s.train.augment)
-                with Timer(plan.device) as t:
+                with run_speed(model, self.speed), Timer(plan.device) as t:
                     fit(model, train, s.train, desc=f"original {cell.model}", progress=self.progress)
                 meta = {"kind": "original", "seconds": t.seconds, "device": str(plan.device), "threads": threads,
+                        "speed": self.speed,
                         "wall_s": time.perf_counter() - t0}  # the cell: data, training and the rest before saving
                 self.store.save_model(cell.model_key, model, meta)
         return {"kind": "original", "meta": meta}
@@ -183,13 +190,14 @@ class CellRunner:
         # the original's logits are the same for every scenario on its (clean) data: gathered once per process
         seen = (cell.original, split.tag if split.kind == "backdoor" else "clean")
         original = self.original_model(cell.original)
-        if seen not in self._gathered:
-            self._gathered = {seen: gather(original, part, split, cell.seed, self.plan.device)}
-        ev = self._gathered[seen]
-        # the metrics that mean something for the original (a distance to itself is 0)
-        names = tuple(m for m in part.settings.metrics.metrics if metric_spec(m).on_original)
-        ctx = ModelContext(original, original, None, None, ev, **self._images(part, split, names))
-        res = compute_metrics(ev, split, self._metric_config(cell), ctx, names=names)
+        with run_speed(original, self.speed):  # evaluation at the run's speed, like every other cell
+            if seen not in self._gathered:
+                self._gathered = {seen: gather(original, part, split, cell.seed, self.plan.device)}
+            ev = self._gathered[seen]
+            # the metrics that mean something for the original (a distance to itself is 0)
+            names = tuple(m for m in part.settings.metrics.metrics if metric_spec(m).on_original)
+            ctx = ModelContext(original, original, None, None, ev, **self._images(part, split, names))
+            res = compute_metrics(ev, split, self._metric_config(cell), ctx, names=names)
         record = {"kind": "evaluate", "rows": self._rows(cell, res), "cell_seconds": {"wall": time.perf_counter() - t0}}
         self.store.save_record(cell.key, record, evaluation_arrays(ev))
         self._evals[cell.key] = ev
@@ -215,14 +223,17 @@ class CellRunner:
                 self.store.save_model(cell.model_key, model, meta)
         model.eval()
         check_finite(model, cell.method)
-        ev = gather(model, part, split, cell.run_seed, plan.device)
-        forget = self._loaders(cell)[1]
-        ctx = ModelContext(model, original, retrained, forget.with_options(augment=False), ev_orig,
-                           **self._images(part, split, part.settings.metrics.metrics))
-        res = compute_metrics(ev, split, self._metric_config(cell), ctx)
+        with run_speed(model, self.speed):  # evaluation at the run's speed, like every other cell
+            ev = gather(model, part, split, cell.run_seed, plan.device)
+            forget = self._loaders(cell)[1]
+            ctx = ModelContext(model, original, retrained, forget.with_options(augment=False), ev_orig,
+                               **self._images(part, split, part.settings.metrics.metrics))
+            res = compute_metrics(ev, split, self._metric_config(cell), ctx)
         res["unlearn_time_s"] = meta["seconds"]
+        res.update(budget_rows(meta))
         res.update(trace_metrics(trace_rows))
-        record = {"kind": "method", "rows": self._rows(cell, res),
+        diagnosis = diagnosis_row(self._base(cell), meta)
+        record = {"kind": "method", "rows": self._rows(cell, res), "diagnoses": [diagnosis] if diagnosis else [],
                   "timings": [self._timing(cell, meta, cached)],
                   "traces": [{**self._base(cell), **r} for r in trace_rows],
                   "config": to_dict(part.method_cfgs[cell.method]),
@@ -250,20 +261,29 @@ class CellRunner:
         spec, mc = method_spec(cell.method), part.method_cfgs[cell.method]
         w0 = time.perf_counter()
         if timing.warmup:
-            warm_up(original, self._loaders(cell)[0], plan.device)
+            warm_up(original, self._loaders(cell), plan.device, mc, self.speed)
         result, rows, times = None, [], []
         while len(times) < (1 if times and times[0] >= timing.repeat_below_s else timing.repeats):
             retain, forget, unseen = self._loaders(cell)
             seed_everything(cell.run_seed)
             model = copy.deepcopy(original).train()
-            with collecting() as trace_rows, Timer(plan.device) as t:
-                model = spec(model, retain=retain, forget=forget, unseen=unseen, cfg=mc, device=plan.device)
+            with measuring(original, model, retain, forget) as measured:
+                with collecting() as trace_rows, run_speed(model, self.speed), Timer(plan.device) as t:
+                    model = spec(model, retain=retain, forget=forget, unseen=unseen, cfg=mc, device=plan.device)
+                model = plain_format(model)  # a copy the method made inside run_speed: its ordinary format again
+                measured["result"] = model
             times.append(t.seconds)
             if result is None:
-                result, rows = model, trace_rows
+                result, rows, first = model, trace_rows, measured
+        steps, setting = paper_steps(cell.method, mc)
+        diag = first["diagnosis"]
         meta = {"kind": cell.method, "seconds": float(np.median(times)), "seconds_min": min(times),
                 "seconds_max": max(times), "repeats": len(times), "device": str(plan.device), "threads": threads,
-                "seconds_total": time.perf_counter() - w0}  # every call, the warm-up and the copies between them
+                "speed": self.speed,
+                "seconds_total": time.perf_counter() - w0,  # every call, the warm-up and the copies between them
+                # the first call's budget (the evaluated model's), what the method said, its paper's setting
+                "budget": asdict(first["budget"]), "diagnosis": None if diag is None else diag.as_dict(),
+                "paper_steps": steps, "paper_setting": setting}
         return result, meta, rows
 
     def _images(self, part: DataPart, split: Split, names) -> dict:
@@ -316,7 +336,8 @@ def timing_fields(meta: dict) -> dict:
     """The timing columns from a checkpoint's or a call's metadata (one call: its time is the median)."""
     sec = meta["seconds"]
     return {"seconds": sec, "seconds_min": meta.get("seconds_min", sec), "seconds_max": meta.get("seconds_max", sec),
-            "repeats": meta.get("repeats", 1), "device": meta["device"], "threads": meta.get("threads")}
+            "repeats": meta.get("repeats", 1), "device": meta["device"], "threads": meta.get("threads"),
+            "speed": meta.get("speed", "exact")}  # a result from before the speed switch was float32
 
 
 def original_timing(cell: Cell, meta: dict, cached: bool) -> dict:
@@ -325,18 +346,51 @@ def original_timing(cell: Cell, meta: dict, cached: bool) -> dict:
             "seed": cell.seed, **timing_fields(meta), "cached": cached}
 
 
-_WARM: set[tuple[str, str]] = set()
+_WARM: set[tuple] = set()
 
 
-def warm_up(model: torch.nn.Module, retain: Loader, device: torch.device) -> None:
-    """Once per process and architecture: one untimed forward/backward pass on a copy (lazy initialisation,
-    allocator and kernel selection happen here, not inside the first timed call)."""
-    key = (type(model).__name__ + str(sum(p.numel() for p in model.parameters())), str(device))
-    if key in _WARM or not retain.num_samples:
+def batch_shapes(loaders: tuple, cfg, device: torch.device) -> list[int]:
+    """The batch sizes a method call will run on ``device``: on CUDA every ``*batch_size`` option of its config, the
+    retain loader's, and the last (partial) batch of the retain and forget sets at each (cudnn.benchmark tunes each
+    new shape the first time it sees it); on the CPU the retain loader's only (nothing is tuned there)."""
+    retain = loaders[0]
+    sizes = {retain.batch_size}
+    if device.type != "cuda":
+        return sorted(sizes)
+    if dataclasses.is_dataclass(cfg):
+        sizes |= {v for f in dataclasses.fields(cfg) if f.name.endswith("batch_size")
+                  and isinstance(v := getattr(cfg, f.name), int) and not isinstance(v, bool) and v > 0}
+    for loader in loaders:
+        if loader is not None and loader.num_samples:
+            sizes |= {loader.num_samples % b for b in list(sizes) if loader.num_samples % b}
+    return sorted(sizes)
+
+
+def warm_up(model: torch.nn.Module, loaders: tuple | Loader, device: torch.device, cfg=None,
+            speed: str = "exact") -> None:
+    """Before a timed call, once per process, architecture, speed and batch shape: one untimed forward/backward pass
+    (and on CUDA one forward pass without gradients) on a copy, at the run's speed. Lazy initialisation, the
+    allocator and the kernel selection (cudnn.benchmark's tuning of each shape) happen here, not in the timed
+    call. ``loaders``: the call's (retain, forget, unseen) loaders, or its retain loader alone."""
+    loaders = loaders if isinstance(loaders, tuple) else (loaders,)
+    retain = loaders[0]
+    if not retain.num_samples:
         return
-    _WARM.add(key)
+    arch = type(model).__name__ + str(sum(p.numel() for p in model.parameters()))
+    todo = [b for b in batch_shapes(loaders, cfg, device) if (arch, str(device), speed, b) not in _WARM]
+    if not todo:
+        return
     m = copy.deepcopy(model).train()
-    x, y = retain.batch(np.arange(min(retain.batch_size, retain.num_samples)))
-    torch.nn.functional.cross_entropy(m(x), y).backward()
+    x, y = retain.batch(np.arange(min(max(todo), retain.num_samples)))
+    with run_speed(m, speed):
+        for b in todo:
+            _WARM.add((arch, str(device), speed, b))
+            reps = math.ceil(b / len(y))
+            xb, yb = x.repeat(reps, *([1] * (x.dim() - 1)))[:b], y.repeat(reps)[:b]
+            m.train()
+            torch.nn.functional.cross_entropy(m(xb), yb).backward()
+            if device.type == "cuda":
+                with torch.no_grad():
+                    m.eval()(xb)
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -65,7 +65,8 @@ def train_group(plan: RunPlan, store: Store, cell: Cell, threads: int, *, progre
                 f"thread(s))")
             with Timer(plan.device) as t:
                 trained, _ = fit_members([s[0] for s in setup], [s[1] for s in setup], cfg,
-                                         desc=f"grouped {len(todo)} x {cell.method} {cell.model}", progress=progress)
+                                         desc=f"grouped {len(todo)} x {cell.method} {cell.model}", progress=progress,
+                                         speed=plan.settings.speed)
             seconds = t.seconds
             for m, model in zip(todo, trained, strict=True):
                 meta = {"kind": m.method if m.kind != "original" else "original", "seconds": seconds / len(todo),

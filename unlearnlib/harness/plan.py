@@ -112,7 +112,8 @@ def code_fingerprint(*paths: str) -> str:
     return h.hexdigest()[:16]
 
 
-EVAL_CODE = ("metrics", "data", "models", "attacks.py", "train.py", "trace.py", "harness/cells.py")
+EVAL_CODE = ("metrics", "data", "models", "attacks.py", "train.py", "trace.py", "diagnosis.py", "harness/cells.py",
+             "harness/budget.py")  # budget: what a method cell records of its call (issue 20)
 
 
 def method_code(method: str) -> str:
@@ -352,6 +353,9 @@ class _CellMaker:
         # the device type and, on the CPU, the thread count (reductions are split per thread)
         dev = plan.device.type
         self.compute = ("compute", dev, plan.threads or "each process's share") if dev == "cpu" else ("compute", dev)
+        # and the run's speed switch when it is not exact (bf16/channels_last numbers; exact keeps the keys it had)
+        if plan.settings.speed != "exact":
+            self.compute += ("speed", plan.settings.speed)
 
     @staticmethod
     def data_key(split: Split) -> str:

@@ -21,6 +21,7 @@ from ..metrics import speedup
 from ..paths import REPO_ROOT
 from .cells import CellRunner, original_timing
 from .plan import ENSEMBLE, Cell, RunPlan, reference_method
+from .reference import cpu_model
 from .store import Store, read_json
 
 # what a row is, written with it so that the reader needs no registry (issue 23): the scenario's kind (class |
@@ -30,7 +31,7 @@ DESCRIBE_COLUMNS = ["kind", "reference", "run_on"]
 METRIC_COLUMNS = ["paper", "profile", "dataset", "model", "scenario", "method", "seed", "metric", "value",
                   *DESCRIBE_COLUMNS]
 TIMING_COLUMNS = [*METRIC_COLUMNS[:7], "seconds", "seconds_min", "seconds_max", "repeats", "cached", "device",
-                  "threads", *DESCRIBE_COLUMNS]
+                  "threads", "speed", *DESCRIBE_COLUMNS]
 TRACE_COLUMNS = [*METRIC_COLUMNS[:7], "name", "step", "value"]
 # one row per cell; "kind" is the cell's (original | evaluate | method), "scenario_kind" its scenario's
 CELL_COLUMNS = ["cell", "part", "kind", "dataset", "model", "scenario", "method", "seed", "trains_from_scratch",
@@ -75,6 +76,10 @@ def cell_line(plan: RunPlan, store: Store, cell: Cell, reused: bool = False) -> 
     parts = [f"{label} {res[k]:5.1f}" for k, label in _SHOWN.items() if k in res and res[k] == res[k]][:4]
     if res.get("stopped_by_rule") == 0.0:
         parts.append("[its stopping rule never fired: it ran to its maximum]")
+    if "budget_steps" in res:
+        parts.append(f"{res['budget_steps']:.0f} step{'' if res['budget_steps'] == 1 else 's'}")
+    if res.get("budget_changed_pct") == 0.0 and res.get("budget_buffers_changed_pct") == 0.0:
+        parts.append("[a no-op: no weight changed]")
     return f"{head} {'' if t is None else f'{t:8.2f} s':11s} " + "  ".join(parts) + tail
 
 
@@ -155,8 +160,10 @@ def environment(plan: RunPlan) -> dict:
         "profile": plan.profile,
         "seeds": plan.seeds,
         "device": str(dev),
+        "speed": plan.settings.speed,  # the run's speed switch: exact (float32) | fast (bf16, channels_last)
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
         or platform.machine(),
+        "cpu_model": cpu_model(),  # the reference banner names it (platform.processor() is often just the arch)
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,

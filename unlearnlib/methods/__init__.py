@@ -25,6 +25,37 @@ METHODS = Registry("method")
 
 
 @dataclass(frozen=True)
+class PaperSetting:
+    """The setting a method's defaults were published for, declared next to its ``Config``: with the method's
+    ``steps`` function it gives the optimiser steps its defaults take there, so that a table can say "17 steps here;
+    about 548 in its paper's setting" instead of blaming the method for a smaller protocol."""
+
+    what: str  # e.g. "CIFAR-10 class forgetting"
+    retain: int  # retain-set size
+    forget: int  # forget-set size
+    source: str = ""  # where the setting is from (paper section, upstream file)
+
+    def describe(self) -> str:
+        return f"{self.what}, {self.retain:,} retain / {self.forget:,} forget"
+
+
+def no_steps(cfg: Any, n_retain: int, n_forget: int) -> int:
+    """The step count of a weight edit: no optimiser step, whatever the sizes."""
+    return 0
+
+
+def batches(n: int, batch_size: int) -> int:
+    """Mini-batches of one pass over ``n`` samples (the last one smaller)."""
+    return -(-int(n) // int(batch_size)) if n > 0 else 0
+
+
+def capped(cfg: Any, steps: int) -> int:
+    """``steps`` under the config's ``max_steps`` cap (a TrainConfig's), if it has one."""
+    cap = getattr(cfg, "max_steps", None)
+    return min(steps, cap) if cap is not None else steps
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     name: str
     fn: Callable[..., nn.Module]
@@ -37,6 +68,11 @@ class MethodSpec:
     # (its table says so) instead of calling it where it cannot work
     scenarios: tuple[str, ...] = ("class", "random", "backdoor")
     summary: str = ""
+    # the setting its defaults were published for, and steps(cfg, n_retain, n_forget): the optimiser steps a call
+    # with ``cfg`` takes on sets of those sizes (a stopping rule's maximum where one may end it earlier). None: not
+    # declared (tables then give the steps of this run alone)
+    setting: PaperSetting | None = None
+    steps: Callable[[Any, int, int], int] | None = None
 
     def config(self, opts: dict[str, Any] | None, train: Any = None, where: str = "") -> Any:
         """The method's ``Config`` from a YAML mapping of options (types, choices and its ``check()``); a method
@@ -77,6 +113,13 @@ def method_spec(name: str) -> MethodSpec:
     return METHODS.get(base_method(name))
 
 
+def expected_steps(name: str, cfg: Any, n_retain: int, n_forget: int) -> int | None:
+    """The optimiser steps a call of method ``name`` with ``cfg`` takes on a retain set of ``n_retain`` and a forget
+    set of ``n_forget`` samples (its declared ``steps``; None where it declares none)."""
+    spec = method_spec(name)
+    return None if spec.steps is None else int(spec.steps(cfg, int(n_retain), int(n_forget)))
+
+
 def forget_classes_from_retain(retain_labels, num_classes: int) -> list[int]:
     """The classes absent from the retain labels: the forgotten classes of a class-forgetting split (empty for
     random-sample forgetting, where every class keeps retain samples)."""
@@ -97,4 +140,5 @@ def _import_all() -> None:
 
 _import_all()
 
-__all__ = ["METHODS", "MethodSpec", "base_method", "method_spec", "register_method", "forget_classes_from_retain"]
+__all__ = ["METHODS", "MethodSpec", "PaperSetting", "base_method", "method_spec", "register_method",
+           "forget_classes_from_retain", "expected_steps", "no_steps", "batches", "capped"]

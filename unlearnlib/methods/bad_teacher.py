@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ..trace import trace
 from ..train import Optimizer, Scheduler, TrainConfig, fit
-from . import register_method
+from . import PaperSetting, batches, capped, register_method
 from .common import frozen_copy, incompetent_teacher, mixed_batches
 
 
@@ -83,7 +83,18 @@ def unlearner_loss(student_logits: torch.Tensor, is_forget: torch.Tensor, compet
     raise ValueError(f"kl_reduction {reduction!r}; valid: mean, batchmean")
 
 
-@register_method("bad_teacher", Config)
+# the yardstick setting for its defaults (the suite's common one; [BT]'s notebooks forget CIFAR-Super20 and
+# CIFAR-100 classes, whose retain sets are of the same order)
+PAPER_SETTING = PaperSetting("CIFAR-10 class forgetting", 45_000, 5_000, "[BT] defaults (cell 15) at CIFAR-10 size")
+
+
+def steps(cfg: Config, n_retain: int, n_forget: int) -> int:
+    """Optimiser steps of a call: every epoch, the forget set and ``retain_fraction`` of the retain set shuffled
+    together in batches."""
+    return capped(cfg, cfg.epochs * batches(n_forget + int(cfg.retain_fraction * n_retain), cfg.batch_size))
+
+
+@register_method("bad_teacher", Config, setting=PAPER_SETTING, steps=steps)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Bad teacher: distil from the original on retain samples and from a random network on forget samples."""
     competent = frozen_copy(model)
@@ -102,7 +113,7 @@ def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Modu
         with torch.no_grad():
             good, bad = competent(x), incompetent(x)
         out = unlearner_loss(student(x), is_forget, good, bad, cfg.temperature, cfg.kl_reduction)
-        trace("loss", float(out.detach()), step["n"])
+        trace("loss", out, step["n"])
         step["n"] += 1
         return out
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..models.common import reinitialise
 from ..train import Scheduler, TrainConfig, fit
-from . import register_method
+from . import batches, capped, register_method
 
 
 @dataclass
@@ -24,7 +24,12 @@ class RetrainConfig(TrainConfig):
     """Retrain from scratch on the retain set with the paper's training recipe (filled in by the harness)."""
 
 
-@register_method("retrain", RetrainConfig, reads_forget=False, trains_from_scratch=True)
+def retain_epochs_steps(cfg: TrainConfig, n_retain: int, n_forget: int) -> int:
+    """Optimiser steps of retrain and fine-tune: every epoch, one pass over the retain set in batches."""
+    return capped(cfg, cfg.epochs * batches(n_retain, cfg.batch_size))
+
+
+@register_method("retrain", RetrainConfig, reads_forget=False, trains_from_scratch=True, steps=retain_epochs_steps)
 def retrain(model: nn.Module, *, retain, forget, cfg: RetrainConfig, device) -> nn.Module:
     """Retrain from scratch on the retain set (the gold standard), every module re-initialised."""
     reinitialise(model)
@@ -42,7 +47,7 @@ class FinetuneConfig(TrainConfig):
     scheduler: Scheduler = "none"
 
 
-@register_method("finetune", FinetuneConfig, reads_forget=False)
+@register_method("finetune", FinetuneConfig, reads_forget=False, steps=retain_epochs_steps)
 def finetune(model: nn.Module, *, retain, forget, cfg: FinetuneConfig, device) -> nn.Module:
     """Fine-tune the original on the retain set (catastrophic forgetting of the forget set)."""
     fit(model, retain.with_options(batch_size=cfg.batch_size, shuffle=True, augment=cfg.augment), cfg,
@@ -112,13 +117,25 @@ def _naive(model: nn.Module, retain, forget, cfg: NegGradConfig, descent: bool, 
     return model
 
 
-@register_method("neggrad", NegGradConfig, reads_retain=False)
+def neggrad_steps(cfg: NegGradConfig, n_retain: int, n_forget: int) -> int:
+    """The most optimiser steps of NegGrad (its stopping rule may end it earlier): the forget set in batches every
+    epoch, up to ``max_steps``."""
+    return capped(cfg, cfg.epochs * batches(n_forget, cfg.batch_size))
+
+
+def neggrad_plus_steps(cfg: NegGradPlusConfig, n_retain: int, n_forget: int) -> int:
+    """Optimiser steps of NegGrad+: one per retain batch every epoch (the forget batches cycle beside them), up to
+    ``max_steps``."""
+    return capped(cfg, cfg.epochs * batches(n_retain, cfg.batch_size))
+
+
+@register_method("neggrad", NegGradConfig, reads_retain=False, steps=neggrad_steps)
 def neggrad(model: nn.Module, *, retain, forget, cfg: NegGradConfig, device) -> nn.Module:
     """Gradient ascent on the forget set, stopped once no forget sample is classified correctly."""
     return _naive(model, retain, forget, cfg, descent=False, desc="neggrad")
 
 
-@register_method("neggrad_plus", NegGradPlusConfig)
+@register_method("neggrad_plus", NegGradPlusConfig, steps=neggrad_plus_steps)
 def neggrad_plus(model: nn.Module, *, retain, forget, cfg: NegGradPlusConfig, device) -> nn.Module:
     """Each step: descent on a retain batch, plus ascent on a forget batch while any forget sample is right."""
     return _naive(model, retain, forget, cfg, descent=True, desc="neggrad+")

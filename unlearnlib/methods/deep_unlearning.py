@@ -68,7 +68,7 @@ import torch.nn.functional as F
 
 from ..models.vit import Attention
 from ..schema import check_range
-from . import register_method
+from . import no_steps, register_method
 
 
 @dataclass
@@ -401,7 +401,7 @@ def select_samples(retain, forget, cfg: Config) -> tuple[torch.Tensor, torch.Ten
     return xr, xf
 
 
-@register_method("deep_unlearning", Config, scenarios=("class",))
+@register_method("deep_unlearning", Config, scenarios=("class",), steps=no_steps)
 @torch.no_grad()
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Gradient-free class forgetting: project every layer away from the class-discriminatory subspace."""

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from ..trace import trace
-from . import forget_classes_from_retain, register_method
+from . import forget_classes_from_retain, no_steps, register_method
 
 
 @dataclass
@@ -125,7 +125,10 @@ def fisher_diagonal(model: nn.Module, batches, num_classes: int, labels: str = "
         else:
             raise ValueError(f"fisher labels {labels!r}; valid: expected, true")
         for target, weight in weighted:
-            grads = per_sample(params, x, target)
+            # float32 even under a run's speed: fast (vmapped BatchNorm under bf16 autocast fails, and the
+            # diagonal's small squared gradients, inverted below, need more than bf16's 8 mantissa bits)
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                grads = per_sample(params, x, target)
             for k, g in grads.items():
                 acc[k] += torch.einsum("b,b...->...", weight.to(g.dtype), g.pow(2))
         n += len(y)
@@ -165,7 +168,7 @@ def _head_names(model: nn.Module, num_classes: int) -> set[str]:
     return {k for k, p in model.named_parameters() if p.shape[0] == num_classes}  # upstream's size rule
 
 
-@register_method("fisher", Config, reads_forget=False)
+@register_method("fisher", Config, reads_forget=False, steps=no_steps)
 @torch.no_grad()
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Fisher forgetting: Gaussian noise on every weight, scaled by the inverse retain-set Fisher information."""

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 from ..trace import trace
 from ..train import Optimizer, Scheduler, TrainConfig, fit
-from . import register_method
+from . import PaperSetting, batches, capped, register_method
 
 FEATURE_CHUNK = 512  # forget images per forward pass when the features are computed (memory only)
 
@@ -268,7 +268,17 @@ class _ForgetFeatures:
             return self.model.penultimate(x), y
 
 
-@register_method("lau", Config, reads_retain=False)
+# the setting of its defaults: CIFAR-10 class forgetting (LAU's Table 1; 5,000 forget images)
+PAPER_SETTING = PaperSetting("CIFAR-10 class forgetting", 45_000, 5_000, "LAU (AAAI 2024) Table 1")
+
+
+def steps(cfg: Config, n_retain: int, n_forget: int) -> int:
+    """The most optimiser steps of a call (its stopping rule may end it earlier): every epoch, the forget set in
+    batches."""
+    return capped(cfg, cfg.epochs * batches(n_forget, cfg.batch_size))
+
+
+@register_method("lau", Config, reads_retain=False, setting=PAPER_SETTING, steps=steps)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Layer Attack Unlearning: only the classification layer learns, distilled from a Partial-PGD teacher."""
     head = model.head

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from ..trace import trace
 from ..train import AfterStep, Optimizer, Scheduler, TrainConfig, fit
-from . import register_method
+from . import PaperSetting, batches, capped, register_method
 from .common import mixed_batches, random_any_labels, random_other_labels
 
 LabelPolicy = Literal["other", "any"]
@@ -143,7 +143,7 @@ def relabel_loss(cfg: RLConfig):
         if cfg.forget_weight != 1.0:
             per = torch.where(is_f, cfg.forget_weight * per, per)
         out = per.mean()
-        trace("loss", float(out.detach()), step["n"])
+        trace("loss", out, step["n"])
         step["n"] += 1
         return out
 
@@ -158,7 +158,19 @@ def relabel_fit(model: nn.Module, retain, forget, cfg: RLConfig, *, after_step: 
     return model
 
 
-@register_method("random_labels", Config)
+# the yardstick setting for its defaults ([SSD]'s amnesiac runs on CIFAR-100/20 classes, [SAL]'s RL on CIFAR-10)
+PAPER_SETTING = PaperSetting("CIFAR-10 class forgetting", 45_000, 5_000, "[SSD] amnesiac defaults at CIFAR-10 size")
+
+
+def relabel_steps(cfg: RLConfig, n_retain: int, n_forget: int) -> int:
+    """Optimiser steps of :func:`relabel_fit`: every epoch, forget and retain shuffled together ("mixed") or the
+    forget batches then the retain batches ("sequential")."""
+    per_epoch = (batches(n_forget + n_retain, cfg.batch_size) if cfg.schedule == "mixed"
+                 else batches(n_forget, cfg.batch_size) + batches(n_retain, cfg.batch_size))
+    return capped(cfg, cfg.epochs * per_epoch)
+
+
+@register_method("random_labels", Config, setting=PAPER_SETTING, steps=relabel_steps)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Random labels: fine-tune on the forget samples with random (by default wrong) labels, plus the retain set."""
     return relabel_fit(model, retain, forget, cfg)

@@ -35,8 +35,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..train import Optimizer, Scheduler
-from . import register_method
-from .random_labels import LabelPolicy, Relabel, RLConfig, Schedule, relabel_fit
+from . import PaperSetting, register_method
+from .random_labels import LabelPolicy, Relabel, RLConfig, Schedule, relabel_fit, relabel_steps
 
 
 @dataclass
@@ -128,7 +128,11 @@ class HardMask:
         self.hooks = []
 
 
-@register_method("salun", Config)
+# the setting of its defaults: [SAL] README, CIFAR-10 random 10 % forgetting (45,000 retain / 5,000 forget)
+PAPER_SETTING = PaperSetting("CIFAR-10 random 10 % forgetting", 45_000, 5_000, "[SAL] README")
+
+
+@register_method("salun", Config, setting=PAPER_SETTING, steps=relabel_steps)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """SalUn: random-label fine-tuning of only the forget-salient weights (gradient-magnitude mask, hard-masked)."""
     mask = saliency_mask(model, forget, cfg.sparsity, cfg.mask_batch_size, cfg.augment)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from ..trace import trace
 from ..train import Optimizer, Scheduler, TrainConfig, fit
-from . import register_method
+from . import PaperSetting, batches, capped, register_method
 from .common import distill_kl, frozen_copy
 
 
@@ -112,14 +112,25 @@ def scrub_loss(teacher: nn.Module, cfg: Config, original: dict[str, torch.Tensor
         if cfg.smoothing and original is not None:
             out = out + cfg.smoothing * sum(torch.linalg.vector_norm(p - original[k])
                                             for k, p in student.named_parameters())
-        trace(f"{phase}_kl", float(d.detach()), steps[phase])
+        trace(f"{phase}_kl", d, steps[phase])
         steps[phase] += 1
         return out
 
     return loss
 
 
-@register_method("scrub", Config)
+# the setting of its defaults: [SC] large_scale_unlearning.ipynb, CIFAR-10 class 5 forgotten (45,000 retain images)
+PAPER_SETTING = PaperSetting("CIFAR-10 class forgetting", 45_000, 5_000, "[SC] large_scale_unlearning.ipynb cell 28")
+
+
+def steps(cfg: Config, n_retain: int, n_forget: int) -> int:
+    """Optimiser steps of a call: a max-step per forget batch in the first ``msteps`` epochs, a min-step per retain
+    batch in every epoch."""
+    return capped(cfg, min(cfg.msteps, cfg.epochs) * batches(n_forget, cfg.forget_batch_size)
+                  + cfg.epochs * batches(n_retain, cfg.batch_size))
+
+
+@register_method("scrub", Config, setting=PAPER_SETTING, steps=steps)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """SCRUB: alternate max-steps (KL away from the original on forget) and min-steps (KL to it + CE on retain)."""
     teacher = frozen_copy(model)  # the original, before any step

@@ -38,8 +38,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..diagnosis import Diagnosis, diagnose
 from ..trace import trace
-from . import forget_classes_from_retain, register_method
+from . import PaperSetting, forget_classes_from_retain, no_steps, register_method
 from .common import class_major
 
 
@@ -146,7 +147,11 @@ def loader_batches(loader, batch_size: int, augment: bool):
         yield loader.batch(np.arange(start, min(start + batch_size, loader.num_samples)), augment=augment)
 
 
-@register_method("ssd", Config)
+# the setting of its defaults: [SSD] forget_full_class_main.py (CIFAR-100/20 full classes; CIFAR-10 at this size)
+PAPER_SETTING = PaperSetting("CIFAR-10 class forgetting", 45_000, 5_000, "[SSD] forget_full_class_main.py")
+
+
+@register_method("ssd", Config, setting=PAPER_SETTING, steps=no_steps)
 def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Module:
     """Selective Synaptic Dampening: shrink weights far more important to the forget set than to all data."""
     retain_labels = retain.labels
@@ -160,8 +165,38 @@ def unlearn(model: nn.Module, *, retain, forget, cfg: Config, device) -> nn.Modu
     counts = dampen(model, imp_d, imp_f, cfg.selection_weighting, cfg.dampening_constant)
     for step, c in enumerate(counts.values()):
         trace("dampened_by_parameter", c, step)  # step = parameter index
+    selected, of = sum(counts.values()), sum(int(v.numel()) for v in imp_f.values())
+    aligned = cfg.full_order != "shuffled" and not cfg.augment and len(retain_labels) % bs == 0
+    diagnose(Diagnosis(selected, of, "" if selected else no_selection_reason(
+        imp_d, imp_f, cfg.selection_weighting, pairs, bs, aligned)))
     model.eval()
     return model
 
 
-__all__ = ["Config", "importance", "dampen", "full_order", "concat_batches", "unlearn"]
+def no_selection_reason(imp_full: dict[str, torch.Tensor], imp_forget: dict[str, torch.Tensor], alpha: float,
+                        pairs: list[tuple[str, int]], batch_size: int, aligned: bool) -> str:
+    """Why the rule I_f > alpha * I_D selected no weight, in terms of what the call computed: the largest ratio
+    I_f / I_D, and the forget-only batches among D's. When D's last batches are the forget loader's own batches
+    (same samples, order and batch size: the retain count a multiple of the batch size, no shuffling, no
+    augmentation), I_D >= (N_f / N_D) * I_f holds element by element, so no weight can be selected once
+    N_f / N_D >= 1 / alpha: a forget set of about 1 / alpha of the data or more."""
+    ratio = max((float(torch.where(d > 0, f / d.clamp_min(1e-300), torch.where(f > 0, torch.inf, 0.0)).max())
+                 for f, d in ((imp_forget[k], imp_full[k]) for k in imp_forget) if f.numel()), default=0.0)
+    n_d = -(-len(pairs) // batch_size)
+    only_f = sum(all(p == "f" for p, _ in pairs[i:i + batch_size]) for i in range(0, len(pairs), batch_size))
+    share = sum(p == "f" for p, _ in pairs) / max(len(pairs), 1)
+    head = (f"it dampens a weight only where I_f > α·I_D (α = {alpha:g}); the largest I_f/I_D of any weight was "
+            f"{ratio:.3g}")
+    if not only_f or only_f / n_d < 1 / alpha:
+        return head + "."
+    if aligned:
+        return (f"{head}, and it cannot exceed α here: D's last {only_f} of {n_d} batches are the forget set's own "
+                f"batches, so I_D ≥ ({only_f}/{n_d})·I_f in every weight and {only_f}/{n_d} ≥ 1/α (the forget set is "
+                f"{100 * share:.0f} % of the data; about 1/α or more selects nothing).")
+    return (f"{head}: {only_f} of D's {n_d} batches hold forget samples only ({only_f}/{n_d} ≥ 1/α; the forget set "
+            f"is {100 * share:.0f} % of the data), so their squared gradients alone put I_D near ({only_f}/{n_d})·I_f "
+            f"and I_f/I_D can pass α only through the difference between those batches and the forget loader's (none "
+            f"when the retain count is a multiple of the batch size: then they are the same batches).")
+
+
+__all__ = ["Config", "importance", "dampen", "full_order", "concat_batches", "no_selection_reason", "unlearn"]

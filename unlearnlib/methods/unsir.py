@@ -138,7 +138,7 @@ def learn_noise(model: nn.Module, label: int, shape: tuple[int, ...], cfg: Confi
         loss = noise_objective(model(noise), noise, label, cfg.noise_lambda)
         (noise.grad,) = torch.autograd.grad(loss, [noise])
         opt.step()
-        trace(f"noise_loss_class{label}", float(loss.detach()), step)
+        trace(f"noise_loss_class{label}", loss, step)
     return noise.detach()
 
 
@@ -213,7 +213,7 @@ def _traced_ce(name: str):
     def loss(model: nn.Module, batch) -> torch.Tensor:
         x, y = batch
         out = F.cross_entropy(model(x), y)
-        trace(name, float(out.detach()), state["step"])
+        trace(name, out, state["step"])
         state["step"] += 1
         return out
 

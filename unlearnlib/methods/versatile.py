@@ -69,7 +69,7 @@ import torch.nn.functional as F
 from ..attacks import loss_lr_cv_mia
 from ..trace import trace
 from ..train import Optimizer, PatienceStop, Scheduler, TrainConfig, fit
-from . import register_method
+from . import batches, capped, register_method
 from .lightweight import GapMonitor, logits_at
 
 
@@ -369,7 +369,13 @@ class _Objective:
         return loss
 
 
-@register_method("versatile", Config, needs_unseen=True)
+def steps(cfg: Config, n_retain: int, n_forget: int) -> int:
+    """The most optimiser steps of the model in a call (its stopping rule usually ends it earlier): ``epochs`` of
+    ``epoch_steps`` (one pass over the forget set). The discriminator's steps are another optimiser's."""
+    return capped(cfg, cfg.epochs * (cfg.epoch_steps or batches(n_forget, cfg.batch_size)))
+
+
+@register_method("versatile", Config, needs_unseen=True, steps=steps)
 def unlearn(model: nn.Module, *, retain, forget, unseen, cfg: Config, device) -> nn.Module:
     """Fast yet versatile unlearning: fine-tune until outputs on forget data look like outputs on unseen data."""
     rule = rule_of(cfg)

@@ -92,7 +92,23 @@ HARNESS_ROWS = {s.name: s for s in (
     MetricSpec("unlearn_time_s", None, "time (s)", "s", on_original=False, gap_to_retrain=False),
     MetricSpec("speedup_vs_retrain", None, "speed-up vs retrain (x)", "x", on_original=False, gap_to_retrain=False),
     MetricSpec("stopped_by_rule", None, "ended by its stopping rule (% of calls)", on_original=False),
+    # the budget of the call (unlearnlib.harness.budget measures it; methods do not count): optimiser steps over the
+    # model's parameters, over other tensors only, passes over the forget and retain sets (samples drawn / set
+    # size), the share of parameter and of floating-point buffer elements that differ from the original
+    MetricSpec("budget_steps", None, "optimiser steps", "", on_original=False, gap_to_retrain=False),
+    MetricSpec("budget_other_steps", None, "optimiser steps on other tensors", "", on_original=False,
+               gap_to_retrain=False),
+    MetricSpec("budget_forget_passes", None, "passes over the forget set (x)", "x", on_original=False,
+               gap_to_retrain=False),
+    MetricSpec("budget_retain_passes", None, "passes over the retain set (x)", "x", on_original=False,
+               gap_to_retrain=False),
+    MetricSpec("budget_changed_pct", None, "weights changed (%)", on_original=False, gap_to_retrain=False),
+    MetricSpec("budget_buffers_changed_pct", None, "buffers changed (%)", on_original=False, gap_to_retrain=False),
+    # the steps the same options take in the method's paper's setting (its declared sizes), for the text
+    MetricSpec("budget_paper_steps", None, "optimiser steps in its paper's setting", "", on_original=False,
+               gap_to_retrain=False),
 )}
+BUDGET_METRICS = tuple(k for k in HARNESS_ROWS if k.startswith("budget_"))
 
 
 def describe(name: str) -> MetricSpec | None:

@@ -25,6 +25,15 @@ import pandas as pd
 
 from ..claims import per_seed, t_interval
 from ..metrics.spec import metric_label
+from .budget import (
+    BUDGET_COLUMNS,
+    BUDGET_NOTE,
+    budget_cells,
+    budget_values,
+    does_not_forget,
+    drop_unrecorded,
+    no_op_sentences,
+)
 from .compare import diff_to_retrain, retrain_floor
 from .run import KIND_ORDER, Run
 
@@ -89,7 +98,9 @@ def leaderboard_frame(run: Run, kind: str) -> pd.DataFrame:
     ``<m>_floor`` (retrain vs retrain) for forget/retain/test accuracy and the kind's forget axis; ``<m>`` and
     ``<m>_retrain`` for the attacks and the probe; ``probe_original``; ``F``, ``F_floor``, ``ulira_accuracy``,
     ``klom_forget_mean`` where the ensemble is; ``time_s`` (median), ``speedup`` (median retrain time / median
-    method time); ``supported`` (False: the method is not run on this kind, ``note`` says why)."""
+    method time); the call's budget (:func:`~unlearnlib.results.budget.budget_values`: ``steps``,
+    ``forget_passes``, ``retain_passes``, ``changed_pct``, ``buffers_changed_pct``, ``paper_steps``);
+    ``supported`` (False: the method is not run on this kind, ``note`` says why)."""
     if kind not in KIND_ORDER:
         raise ValueError(f"scenario kind {kind!r}; valid: {', '.join(KIND_ORDER)}")
     if kind not in _kinds(run):
@@ -127,6 +138,7 @@ def leaderboard_frame(run: Run, kind: str) -> pd.DataFrame:
             t = per_seed(m, method, "unlearn_time_s", model, ds, kind)
             row["time_s"] = float(np.median(t)) if len(t) else math.nan
             row["speedup"] = retrain_time / row["time_s"] if row["time_s"] and row["time_s"] > 0 else math.nan
+            row.update(budget_values(run, method, model, ds, kind))
             row.update(ens.get(method, {}))
             if "F" in ens.get("retrain vs retrain", {}):
                 row["F_floor"] = ens["retrain vs retrain"]["F"]
@@ -186,6 +198,7 @@ def leaderboard_display(run: Run, kind: str) -> pd.DataFrame:
             r["time (s, median)"] = _f(row["time_s"], 2)
             r["speed-up vs retrain"] = "1×" if row["reference"] else (
                 "–" if math.isnan(row["speedup"]) else f"{row['speedup']:.1f}×")
+            r.update(budget_cells(row))
             out.append(r)
         first = d.iloc[1] if len(d) > 1 else d.iloc[0]
         fl = {"dataset": ds, "method": "retrain vs retrain (floor)"}
@@ -198,7 +211,7 @@ def leaderboard_display(run: Run, kind: str) -> pd.DataFrame:
             fl["U-LiRA acc"] = _f(flo.get("ulira_accuracy", math.nan), 3)
             fl["KLOM forget"] = _f(flo.get("klom_forget_mean", math.nan), 2)
         out.append(fl)
-    res = pd.DataFrame(out).fillna("")
+    res = drop_unrecorded(pd.DataFrame(out).fillna(""))
     if res.dataset.nunique() <= 1:
         res = res.drop(columns=["dataset"])
     return res
@@ -207,7 +220,7 @@ def leaderboard_display(run: Run, kind: str) -> pd.DataFrame:
 def _columns(gaps: list[str], beside: list[str], has_f: bool) -> list[str]:
     cols = [f"Δ {metric_label(g)}" for g in gaps] + [f"{metric_label(g)} (retrain)" for g in beside]
     cols += ["F marginal", "U-LiRA acc", "KLOM forget"] if has_f else []
-    return cols + ["time (s, median)", "speed-up vs retrain"]
+    return cols + ["time (s, median)", "speed-up vs retrain", *BUDGET_COLUMNS]
 
 
 def leaderboard_table(run: Run, kind: str):
@@ -230,6 +243,7 @@ def leaderboard_table(run: Run, kind: str):
                    "100, is the target here, not 50" if s.split.unseen and s.split.unseen_classes == "retain" else "")
         test_note = (" Test acc counts the forgotten class's test images too (retrain gets them wrong); the plots' "
                      "utility axis for a class is the retain accuracy.")
+    budget = f" Budget: {BUDGET_NOTE}." if "steps" in df.columns else ""
     return df.style.hide(axis="index").set_caption(
         f"Leaderboard: forgetting {KIND_TITLES[kind]} ({', '.join(scen)}) [{run.stamp}]. Δ: the signed gap to "
         f"retraining from scratch, method − retrain (same seed), mean and 95 % t-interval over {len(s.seeds)} "
@@ -237,7 +251,8 @@ def leaderboard_table(run: Run, kind: str):
         f"Attacks and probe: the method's value, retrain's in brackets (loss-LR MIA: forget vs unseen training images, "
         f"50 = indistinguishable{lr_note}; SVC MIA: Kodge et al.'s class attack, %; probe: forget-class test accuracy "
         f"of a linear probe on frozen features).{test_note}{ens} Time: median call (evaluation excluded); speed-up: "
-        f"retrain's median / the method's. Every method with its default options.{left_out_note(run)}")
+        f"retrain's median / the method's.{budget} Every method with its default options."
+        f"{left_out_note(run)}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -438,13 +453,16 @@ def scenario_summary(run: Run, kind: str):
         if over:
             parts.append(f"over-forget (below retrain's level, which an attacker can see): {_names(over)}")
         if under:
-            parts.append(f"forget too little (the whole interval above the floor): {_names(under)}")
+            rows = {r.method: r for _, r in d.iterrows()}
+            parts.append("forget too little (the whole interval above the floor): " + ", ".join(
+                f"`{m}` {does_not_forget(run, m, rows[m])}" for m in under))
         if loss:
             parts.append(f"lose {ux} beyond the floor: {_names(loss)}")
         if kind == "class":
             parts.append(f"forget in the head only (a linear probe on their features still finds the class): "
                          f"{_names(head)}")
         lines.append("; ".join(parts) + ".")
+        lines += no_op_sentences(run, kind, ds, _model(run))
     skipped = df[~df.supported].method.unique().tolist()
     if skipped:
         lines.append(f"\nNot run here (defined for other kinds of forgetting): {_names(skipped)}.")

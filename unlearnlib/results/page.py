@@ -24,10 +24,11 @@ def banner(cfg: PaperConfig | Run, device: str = "auto") -> str:
             f"device {device}")
 
 
-def paper_status(cfg: PaperConfig) -> dict:
-    """One row of the book's status table, for a paper's config (its ``paper`` profile)."""
+def paper_status(cfg: PaperConfig, runs: list[Run] | None = None) -> dict:
+    """One row of the book's status table, for a paper's config (its ``paper`` profile): from its latest local run,
+    or from the first of ``runs`` (a reference run)."""
     paper = cfg.id
-    runs = latest_runs(paper)
+    runs = latest_runs(paper) if runs is None else runs
     row = {"paper": cfg.title, "id": paper, "status": "not run yet", "profile": "–", "claims": "–", "date": "–"}
     if runs:
         run = runs[0]
@@ -45,12 +46,13 @@ def paper_status(cfg: PaperConfig) -> dict:
     return row
 
 
-def header(cfg: PaperConfig | Run):
+def header(cfg: PaperConfig | Run, note: str = ""):
     """What was available, what the paper claims, and which profile this is, before any number."""
     from IPython.display import Markdown
 
     if isinstance(cfg, Run):
         cfg = cfg.config
+    warn_more = f"\n\n{note}" if note else ""  # e.g. a stale reference's notice
     label = cfg.profile_label.removeprefix(f"{cfg.profile} profile: ")
     leaderboard = not cfg.claims and not cfg.expected  # the benchmark: no paper, no claims
     warn = "" if cfg.profile == "paper" else (
@@ -60,6 +62,7 @@ def header(cfg: PaperConfig | Run):
                                                  "paper's setting."))
     if leaderboard:
         return Markdown(f"**Protocol.** {cfg.title}: {cfg.venue}. Code: {cfg.code}.\n\n**What it shows.** "
-                        f"{cfg.headline}\n\n**Why.** {cfg.availability}{warn}")
+                        f"{cfg.headline}\n\n**Why.** {cfg.availability}{warn}{warn_more}")
     return Markdown(f"**Paper.** {cfg.title}. {cfg.authors}. {cfg.venue}. arXiv {cfg.arxiv}. "
-                    f"Code: {cfg.code}.\n\n**Claim.** {cfg.headline}\n\n**Sources.** {cfg.availability}{warn}")
+                    f"Code: {cfg.code}.\n\n**Claim.** {cfg.headline}\n\n**Sources.** {cfg.availability}{warn}"
+                    f"{warn_more}")

@@ -41,7 +41,7 @@ class Run:
     @classmethod
     def load(cls, path: Path) -> "Run":
         path = Path(path)
-        if not (path / "metrics.csv").exists():
+        if not (path / "metrics.csv").exists() and not (path / "metrics.csv.gz").exists():
             raise FileNotFoundError(f"no results in {path}; run `make reproduce PAPER=...` first")
         raw = yaml.safe_load((path / "config.resolved.yaml").read_text())
         raw.pop("resolved_methods", None)
@@ -49,8 +49,9 @@ class Run:
         registered = raw.pop("registered_scenarios", None)
         cfg = from_dict(PaperConfig, raw, raw.get("id", "run"))
 
-        def csv(name: str) -> pd.DataFrame | None:
-            return pd.read_csv(path / name, keep_default_na=True) if (path / name).exists() else None
+        def csv(name: str) -> pd.DataFrame | None:  # a reference run's tables are gzipped (name.csv.gz)
+            f = next((f for f in (path / name, path / f"{name}.gz") if f.exists()), None)
+            return pd.read_csv(f, keep_default_na=True) if f is not None else None
 
         return cls(path, cfg, csv("metrics.csv"), csv("timings.csv"), json.loads((path / "env.json").read_text()),
                    csv("traces.csv"), csv("ensemble.csv"), registered, csv("cells.csv"))
@@ -84,7 +85,7 @@ class Run:
     def data_summary(self) -> pd.DataFrame:
         """The data of the run (one column per dataset), its scenarios, seeds, device and executor."""
         per = self.env.get("datasets") or {self.env.get("data", {}).get("dataset", "data"): self.env.get("data", {})}
-        df = pd.DataFrame({name: {k: str(v) for k, v in d.items()} for name, d in per.items()})
+        df = pd.DataFrame({name: {k: _no_abs_path(v) for k, v in d.items()} for name, d in per.items()})
         common = {"forget scenarios": ", ".join(sorted(set(self.metrics.scenario))),
                   "seeds": ", ".join(str(x) for x in self.env.get("seeds", [])),
                   "device": f"{self.env.get('device')} ({self.env.get('device_name')})",
@@ -157,7 +158,7 @@ def load_run(paper: str, profile: str) -> Run:
 
 def latest_runs(paper: str) -> list[Run]:
     out = []
-    for prof in ("paper", "cpu", "smoke"):
+    for prof in ("paper", "fast", "cpu", "smoke"):
         p = results_root() / paper / prof
         if (p / "metrics.csv").exists():
             try:
@@ -170,6 +171,13 @@ def latest_runs(paper: str) -> list[Run]:
     return out
 
 
+
+
+def _no_abs_path(v) -> str:
+    """A data summary value as the book may print it: an absolute folder (the dataset's system copy, e.g.
+    ``/usr/share/datasets/fashion-mnist``) by its last component only: no path of the building machine."""
+    s = str(v)
+    return f"a local copy (.../{Path(s).name})" if s.startswith("/") else s
 
 
 def _models(cfg: PaperConfig) -> str:

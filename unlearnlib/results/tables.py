@@ -19,6 +19,7 @@ from ..claims import (
 )
 from ..metrics.spec import has_gap_to_retrain, metric_label
 from ..paper import PaperConfig
+from .budget import BUDGET_COLUMNS, BUDGET_NOTE, budget_cells, budget_values, drop_unrecorded, no_op_sentences
 from .compare import gap_to_retrain, retrain_floor
 from .run import KIND_ORDER, Run
 
@@ -119,7 +120,7 @@ def results_frame(run: Run, metrics: list[str] | None = None) -> pd.DataFrame:
         df["paper"] = "not available"  # no confirmed number for any model of the run
     if df.dataset.nunique() <= 1:
         df = df.drop(columns=["dataset"])
-    return df.fillna("n/a")
+    return drop_unrecorded(df.fillna("n/a"))
 
 
 def _result_row(run: Run, kind: str, n_scen: int, ds: str, model: str, method: str, metrics: list[str], exp,
@@ -136,6 +137,9 @@ def _result_row(run: Run, kind: str, n_scen: int, ds: str, model: str, method: s
             row[f"paper: {label}"] = _fmt(vals[0], vals[1] if len(vals) > 1 else None)
         elif exp is not None and any(metric in r for r in exp.rows.values()):
             row[f"paper: {label}"] = "–"
+    # the call's budget (the original is trained, not unlearned: no call)
+    row.update(budget_cells(budget_values(run, method, model, ds, kind)) if method != "original"
+               else dict.fromkeys(BUDGET_COLUMNS, "–"))
     return row
 
 
@@ -189,8 +193,54 @@ def results_table(run: Run):
     gaps = ("; under it, in small type, Δ: the gap to retraining |method − retrain| with its interval, and in "
             "each group's last row the retrain-vs-retrain noise floor of that gap" if stacked else "")
     only = left_out_note(run)
-    return df.style.hide(axis="index").set_caption(
-        f"Ours [{run.stamp}]: mean ± half-width of the 95 % interval over seeds{gaps}. {src}.{only}")
+    noops = " ".join(s.replace("**", "").replace("`", "") for k in run.kinds for s in no_op_sentences(run, k))
+    budget = f" Budget: {BUDGET_NOTE}." if any(c == "steps" for c in df.columns) else ""
+    caption = (f"Ours [{run.stamp}]: mean ± half-width of the 95 % interval over seeds{gaps}. {src}.{budget}{only}"
+               + (f" {noops}" if noops else ""))
+    parts = column_parts(list(df.columns))
+    if len(parts) == 1:
+        return df.style.hide(axis="index").set_caption(caption)
+    return Tables([df[cols].style.hide(axis="index").set_caption(
+        caption if i == 0 else f"Continued (the same rows, more metrics) [{run.stamp}]: the notes of the table "
+                               f"above apply.") for i, cols in enumerate(parts)])
+
+
+MAX_COLUMNS = 9  # a results table wider than this scrolls sideways on a 1,400 px page: it is split
+
+
+def column_parts(columns: list[str], max_columns: int = MAX_COLUMNS) -> list[list[str]]:
+    """The results table's columns in tables of at most ``max_columns``: the row labels (scenarios, dataset, model,
+    method) repeated in each, a metric's own column kept beside its paper column."""
+    ids = [c for c in columns if c in ("scenarios", "dataset", "model", "method")]
+    groups: list[list[str]] = []
+    for c in columns:
+        if c in ids:
+            continue
+        if c.startswith("paper: ") and groups and groups[-1][0] == c.removeprefix("paper: "):
+            groups[-1].append(c)
+        else:
+            groups.append([c])
+    parts: list[list[str]] = [[]]
+    for g in groups:
+        if parts[-1] and len(ids) + len(parts[-1]) + len(g) > max_columns:
+            parts.append([])
+        parts[-1] += g
+    return [ids + p for p in parts]
+
+
+class Tables:
+    """Several tables shown one below the other (a results table split to fit the page)."""
+
+    def __init__(self, stylers: list) -> None:
+        self.stylers = stylers
+
+    @property
+    def caption(self) -> str:
+        """The first table's caption (the whole table's notes)."""
+        return self.stylers[0].caption
+
+    def _repr_html_(self) -> str:
+        return "\n".join(s.to_html() for s in self.stylers)
 
 
 def left_out_note(run: Run) -> str:
