@@ -140,6 +140,25 @@ def test_one_grouped_fit_equals_n_single_fits(name, cfg, channels_last):
         assert not torch.allclose(sa["fc.weight"], init["fc.weight"])  # they did train
 
 
+def test_the_speed_switch_reaches_grouped_training(monkeypatch):
+    """``speed: fast`` trains the grouped network under bf16 autocast (as every cell of such a run); ``exact`` not."""
+    import unlearnlib.grouped_fit as gf
+
+    seen = []
+    real = gf.grouped_cross_entropy
+
+    def loss(model, batch):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return real(model, batch)
+
+    monkeypatch.setattr(gf, "grouped_cross_entropy", loss)
+    cfg = TrainConfig(epochs=1, max_steps=1, scheduler="none", batch_size=32)
+    for speed in ("exact", "fast"):
+        trained, _ = fit_members(_models("allcnn", 2), _loaders(2, [1, 2]), cfg, progress=False, speed=speed)
+        assert all(p.dtype == torch.float32 for m in trained for p in m.parameters())
+    assert seen == [False, True]
+
+
 def test_the_loss_is_the_sum_of_the_members_losses_and_member_batches_stay_apart():
     models = _models("resnet18", 2)
     loaders = _loaders(2, [1, 2])
