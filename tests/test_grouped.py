@@ -296,6 +296,11 @@ def test_group_cells_store_what_the_member_cells_compute_alone(monkeypatch, fmni
     meta = store_on.load_model(orig_on.model_key, on.parts["ensemble"].new_model(orig_on.model))
     assert meta["grouped"] == len(groups[0].members) and meta["group"] == groups[0].key
     assert _dist(a, b) < 0.25 * _dist(b, run_off.original_model(next_off.key))
+    from unlearnlib.harness.plan import seed_everything
+
+    seed_everything(orig_on.seed)
+    init = on.parts["ensemble"].new_model(orig_on.model)
+    assert _dist(a, init) > 0.5 * _dist(b, init)  # it trained as far from its initialisation as the one alone
     # a retrain: re-initialised under its method seed, trained on the retain set with retrain's recipe
     retrain_on = on.cell(groups[1].members[2])
     retrains_off = [c for c in off_ens if c.kind == "method" and c.method == "retrain" and c.method_seed is None]
