@@ -311,7 +311,9 @@ def test_an_ensemble_gives_per_example_scores_beside_their_floor(fmnist_system_d
     assert kinds[("original", "original", False)] == 4 and kinds[("method", "retrain", False)] == 4
     assert kinds[("method", "retrain", True)] == 4  # the floor's retrains: other seeds, same originals
     assert kinds[("method", "finetune", False)] == 4 and kinds[("method", "finetune", True)] == 4
-    assert len(ens) == 4 * 2 + 4 * 2 + 4 + 4
+    # + three group cells (ensemble.grouped, on by default): the 4 originals, the 4 oracle and the 4 floor retrains
+    assert kinds[("group", "original", False)] == 1 and kinds[("group", "retrain", False)] == 2
+    assert len(ens) == 4 * 2 + 4 * 2 + 4 + 4 + 3
     e = result.ensemble
     assert e is not None and set(e.method) == {"finetune", "retrain vs retrain"}
     f = e.set_index(["method", "variant", "metric"]).value

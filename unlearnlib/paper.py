@@ -66,6 +66,11 @@ class EnsembleConfig:
     # False: no conditional runs (the first original unlearned with N method seeds), only the marginal scores; halves
     # the ensemble's method cells when a budget needs it
     conditional: bool = True
+    # True: the N originals, the N oracle retrains and the N floor retrains each train as one grouped network of N
+    # members (models/grouped.py; each member equal in distribution to one trained alone, tests/test_grouped.py),
+    # where the model and the recipe allow it (grouped_fit.group_reason; else one by one, the plan says why).
+    # False: one by one. Default True: faster on the CPU (benchmarks/grouped.py)
+    grouped: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)
     metrics: list[str] = field(default_factory=lambda: ["forget_acc", "retain_acc", "test_acc", "test_forget_acc",
                                                          "test_retain_acc"])  # per model (the scores use logits)

@@ -292,6 +292,27 @@ def concurrency_section(bench: Path) -> str:
     return "\n".join(md)
 
 
+def grouped_section(bench: Path) -> str:
+    """The ensemble's N models trained as one grouped network against one by one (``benchmarks/grouped.py``)."""
+    df = _read(bench / "grouped.csv")
+    head = "## Many models at once: the grouped ensemble\n"
+    if df is None:
+        return head + "\nNot measured yet: `python benchmarks/grouped.py`.\n"
+    first = df.iloc[0]
+    md = [head, f"The ensemble's {int(first.n)} members ({first.model}, width {int(first.width)}, {first.dataset}: "
+                f"{int(first.images)} images, {int(first.epochs)} epochs, {int(first.steps)} steps each) trained one "
+                "by one (N calls of `fit`) or as one network of N members (grouped convolutions, per-member "
+                "BatchNorm and heads, each member's own data order): the whole training, data included. The mean "
+                "test accuracy of the members says the modes train the same models. Goal: grouped >= 3x one by "
+                "one at N = 16.\n"]
+    label = {"one_by_one": "one by one", "grouped": "grouped", "grouped_cl": "grouped, channels_last (default)"}
+    rows = [[label.get(r.mode, r.mode), int(r.n), _num(r.seconds, 1), _num(r.seconds_per_member),
+             _num(r.speedup_vs_one_by_one), _num(r.test_acc_mean, 3)] for r in df.itertuples()]
+    md.append(table(["", "N", "s", "s a member", "x one by one", "mean test acc"], rows, "lrrrrr"))
+    md.append(measured_on(df))
+    return "\n".join(md)
+
+
 def fit_section(bench: Path) -> str:
     """The shared training loop against a bare PyTorch loop (``benchmarks/fit_overhead.py``)."""
     df = _read(bench / "fit_overhead.csv")
@@ -403,13 +424,15 @@ def page(bench_dir: Path | None = None, out_dir: Path | None = None) -> tuple[st
     out.mkdir(parents=True, exist_ok=True)
     intro = ("The papers' speed claims are decided in their chapters from each run's own timings. This page "
              "measures the implementations themselves: Deep Unlearning against the official code and the "
-             "hardware floor, every method on one original, where the suite's time goes, and two runs at once. "
+             "hardware floor, every method on one original, where the suite's time goes, two runs at once, and the "
+             "ensemble's models trained as one grouped network. "
              "The numbers come from `benchmarks/*.py` (CSV files in `results/benchmarks/`); each table says where "
              "it was measured.\n")
     du, f1 = du_section(bench, out)
     meth, f2 = methods_section(bench, out)
     md = "\n".join([TITLE, "", intro, du, meth, suite_section(bench), concurrency_section(bench), fit_section(bench),
-                    plan_section(bench), cpu_costs_section(bench), gpu_section(bench), gpu_check_section(bench)])
+                    plan_section(bench), cpu_costs_section(bench), grouped_section(bench), gpu_section(bench),
+                    gpu_check_section(bench)])
     return md, f1 + f2
 
 

@@ -31,6 +31,7 @@ from ..metrics import Evaluation, ModelContext, Timer, any_needs, compute_metric
 from ..trace import collecting
 from ..train import configure_device, fit, plain_format, predict_logits, run_speed
 from .budget import budget_rows, diagnosis_row, measuring, paper_steps
+from .group import train_group
 from .plan import Cell, DataPart, RunPlan, is_trial, seed_everything
 from .store import CorruptFile, Store
 
@@ -103,6 +104,9 @@ class CellRunner:
     def finished(self, cell: Cell) -> bool:
         if cell.kind == "original":
             return self.store.has_model(cell.model_key)
+        if cell.kind == "group":
+            return self.store.load_record(cell.key) is not None and all(
+                self.store.has_model(self.plan.cell(k).model_key) for k in cell.members)
         if self.store.load_record(cell.key) is None:
             return False
         return not cell.model_key or self.store.has_model(cell.model_key)
@@ -116,6 +120,8 @@ class CellRunner:
                 return self._original(cell, n)
             if cell.kind == "evaluate":
                 return self._evaluate(cell)
+            if cell.kind == "group":
+                return train_group(self.plan, self.store, cell, n, progress=self.progress, say=self.say)
             return self._method(cell, n)
 
     def train_from_scratch(self, cell: Cell) -> dict:
@@ -227,7 +233,9 @@ class CellRunner:
         plan, part, split = self.plan, self._part(cell), self._split(cell)
         original = self.original_model(cell.original)
         ev_orig = self.original_eval(cell.deps[1])
-        retrained = self._retrained(cell.deps[2]) if len(cell.deps) > 2 else None
+        # deps: the original, its evaluation, then the retrain cell (a method that needs it) or the group cell that
+        # trained this one (a grouped retrain)
+        retrained = self._retrained(cell.deps[2]) if len(cell.deps) > 2 and not cell.model_key else None
         model = copy.deepcopy(original)
         meta = self.store.load_model(cell.model_key, model) if cell.model_key else None
         trace_rows: list[dict] = []

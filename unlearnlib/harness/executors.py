@@ -280,7 +280,8 @@ class RayExecutor:
             refs: dict[str, object] = {}
             for cell in todo:  # plan order is a topological order
                 deps = [refs[d] for d in cell.deps if d in refs]
-                if from_scratch(cell) and not store.has_model(cell.model_key):
+                grouped = any(plan.cell(d).kind == "group" for d in cell.deps)  # its group cell trains it
+                if from_scratch(cell) and not grouped and not store.has_model(cell.model_key):
                     deps.append(train.remote(payload, cell.key))  # free of the original: starts at once
                 refs[cell.key] = task.remote(payload, cell.key, *deps)
             pending = {ref: key for key, ref in refs.items()}

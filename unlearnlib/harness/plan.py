@@ -57,6 +57,7 @@ from ..data import (
     stratified_subset,
 )
 from ..data.splits import Split
+from ..grouped_fit import CHANNELS_LAST, group_reason
 from ..methods import method_spec
 from ..metrics import any_needs
 
@@ -142,6 +143,7 @@ class Cell:
     dataset: str = ""
     part: str = ""  # the plan's data part (default: the dataset's; "ensemble" for the ensemble's models)
     method_seed: int | None = None  # the method's own seed (default: the original's), for N unlearning seeds
+    members: tuple[str, ...] = ()  # a group cell: the keys of the cells whose models it trains as one network
 
     @property
     def run_seed(self) -> int:
@@ -150,7 +152,9 @@ class Cell:
 
     @property
     def label(self) -> str:
-        what = {"original": "train the original", "evaluate": "evaluate the original"}.get(self.kind, self.method)
+        what = {"original": "train the original", "evaluate": "evaluate the original",
+                "group": f"train {len(self.members)} {self.method} models as one grouped network"}.get(self.kind,
+                                                                                                   self.method)
         seeds = f"seed {self.seed}" + ("" if self.method_seed is None else f", method seed {self.method_seed}")
         return f"{self.part or self.dataset} {self.model} {seeds} {self.scenario}: {what}"
 
@@ -442,26 +446,63 @@ ENSEMBLE = "ensemble"
 
 def _ensemble_cells(plan: RunPlan, part: DataPart) -> list[Cell]:
     """N originals, each with its evaluation and one run of each method (marginal); N more runs of each method
-    from the first original (conditional); two sets of N retrains (oracle and floor)."""
+    from the first original (conditional); two sets of N retrains (oracle and floor). With ``ensemble.grouped``
+    (where the model and recipe allow it) the N originals, the N oracle and the N floor retrains are each trained
+    by one group cell, listed first; its members' checkpoints are stored under their own cells' keys (which say
+    ``grouped``: the numbers differ from one-by-one training in the last bits), and each member cell depends on it."""
     e = plan.cfg.settings.ensemble
     make, cells = _CellMaker(plan, part, ENSEMBLE), []
     split = part.splits[e.scenario]
     model = e.model or next(iter(part.settings.models))
     retrain_name = _retrain_name(plan.methods) or "retrain"
     methods = [m for m in (e.methods or plan.methods) if m != retrain_name]
-    first = None
+    grouped = ensemble_grouping(plan, part, model, retrain_name)
+    # grouped members' keys say so, with the group's size and memory format (the float rounding depends on them)
+    base, marker = make.compute, (("grouped", e.n, "channels_last" if CHANNELS_LAST else "contiguous"),)
+    first, members = None, {"original": [], "oracle": [], "floor": []}
     for i in range(e.n):
+        make.compute = base + marker if grouped["original"] is None else base
         orig, _ = make.original(model, e.seed + i, split)
         ev = make.evaluate(orig, split)
-        cells += [orig, ev]
-        first = first or (orig, ev)
+        make.compute = base + marker if grouped["retrain"] is None else base
         oracle = make.method(retrain_name, orig, ev, split, None)
         floor = make.method(retrain_name, orig, ev, split, None, method_seed=e.seed + e.n + i)
-        cells += [oracle, floor]
+        make.compute = base
+        cells += [orig, ev, oracle, floor]
+        members["original"].append(orig)
+        members["oracle"].append(oracle)
+        members["floor"].append(floor)
+        first = first or (orig, ev)
         cells += [make.method(m, orig, ev, split, oracle) for m in methods]
     for j in range(e.n if e.conditional else 0):
         cells += [make.method(m, *first, split, None, method_seed=e.seed + 2 * e.n + j) for m in methods]
-    return cells
+    return _with_groups(cells, members, grouped)
+
+
+def ensemble_grouping(plan: RunPlan, part: DataPart, model: str, retrain_name: str) -> dict[str, str | None]:
+    """For the ensemble's originals and retrains: None when they train as grouped networks, else why not."""
+    if not plan.cfg.settings.ensemble.grouped:
+        return {"original": "ensemble.grouped is off", "retrain": "ensemble.grouped is off"}
+    retrain_cfg = part.method_cfgs.get(retrain_name)
+    return {"original": group_reason(model, part.settings.train),
+            "retrain": (f"the reference method {retrain_name!r} is not retrain" if retrain_name != "retrain"
+                        else "retrain is not among the run's methods" if retrain_cfg is None
+                        else group_reason(model, retrain_cfg))}
+
+
+def _with_groups(cells: list[Cell], members: dict[str, list[Cell]], grouped: dict[str, str | None]) -> list[Cell]:
+    """A group cell before each set of members that trains grouped; the members depend on it."""
+    groups, extra = [], {}
+    for name, group in members.items():
+        if not group or grouped["original" if name == "original" else "retrain"] is not None:
+            continue
+        key = config_hash("group", name, *(c.model_key for c in group))
+        first = group[0]
+        groups.append(Cell(key, "group", first.seed, first.model, first.scenario, first.method,
+                           data_key=first.data_key, dataset=first.dataset, part=first.part,
+                           members=tuple(c.key for c in group)))
+        extra.update({c.key: key for c in group})
+    return groups + [dataclasses.replace(c, deps=c.deps + (extra[c.key],)) if c.key in extra else c for c in cells]
 
 
 # ----------------------------------------------------------------------------------------------------------

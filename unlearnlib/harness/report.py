@@ -67,6 +67,10 @@ def cell_line(plan: RunPlan, store: Store, cell: Cell, reused: bool = False) -> 
         meta = read_json(store.checkpoint_path(cell.model_key).with_suffix(".json"))
         return f"{head} trained in {meta['seconds']:7.2f} s on {meta['device']}{tail}"
     rec = store.load_record(cell.key) or {}
+    if cell.kind == "group":
+        call = (rec.get("cell_seconds") or {}).get("call", 0.0)
+        return (f"{head} {len(rec.get('trained', []))} of {len(cell.members)} members trained as one grouped "
+                f"network in {call:7.2f} s{tail}")
     res = {r["metric"]: r["value"] for r in rec.get("rows", [])}
     t = res.get("unlearn_time_s")
     parts = [f"{label} {res[k]:5.1f}" for k, label in _SHOWN.items() if k in res and res[k] == res[k]][:4]
