@@ -311,7 +311,8 @@ def test_threads_and_workers_beyond_this_machine_are_refused(monkeypatch):
     monkeypatch.delenv("UNLEARNLIB_THREADS")
     assert make_executor("ray", workers=2, threads=2).threads_for(torch.device("cpu")) == 2
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    with pytest.raises(ConfigError, match=r"workers: 2 is more than the 1 GPU\(s\).*valid: 1\.\.1"):
+    with pytest.raises(ConfigError, match=r"workers: 2 is more than the 1 cell\(s\) this machine.s 1 GPU\(s\)"
+                                          r".*valid: 1\.\.1"):
         make_executor("ray", workers=2).threads_for(torch.device("cuda"))
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # a cluster's nodes: not this machine's bounds
     ex = make_executor("ray", workers=64, threads=8)

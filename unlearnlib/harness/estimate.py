@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from ..config import load_paper, method_config, runs_on
+from ..grouped_fit import group_reason
 from ..methods import method_spec
 from .plan import PACKAGE, reference_method, select_methods
 
@@ -206,6 +207,7 @@ def _part(cfg, s, names: list[str], seeds: list[int], kinds: dict[str, KindCount
             runs = n * (2 if ensemble.conditional else 1)
             for m in others:
                 add("method", model, _work(m, cfgs[m], pool - forget, forget) + eval_passes, runs)
+            _groups(ensemble, model, s.train, retrain, cfgs.get(retrain), add)
             continue
         data_keys = {("clean" if sc.kind != "backdoor" else id(sc)) for sc in scenarios}
         add("original", model, s.train.epochs * pool, len(seeds) * len(data_keys))
@@ -216,6 +218,48 @@ def _part(cfg, s, names: list[str], seeds: list[int], kinds: dict[str, KindCount
                 if runs_on(cfg.settings, m, sc.kind):
                     kind = "retrain" if m == retrain else "method"
                     add(kind, model, _work(m, cfgs[m], pool - forget, forget) + eval_passes, len(seeds))
+        if s.tuning.trials and (not s.tuning.datasets or s.dataset in s.tuning.datasets):
+            _tuning(cfg, s, names, model, len(seeds), (pool, classes, eval_passes), cfgs, retrain, add)
+
+
+def _groups(ensemble, model: str, train, retrain: str | None, retrain_cfg, add) -> None:
+    """The ensemble's group cells (``ensemble.grouped``): one for the N originals, one for each set of N retrains,
+    where the model and recipe can be grouped (as harness/plan.py's ensemble_grouping decides). Their training is
+    counted with the member cells already (the same work), so a group cell adds a cell and no image-passes."""
+    if not ensemble.grouped:
+        return
+    if group_reason(model, train) is None:
+        add("group", model, 0.0, 1)
+    if retrain == "retrain" and retrain_cfg is not None and group_reason(model, retrain_cfg) is None:
+        add("group", model, 0.0, 2)
+
+
+def _tuning(cfg, s, names: list[str], model: str, n_seeds: int, sizes: tuple, cfgs: dict, retrain: str | None,
+            add) -> None:
+    """Equal-budget tuning (``tuning:``): the validation requests' originals, evaluations and retrains (in the plan
+    from the start, under their kinds; the first scenario of each kind, on every tuning seed), then the trials and
+    the tuned rows (kind ``tuning``: the driver adds them round by round; a trial is counted at the cost of the
+    method's default call, an upper bound where the tuning budget caps it)."""
+    t, (pool, classes, eval_passes) = s.tuning, sizes
+    firsts = list({sc.kind: sc for sc in reversed(s.split.all_scenarios())}.values())
+    tuned = [m for m in names if (m in t.methods if t.methods else not method_spec(m).tuning.empty)
+             and not method_spec(m).trains_from_scratch]
+    data_keys = {("clean" if sc.kind != "backdoor" else id(sc)) for sc in firsts}
+    add("original", model, s.train.epochs * pool, len(data_keys) * len(t.seeds))
+
+    def work(m: str, sc) -> float:
+        forget = _forget_size(sc, pool, classes)
+        return _work(m, cfgs[m], pool - forget, forget) + eval_passes
+
+    for sc in firsts:
+        add("evaluate", model, eval_passes, len(t.seeds))
+        if retrain:
+            add("retrain", model, work(retrain, sc), len(t.seeds))
+        for m in (m for m in tuned if runs_on(cfg.settings, m, sc.kind)):
+            add("tuning", model, work(m, sc), t.trials * len(t.seeds))
+    for sc in s.split.all_scenarios():
+        for m in (m for m in tuned if runs_on(cfg.settings, m, sc.kind)):
+            add("tuning", model, work(m, sc), n_seeds)
 
 
 def estimate(paper: str, profile: str, throughputs: Path = THROUGHPUTS) -> Estimate:
@@ -247,7 +291,7 @@ def render(est: Estimate) -> str:
     g = GPU_ASSUMPTIONS[est.speed]
     lines = [f"== plan of {est.paper} ({est.profile}, speed {est.speed}): {est.cells} cells; nothing was run",
              f"   {'kind':10s} {'cells':>6s} {'image-passes':>14s} {'PFLOP':>9s} {'cpu':>14s} {'h200 (assumed)':>15s}"]
-    for kind in ("original", "retrain", "evaluate", "method"):
+    for kind in ("original", "retrain", "evaluate", "method", "group", "tuning"):
         if kind in est.kinds:
             k = est.kinds[kind]
             lines.append(f"   {kind:10s} {k.cells:6d} {k.passes / 1e6:13.2f}M {k.flops / 1e15:9.3f} "
