@@ -121,26 +121,28 @@ def fisher_diagonal(model: nn.Module, batches, num_classes: int, labels: str = "
     all_targets = vmap(per_sample, in_dims=(None, None, 0))  # (K targets) x (batch) per-sample gradients
     acc = {k: torch.zeros_like(v) for k, v in params.items()}
     n = 0
-    # float32 even under a run's speed: fast (vmapped BatchNorm under bf16 autocast fails, and the diagonal's small
-    # squared gradients, inverted by the method, need more than bf16's 8 mantissa bits)
-    no_autocast = torch.autocast(device_type=next(iter(params.values())).device.type, enabled=False)
     for x, y in batches:
-        with no_autocast:
-            n += _accumulate(acc, model, params, per_sample, all_targets, x, y, num_classes, labels)
+        n += _accumulate(acc, model, params, per_sample, all_targets, x, y, num_classes, labels)
     return {k: v / max(n, 1) for k, v in acc.items()}
 
 
 def _accumulate(acc, model, params, per_sample, all_targets, x, y, num_classes: int, labels: str) -> int:
     """Add one batch's squared per-sample gradients (weighted by p(k|x) for "expected") to ``acc``; its size."""
+    # the per-sample gradients in float32 even under a run's speed: fast (vmapped BatchNorm under bf16 autocast
+    # fails, and the diagonal's small squared gradients, inverted by the method, need more than bf16's 8 mantissa
+    # bits); the forward pass that weights the classes runs at the run's speed
+    no_autocast = torch.autocast(device_type=x.device.type, enabled=False)
     if labels == "true":
-        grads = per_sample(params, x, y)
+        with no_autocast:
+            grads = per_sample(params, x, y)
         for k, g in grads.items():
             acc[k] += g.pow(2).sum(0)
     elif labels == "expected":
         with torch.no_grad():
             prob = F.softmax(model(x), dim=1)
         targets = torch.arange(num_classes, device=y.device, dtype=y.dtype)[:, None].expand(num_classes, len(y))
-        grads = all_targets(params, x, targets)
+        with no_autocast:
+            grads = all_targets(params, x, targets)
         for k, g in grads.items():
             acc[k] += torch.einsum("kb,kb...->...", prob.t().to(g.dtype), g.pow(2))
     else:
