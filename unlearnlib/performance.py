@@ -277,57 +277,58 @@ def suite_section(bench: Path) -> str:
     return "\n".join(md)
 
 
-def concurrency_section(bench: Path) -> str:
-    df = _read(bench / "concurrency.csv")
-    head = "## Two runs at once\n"
+def _csv_section(bench: Path, name: str, head: str, command: str, intro, header: list[str], align: str,
+                 row) -> str:
+    """A section of one CSV of ``bench``: its heading, "Not measured yet: `command`" while the CSV is missing, else
+    ``intro`` (text, or a function of the frame), one table row per CSV row (``row``) and what it was measured on."""
+    df = _read(bench / name)
     if df is None:
-        return head + "\nNot measured yet: `python benchmarks/concurrency.py`.\n"
-    md = [head, "Each run a fresh process computing every cell; the threads divided by the suite (each process "
-                "takes the cores divided by the processes computing). Target: two runs together within 2.5x the "
-                "time of one.\n"]
-    rows = [[r.mode, r.papers, r.profile, _num(r.seconds, 1), _num(getattr(r, "ratio_to_slowest_alone", math.nan))]
-            for r in df.itertuples()]
-    md.append(table(["", "runs", "profile", "wall s", "x slowest alone"], rows, "lllrr"))
-    md.append(measured_on(df))
-    return "\n".join(md)
+        return head + f"\nNot measured yet: `{command}`.\n"
+    rows = [row(r) for r in df.itertuples()]
+    return "\n".join([head, intro(df) if callable(intro) else intro, table(header, rows, align), measured_on(df)])
+
+
+def concurrency_section(bench: Path) -> str:
+    return _csv_section(
+        bench, "concurrency.csv", "## Two runs at once\n", "python benchmarks/concurrency.py",
+        "Each run a fresh process computing every cell; the threads divided by the suite (each process takes the "
+        "cores divided by the processes computing). Target: two runs together within 2.5x the time of one.\n",
+        ["", "runs", "profile", "wall s", "x slowest alone"], "lllrr",
+        lambda r: [r.mode, r.papers, r.profile, _num(r.seconds, 1),
+                   _num(getattr(r, "ratio_to_slowest_alone", math.nan))])
+
+
+def _grouped_intro(df: pd.DataFrame) -> str:
+    first = df.iloc[0]
+    return (f"The ensemble's {int(first.n)} members ({first.model}, width {int(first.width)}, {first.dataset}: "
+            f"{int(first.images)} images, {int(first.epochs)} epochs, {int(first.steps)} steps each) trained one "
+            "by one (N calls of `fit`) or as one network of N members (grouped convolutions, per-member "
+            "BatchNorm and heads, each member's own data order): the whole training, data included. The mean "
+            "test accuracy of the members says the modes train the same models. Goal: grouped >= 3x one by "
+            "one at N = 16.\n")
 
 
 def grouped_section(bench: Path) -> str:
     """The ensemble's N models trained as one grouped network against one by one (``benchmarks/grouped.py``)."""
-    df = _read(bench / "grouped.csv")
-    head = "## Many models at once: the grouped ensemble\n"
-    if df is None:
-        return head + "\nNot measured yet: `python benchmarks/grouped.py`.\n"
-    first = df.iloc[0]
-    md = [head, f"The ensemble's {int(first.n)} members ({first.model}, width {int(first.width)}, {first.dataset}: "
-                f"{int(first.images)} images, {int(first.epochs)} epochs, {int(first.steps)} steps each) trained one "
-                "by one (N calls of `fit`) or as one network of N members (grouped convolutions, per-member "
-                "BatchNorm and heads, each member's own data order): the whole training, data included. The mean "
-                "test accuracy of the members says the modes train the same models. Goal: grouped >= 3x one by "
-                "one at N = 16.\n"]
     label = {"one_by_one": "one by one", "grouped": "grouped", "grouped_cl": "grouped, channels_last (default)"}
-    rows = [[label.get(r.mode, r.mode), int(r.n), _num(r.seconds, 1), _num(r.seconds_per_member),
-             _num(r.speedup_vs_one_by_one), _num(r.test_acc_mean, 3)] for r in df.itertuples()]
-    md.append(table(["", "N", "s", "s a member", "x one by one", "mean test acc"], rows, "lrrrrr"))
-    md.append(measured_on(df))
-    return "\n".join(md)
+    return _csv_section(
+        bench, "grouped.csv", "## Many models at once: the grouped ensemble\n", "python benchmarks/grouped.py",
+        _grouped_intro, ["", "N", "s", "s a member", "x one by one", "mean test acc"], "lrrrrr",
+        lambda r: [label.get(r.mode, r.mode), int(r.n), _num(r.seconds, 1), _num(r.seconds_per_member),
+                   _num(r.speedup_vs_one_by_one), _num(r.test_acc_mean, 3)])
 
 
 def fit_section(bench: Path) -> str:
     """The shared training loop against a bare PyTorch loop (``benchmarks/fit_overhead.py``)."""
-    df = _read(bench / "fit_overhead.csv")
-    head = "## The training loop against a bare loop\n"
-    if df is None:
-        return head + "\nNot measured yet: `python benchmarks/fit_overhead.py`.\n"
-    md = [head, "`fit` (its checks and bookkeeping; on CUDA the sync-free step) against a plain PyTorch loop over the "
-                "same loader, the same model and steps, each warmed up, median over the repeats. Goal on the CPU: "
-                "`fit` within 1.05x of the bare loop. On CUDA also `fit` at `speed: fast` and a ceiling (batches "
-                "prebuilt on the GPU, no reads, bf16 + channels_last).\n"]
-    rows = [[f"{r.model} w{r.width}", r.batch_size, r.variant, _num(r.seconds, 3), _num(r.images_per_s, 0),
-             _num(r.ratio_to_bare, 3)] for r in df.itertuples()]
-    md.append(table(["model", "batch", "variant", "seconds", "images/s", "x bare"], rows, "lrlrrr"))
-    md.append(measured_on(df))
-    return "\n".join(md)
+    return _csv_section(
+        bench, "fit_overhead.csv", "## The training loop against a bare loop\n", "python benchmarks/fit_overhead.py",
+        "`fit` (its checks and bookkeeping; on CUDA the sync-free step) against a plain PyTorch loop over the same "
+        "loader, the same model and steps, each warmed up, median over the repeats. Goal on the CPU: `fit` within "
+        "1.05x of the bare loop. On CUDA also `fit` at `speed: fast` and a ceiling (batches prebuilt on the GPU, no "
+        "reads, bf16 + channels_last).\n",
+        ["model", "batch", "variant", "seconds", "images/s", "x bare"], "lrlrrr",
+        lambda r: [f"{r.model} w{r.width}", r.batch_size, r.variant, _num(r.seconds, 3), _num(r.images_per_s, 0),
+                   _num(r.ratio_to_bare, 3)])
 
 
 def gpu_section(bench: Path) -> str:
