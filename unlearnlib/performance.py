@@ -260,23 +260,6 @@ def _methods_figure(df: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def suite_section(bench: Path) -> str:
-    df = _read(bench / "suite.csv")
-    head = "## Where the suite's time goes\n"
-    if df is None:
-        return head + "\nNot measured yet: `python benchmarks/suite.py`.\n"
-    md = [head, "`make test`'s parts, and each paper's run split by what it computes (originals, retrains, the "
-                "other methods' calls with their timing repeats, evaluation, the rest of the run, the notebook and "
-                "the book build): either run again with an empty cell store, or, where the part says *its "
-                "cells.csv*, read from the per-cell times a finished run recorded (its plan, tables, notebook and "
-                "book are not in those).\n"]
-    rows = [[r.part, r.paper if isinstance(r.paper, str) else "", r.phase, _num(r.seconds, 1),
-             f"{_num(100 * r.share, 0)} %"] for r in df.itertuples()]
-    md.append(table(["part", "paper", "phase", "seconds", "share"], rows, "lllrr"))
-    md.append(measured_on(df))
-    return "\n".join(md)
-
-
 def _csv_section(bench: Path, name: str, head: str, command: str, intro, header: list[str], align: str,
                  row) -> str:
     """A section of one CSV of ``bench``: its heading, "Not measured yet: `command`" while the CSV is missing, else
@@ -286,6 +269,18 @@ def _csv_section(bench: Path, name: str, head: str, command: str, intro, header:
         return head + f"\nNot measured yet: `{command}`.\n"
     rows = [row(r) for r in df.itertuples()]
     return "\n".join([head, intro(df) if callable(intro) else intro, table(header, rows, align), measured_on(df)])
+
+
+def suite_section(bench: Path) -> str:
+    return _csv_section(
+        bench, "suite.csv", "## Where the suite's time goes\n", "python benchmarks/suite.py",
+        "`make test`'s parts, and each paper's run split by what it computes (originals, retrains, the other "
+        "methods' calls with their timing repeats, evaluation, the rest of the run, the notebook and the book "
+        "build): either run again with an empty cell store, or, where the part says *its cells.csv*, read from the "
+        "per-cell times a finished run recorded (its plan, tables, notebook and book are not in those).\n",
+        ["part", "paper", "phase", "seconds", "share"], "lllrr",
+        lambda r: [r.part, r.paper if isinstance(r.paper, str) else "", r.phase, _num(r.seconds, 1),
+                   f"{_num(100 * r.share, 0)} %"])
 
 
 def concurrency_section(bench: Path) -> str:
