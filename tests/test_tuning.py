@@ -125,6 +125,8 @@ def test_tuning_seeds_and_validation_requests_never_meet_the_reported_ones(paper
                 assert not set(sc.classes) & {c for r in reported if r.kind == "class" for c in r.classes}
         assert v.split.seed != s.split.seed
         assert {sc.kind for sc in v.split.all_scenarios()} == {sc.kind for sc in reported}
+        # a trial computes the objective's metrics only (no SVC attack, no probe) and times its call once
+        assert set(v.metrics.metrics) == set(s.metrics.metrics) & set(t.weights) and v.timing.repeats == 1
 
 
 def test_the_validation_requests_forget_other_images(monkeypatch, fmnist_system_dir):
