@@ -248,6 +248,8 @@ def test_tuning_writes_every_trial_and_the_chosen_options(tuned_runs):
     best = done[(done.method == "ssd") & (done.kind == "class")].objective.min()
     assert chosen["objective"] == pytest.approx(best)
     assert set(chosen["options"]) == {"selection_weighting", "dampening_constant"}
+    env = json.loads((Path(first.path) / "env.json").read_text())
+    assert 0 < env["tuning_wall_s"] < env["wall_s"]  # the study's own time, a part of the run's
 
 
 def test_the_tuned_options_are_run_on_the_reported_requests_and_seeds(tuned_runs):
