@@ -3,6 +3,7 @@ Fashion-MNIST copy (Debian package ``dataset-fashion-mnist``) when it is install
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,16 @@ from unlearnlib.data import DatasetSpec, Loader
 torch.set_num_threads(1)
 
 SYSTEM_DATASETS = Path("/usr/share/datasets")
+
+
+@contextlib.contextmanager
+def env_vars(**values):
+    """Environment variables set (as strings) for the block, restored after it: for code that must run inside a
+    test's ``with`` (a run in another root, a second run after the first)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in values.items():
+            mp.setenv(k, str(v))
+        yield
 FMNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
                 "t10k-labels-idx1-ubyte.gz")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import env_vars
 
 from unlearnlib import threads
 from unlearnlib.harness import RunFolder, RunLockedError, build_plan, run_paper
@@ -31,14 +32,6 @@ N_CELLS = 2 * PER_DATASET  # the smoke profile runs Fashion-MNIST and digits
 TIMING_METRICS = ("unlearn_time_s", "speedup_vs_retrain")
 
 
-@contextlib.contextmanager
-def env(**values):
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in values.items():
-            mp.setenv(k, str(v))
-        yield
-
-
 def roots(base: Path, fmnist: Path) -> dict[str, str]:
     out = {"UNLEARNLIB_RESULTS": base / "results", "UNLEARNLIB_CACHE": base / "cache", "UNLEARNLIB_DATA": base / "data",
            "UNLEARNLIB_SYSTEM_DATA": fmnist}
@@ -47,7 +40,7 @@ def roots(base: Path, fmnist: Path) -> dict[str, str]:
 
 def run(r: dict, **kw):
     out = io.StringIO()
-    with env(**r), contextlib.redirect_stdout(out):
+    with env_vars(**r), contextlib.redirect_stdout(out):
         result = run_paper(PAPER, PROFILE, device="cpu", progress=False, methods=METHODS, threads=1, **kw)
     return result, out.getvalue()
 
@@ -67,7 +60,7 @@ def reference(fmnist_system_dir, tmp_path_factory):
 
 
 def test_plan_lists_cells_with_stable_keys_and_dependencies(reference):
-    with env(**reference["roots"]):
+    with env_vars(**reference["roots"]):
         a = build_plan(PAPER, PROFILE, device="cpu", methods=METHODS)
         b = build_plan(PAPER, PROFILE, device="cpu", methods=METHODS)
     assert [c.key for c in a.cells] == [c.key for c in b.cells] and len(a.cells) == N_CELLS
@@ -133,7 +126,7 @@ def test_corrupt_files_are_reported_moved_aside_and_rebuilt(reference, tmp_path)
              UNLEARNLIB_CACHE=str(tmp_path / "cache"))
     shutil.copytree(reference["roots"]["UNLEARNLIB_CACHE"], r["UNLEARNLIB_CACHE"])
     cache = Path(r["UNLEARNLIB_CACHE"])
-    with env(**r):
+    with env_vars(**r):
         plan = build_plan(PAPER, PROFILE, device="cpu", methods=METHODS, threads=1)  # the count is in the keys
     original = next(c for c in plan.cells if c.kind == "original")
     finetune = next(c for c in plan.cells if c.method == "finetune")
@@ -167,7 +160,7 @@ def test_store_checks_every_record_against_its_sha256(tmp_path):
 
 def test_a_second_run_of_the_same_paper_and_profile_is_refused(reference, tmp_path):
     r = dict(reference["roots"], UNLEARNLIB_RESULTS=str(tmp_path / "results"))
-    with env(**r):
+    with env_vars(**r):
         with RunFolder(PAPER, PROFILE):
             with pytest.raises(RunLockedError, match=rf"process {socket.gethostname()}:{os.getpid()}.*wait for it"):
                 run_paper(PAPER, PROFILE, device="cpu", progress=False, methods=METHODS)
@@ -268,7 +261,7 @@ def test_short_calls_are_repeated_from_fresh_copies_and_the_median_is_reported(
     _ScriptedTimer.script = list(script)
     r = dict(reference["roots"], UNLEARNLIB_CACHE=str(tmp_path / "cache"))
     shutil.copytree(reference["roots"]["UNLEARNLIB_CACHE"], r["UNLEARNLIB_CACHE"])
-    with env(**r):
+    with env_vars(**r):
         plan = build_plan(PAPER, PROFILE, device="cpu", methods=METHODS, threads=1)  # the cached cells' count
         plan.settings.timing.repeats = 3  # the smoke profile times once; here the cpu default
         runner = CellRunner(plan, Store(say=lambda m: None), progress=False, threads=1)
@@ -304,7 +297,7 @@ def test_an_ensemble_gives_per_example_scores_beside_their_floor(fmnist_system_d
     monkeypatch.setattr(config_mod, "PAPERS_DIR", papers)
     r = roots(tmp_path, fmnist_system_dir)
     result, log = run(r)
-    with env(**r):
+    with env_vars(**r):
         plan = build_plan(PAPER, PROFILE, device="cpu", methods=METHODS)
     ens = [c for c in plan.cells if c.part == "ensemble"]
     kinds = pd.Series([(c.kind, c.method, c.method_seed is not None) for c in ens]).value_counts()
@@ -333,7 +326,7 @@ def load_smoke_seeds() -> list[int]:
 
 
 def test_a_run_over_two_datasets_plans_each_with_its_own_data_and_recipe(fmnist_system_dir):
-    with env(UNLEARNLIB_SYSTEM_DATA=str(fmnist_system_dir)):
+    with env_vars(UNLEARNLIB_SYSTEM_DATA=str(fmnist_system_dir)):
         plan = build_plan(PAPER, PROFILE, device="cpu", methods=METHODS)
     assert list(plan.parts) == ["fashion_mnist", "digits"]
     digits = plan.parts["digits"]
@@ -349,7 +342,7 @@ def test_a_run_over_two_datasets_plans_each_with_its_own_data_and_recipe(fmnist_
 def test_method_scenarios_leave_a_method_out_of_the_other_scenario_kinds(fmnist_system_dir):
     """versatile@label (a label-aware discriminator) is meaningful on random subsets only: the plan has no cell of
     it on the class and backdoor scenarios, and every other method runs on all three kinds."""
-    with env(UNLEARNLIB_SYSTEM_DATA=str(fmnist_system_dir)):
+    with env_vars(UNLEARNLIB_SYSTEM_DATA=str(fmnist_system_dir)):
         plan = build_plan("versatile_unlearning", "smoke", device="cpu")
     assert plan.settings.method_scenarios == {"versatile@label": ["random"]}
     kinds: dict[str, set[str]] = {}

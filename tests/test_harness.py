@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import env_vars
 
 from unlearnlib.claims import NOT_COMPARABLE, PIPELINE_ONLY
 from unlearnlib.config import load_paper
@@ -23,14 +24,6 @@ from unlearnlib.results import Run, claims_frame
 
 PAPER = "deep_unlearning"
 FILES = ("config.resolved.yaml", "env.json", "splits.npz", "metrics.csv", "timings.csv", "traces.csv", "cells.csv")
-
-
-@contextlib.contextmanager
-def roots(**env):
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, str(v))
-        yield
 
 
 def scenario_tags(cfg) -> set[str]:
@@ -52,11 +45,11 @@ def smoke_runs(fmnist_system_dir, tmp_path_factory, make_roots):
     env = make_roots(base)
     env["UNLEARNLIB_SYSTEM_DATA"] = str(fmnist_system_dir)
     second_results = base / "results2"
-    with roots(**env):
+    with env_vars(**env):
         first, log1 = _run_quietly()
         ckpts = Path(env["UNLEARNLIB_CACHE"]) / "checkpoints"
         mtimes = {p.name: p.stat().st_mtime_ns for p in ckpts.iterdir()}
-    with roots(**{**env, "UNLEARNLIB_RESULTS": second_results}):
+    with env_vars(**{**env, "UNLEARNLIB_RESULTS": second_results}):
         second, log2 = _run_quietly(methods=["retrain", "deep_unlearning"])
     return {"env": env, "first": first, "second": second, "log1": log1, "log2": log2, "mtimes": mtimes,
             "ckpts": ckpts, "base": base}
@@ -212,7 +205,7 @@ def test_failed_run_leaves_no_partial_results(smoke_runs, monkeypatch, tmp_path)
     env = dict(smoke_runs["env"])
     # (1) an empty results root stays without results
     empty = tmp_path / "results_empty"
-    with roots(**{**env, "UNLEARNLIB_RESULTS": empty}):
+    with env_vars(**{**env, "UNLEARNLIB_RESULTS": empty}):
         with pytest.raises(RuntimeError, match="on purpose"):
             _run_quietly(methods=["retrain", "deep_unlearning"])
     leftovers = sorted(str(p.relative_to(empty)) for p in empty.rglob("*")) if empty.exists() else []
@@ -222,7 +215,7 @@ def test_failed_run_leaves_no_partial_results(smoke_runs, monkeypatch, tmp_path)
     prev = tmp_path / "results_prev"
     shutil.copytree(Path(env["UNLEARNLIB_RESULTS"]), prev)
     before = {p.relative_to(prev): p.read_bytes() for p in prev.rglob("*") if p.is_file()}
-    with roots(**{**env, "UNLEARNLIB_RESULTS": prev}):
+    with env_vars(**{**env, "UNLEARNLIB_RESULTS": prev}):
         with pytest.raises(RuntimeError, match="on purpose"):
             _run_quietly(methods=["retrain", "deep_unlearning"])
     after = {p.relative_to(prev): p.read_bytes() for p in prev.rglob("*") if p.is_file()}

@@ -4,10 +4,9 @@ is checked and becomes the tasks' GPU fraction; the physical device is on every 
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
+from conftest import env_vars
 
 from unlearnlib.config import ConfigError
 from unlearnlib.harness import build_plan, executors
@@ -15,14 +14,6 @@ from unlearnlib.harness.cells import CellRunner, physical_device
 from unlearnlib.harness.store import Store
 
 PAPER, PROFILE, METHODS = "unsir", "smoke", ["retrain"]
-
-
-@contextlib.contextmanager
-def env(**values):
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in values.items():
-            mp.setenv(k, str(v))
-        yield
 
 
 def _cells(plan):
@@ -42,7 +33,7 @@ def _rows(record):
 def test_a_retrains_training_half_needs_no_original_and_gives_the_same_cell(fmnist_system_dir, tmp_path):
     out = {}
     for way in ("whole", "split"):
-        with env(UNLEARNLIB_SYSTEM_DATA=fmnist_system_dir, UNLEARNLIB_CACHE=tmp_path / way):
+        with env_vars(UNLEARNLIB_SYSTEM_DATA=fmnist_system_dir, UNLEARNLIB_CACHE=tmp_path / way):
             plan = build_plan(PAPER, PROFILE, device="cpu", methods=METHODS, threads=1)
             store = Store(say=lambda m: None)
             runner = CellRunner(plan, store, progress=False, threads=1, say=lambda m: None)
@@ -66,7 +57,7 @@ def test_a_retrains_training_half_needs_no_original_and_gives_the_same_cell(fmni
 
 
 def test_training_half_refused_for_a_cell_that_does_not_train_from_scratch(fmnist_system_dir, tmp_path):
-    with env(UNLEARNLIB_SYSTEM_DATA=fmnist_system_dir, UNLEARNLIB_CACHE=tmp_path):
+    with env_vars(UNLEARNLIB_SYSTEM_DATA=fmnist_system_dir, UNLEARNLIB_CACHE=tmp_path):
         plan = build_plan(PAPER, PROFILE, device="cpu", methods=["retrain", "finetune"], threads=1)
         runner = CellRunner(plan, Store(say=lambda m: None), progress=False, threads=1)
         cell = next(c for c in plan.cells if c.method == "finetune")

@@ -125,6 +125,8 @@ def test_tuning_seeds_and_validation_requests_never_meet_the_reported_ones(paper
                 assert not set(sc.classes) & {c for r in reported if r.kind == "class" for c in r.classes}
         assert v.split.seed != s.split.seed
         assert {sc.kind for sc in v.split.all_scenarios()} == {sc.kind for sc in reported}
+        # a trial computes the objective's metrics only (no SVC attack, no probe) and times its call once
+        assert set(v.metrics.metrics) == set(s.metrics.metrics) & set(t.weights) and v.timing.repeats == 1
 
 
 def test_the_validation_requests_forget_other_images(monkeypatch, fmnist_system_dir):
@@ -246,6 +248,8 @@ def test_tuning_writes_every_trial_and_the_chosen_options(tuned_runs):
     best = done[(done.method == "ssd") & (done.kind == "class")].objective.min()
     assert chosen["objective"] == pytest.approx(best)
     assert set(chosen["options"]) == {"selection_weighting", "dampening_constant"}
+    env = json.loads((Path(first.path) / "env.json").read_text())
+    assert 0 < env["tuning_wall_s"] < env["wall_s"]  # the study's own time, a part of the run's
 
 
 def test_the_tuned_options_are_run_on_the_reported_requests_and_seeds(tuned_runs):

@@ -56,13 +56,15 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
     computing = _threads.computing() if ex.name == "local" else contextlib.nullcontext()
     with RunFolder(paper, plan.profile) as folder, computing, ray_session(ex, plan):
         _say(banner_line(plan, ex.describe()))
-        tuned, early = None, set()  # early: the cells the tuning rounds computed (not reused by this run)
+        tuned, early, t_tune = None, set(), None  # early: the cells the tuning rounds computed (not reused by this run)
         if plan.settings.tuning.trials:  # the studies first: their tuned rows join the plan
             def run_cells(p: RunPlan, cells: list[Cell]) -> None:
                 early.update(c.key for c in cells)
                 ex.run(p, store, cells, on_done=lambda cell: _say(cell_line(p, store, cell)), say=_say)
 
+            t_tune = time.perf_counter()
             plan, *tuned = tune(plan, store, run_cells, _say)
+            t_tune = time.perf_counter() - t_tune
         todo, reused = pending_cells(plan, store)
         reused = [c for c in reused if c.key not in early]
         todo_n = len(todo) + len(early)
@@ -74,19 +76,22 @@ def run_paper(paper: str, profile: str = "auto", seeds: Any = None, device: str 
         write_diagnoses(folder.tmp, collect_diagnoses(plan, store))
         if tuned:
             write_tuning(folder.tmp, *tuned)
-        record_wall_time(folder.tmp, time.perf_counter() - t0)
+        record_wall_time(folder.tmp, time.perf_counter() - t0, t_tune)
         folder.commit()
     _say(done_line(time.perf_counter() - t0, todo_n, len(reused), folder.final))
     return Run.load(folder.final)
 
 
-def record_wall_time(folder: Path, seconds: float) -> None:
+def record_wall_time(folder: Path, seconds: float, tuning_s: float | None = None) -> None:
     """The run's wall time (planning, every cell, the tables; a resumed run: this invocation's) into its env.json:
-    a reference run carries it (issue 21)."""
+    a reference run carries it (issue 21). ``tuning_s``: the part of it the tuning study took (its rounds of trials
+    on the validation requests; the tuned rows on the reported requests are not in it), for runs that tune."""
     import json
 
     env = json.loads((folder / "env.json").read_text())
     env["wall_s"] = round(seconds, 1)
+    if tuning_s is not None:
+        env["tuning_wall_s"] = round(tuning_s, 1)
     (folder / "env.json").write_text(json.dumps(env, indent=1))
 
 

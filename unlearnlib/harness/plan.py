@@ -535,14 +535,18 @@ def is_trial(name: str) -> bool:
 
 def validation_settings(s: Settings) -> Settings:
     """The settings of the validation requests: per scenario kind of the run, its first scenario with other classes
-    (class) or another split seed (random subset, poisoned samples)."""
+    (class) or another split seed (random subset, poisoned samples); only the objective's metrics, one timed call."""
     v = s.tuning.validation
     scenarios = []
     for kind in dict.fromkeys(sc.kind for sc in s.split.all_scenarios()):
         first = next(sc for sc in s.split.all_scenarios() if sc.kind == kind)
         scenarios.append(dataclasses.replace(first, classes=list(v.classes)) if kind == "class" else first)
     split = dataclasses.replace(s.split, forget=[], scenarios=scenarios, seed=v.split_seed)
-    return dataclasses.replace(s, split=split)
+    # a trial's cell feeds only the objective: it computes the objective's metrics (not the SVC attack, the probe,
+    # ...) and times its call once (tuning.csv reports the trial's seconds, not a median of repeats)
+    wanted = [m for m in s.metrics.metrics if m in s.tuning.weights]
+    metrics = dataclasses.replace(s.metrics, metrics=type(s.metrics.metrics)(wanted)) if wanted else s.metrics
+    return dataclasses.replace(s, split=split, metrics=metrics, timing=dataclasses.replace(s.timing, repeats=1))
 
 
 def tuned_datasets(plan: RunPlan) -> list[str]:

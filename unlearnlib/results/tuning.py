@@ -95,6 +95,10 @@ def chosen_options_table(run: Run):
         failed = int((trials.state != "complete").sum())
         spent = (f" {len(trials)} trials in all, {trials.seconds.sum():.0f} s of cells"
                  + (f"; {failed} diverged (told to the sampler as failed)" if failed else "") + ".")
+    wall = run.env.get("tuning_wall_s")
+    if wall is not None and run.env.get("wall_s"):
+        spent += (f" The study took {wall / 60:.1f} min of the run's {run.env['wall_s'] / 60:.1f} min wall time "
+                  f"(executor: {run.env.get('executor') or 'local'}).")
     return df.style.hide(axis="index").set_caption(
         f"Tuned options [{run.stamp}]. {tuning_caption(run)}{spent}")
 
