@@ -123,8 +123,10 @@ def plot_ladder(paper: str = "benchmark", kind: str = "class", root: Path | None
         ax.tick_params(axis="y", labelsize=7)
     for ax in list(axes.flat)[len(methods):]:
         ax.axis("off")
-    for ax in axes[-1]:
-        ax.set_xlabel("training images (log)", fontsize=8)
+    for i, ax in enumerate(list(axes.flat)[:len(methods)]):
+        if i + ncol >= len(methods):  # the lowest panel of its column: its size labels
+            ax.tick_params(labelbottom=True)
+            ax.set_xlabel("training images (log)", fontsize=8)
     for ax in axes[:, 0]:
         ax.set_ylabel("gap to retrain (points)", fontsize=8)
     fx, ux = metric_label(FORGET_AXIS[kind]), metric_label(UTILITY_AXIS[kind])
