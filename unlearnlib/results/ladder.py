@@ -18,7 +18,7 @@ from .run import Run
 from .tuning import base_name, is_tuned
 
 LADDER = "ladder-"
-LADDER_COMMAND = "python -c 'import unlearnlib as ul; ul.run_ladder(\"benchmark\", executor=\"ray\", workers=2)'"
+LADDER_COMMAND = "make ladder EXECUTOR=ray WORKERS=2"
 
 
 def ladder_runs(paper: str = "benchmark", root: Path | None = None) -> list[tuple[int, Run]]:
