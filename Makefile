@@ -46,7 +46,7 @@ PAPERS  := $(notdir $(basename $(wildcard unlearnlib/papers/*.yaml)))
 # PAPER is checked before `setup` (a typo costs no virtual environment); '%' would be a pattern to make's filter
 PAPER_OK = $(and $(filter 1,$(words $(PAPER))),$(if $(findstring %,$(PAPER)),,$(filter $(PAPER),$(PAPERS))))
 
-.PHONY: help setup reproduce reproduce-all plan book reference check-reference publish test test-unit test-notebooks test-book lint benchmarks clean clean-cache \
+.PHONY: help setup reproduce reproduce-all ladder plan book reference check-reference publish test test-unit test-notebooks test-book lint benchmarks clean clean-cache \
         check-paper
 
 help:  ## this list
@@ -90,6 +90,9 @@ check-paper:
 
 reproduce: check-paper setup  ## run PAPER end to end (notebook -> book/papers/) and build the book
 	@$(PY) -m unlearnlib.cli reproduce --paper="$$PAPER" $(RUN_ARGS)
+
+ladder: setup  ## the benchmark's scale ladder: its ladder-* profiles one after another (EXECUTOR=ray WORKERS=2 for two cells at once); then make book
+	@$(PY) -m unlearnlib.cli ladder --executor="$${EXECUTOR:-local}" --workers="$$WORKERS" --threads="$$THREADS"
 
 plan: check-paper  ## the cells of PAPER's run in PROFILE by kind and its estimated time per device (runs nothing)
 	@$(PY) -m unlearnlib.cli plan --paper="$$PAPER" --profile="$$PROFILE"

@@ -204,6 +204,15 @@ def test_a_usage_error_is_one_line(capsys, argv):
     assert exc.value.code == 2 and err.startswith("error: unlearnlib") and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("argv,names", [(["ladder", "--executor", "slurm"], "EXECUTOR: 'slurm'"),
+                                        (["ladder", "--workers", "two"], "WORKERS: 'two'")])
+def test_make_ladder_checks_its_parameters_before_any_work(capsys, argv, names):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and names in err and err.count("\n") == 1, err
+
+
 def test_the_cli_prints_one_error_line_for_a_broken_yaml(paper_text, capsys, monkeypatch):
     monkeypatch.setattr(cli, "execute_notebook", _would_run)
     paper_text("id: unsir\ntitle: [unclosed\n")

@@ -340,7 +340,24 @@ def test_the_ladder_figure_reads_every_rung(tuned_runs, tmp_path):
     assert row.utility_gap == pytest.approx(-lead.loc["finetune (tuned)", "retain_acc_gap"])
     assert stopped_early(df) == {"ssd": 600}
     fig = plot_ladder("benchmark", "class", root)
-    assert "ssd at 600" in fig._suptitle.get_text() and fig.axes[0].get_xscale() == "log"
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert "ssd (stops at 600)" in titles and "finetune" in titles and fig.axes[0].get_xscale() == "log"
+    assert len(titles) == df.base.nunique()  # one panel per method
+
+
+def test_the_ladder_reads_the_committed_rungs_where_you_have_none(tuned_runs, tmp_path, monkeypatch):
+    from unlearnlib.results.ladder import ladder_runs
+
+    first = tuned_runs[0]
+    local, ref = tmp_path / "results", tmp_path / "reference"
+    monkeypatch.setenv("UNLEARNLIB_RESULTS", str(local))
+    monkeypatch.setenv("UNLEARNLIB_REFERENCE", str(ref))
+    for size in (600, 1200):
+        _copy_rung(Path(first.path), ref / "benchmark" / f"ladder-{size}")
+    _copy_rung(Path(first.path), local / "benchmark" / "ladder-1200")
+    got = dict(ladder_runs("benchmark"))
+    assert sorted(got) == [600, 1200]
+    assert Path(got[600].path).is_relative_to(ref) and Path(got[1200].path).is_relative_to(local)  # yours first
 
 
 def test_a_diverging_trial_is_stored_as_failed_and_a_diverging_reported_cell_stops(tuned_runs, monkeypatch):

@@ -134,6 +134,23 @@ def cmd_reproduce(a: argparse.Namespace) -> None:
         print(f"== the book is at {index}\n   open it in a browser (works offline): file://{index}")
 
 
+def cmd_ladder(a: argparse.Namespace) -> None:
+    """The benchmark's scale ladder: every ``ladder-<n>`` profile, smallest first, each an ordinary resumable run
+    (results/benchmark/ladder-<n>/); ``make book`` then shows it in the benchmark chapter."""
+    from .harness import run_ladder
+
+    if a.executor not in ("local", "ray"):
+        _fail(f"EXECUTOR: {a.executor!r} is not an executor; valid: local, ray")
+    t0 = time.perf_counter()
+    try:
+        runs = run_ladder("benchmark", executor=a.executor, workers=_int_option("WORKERS", a.workers) or None,
+                          threads=_int_option("THREADS", a.threads) or None)
+    except ConfigError as e:
+        _fail(str(e))
+    print(f"== scale ladder done in {time.perf_counter() - t0:.0f} s: {', '.join(r.profile for r in runs)}; "
+          f"make reference PAPER=benchmark PROFILE=<rung> commits a rung, make book shows them", flush=True)
+
+
 def cmd_reproduce_all(a: argparse.Namespace) -> None:
     """Every paper. Local executor: one after the other in this process's children. Ray: one Ray instance for
     all (or the cluster at RAY_ADDRESS), the papers' notebooks side by side as its drivers, so the instance's
@@ -459,6 +476,11 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--paper", default="")
     r.set_defaults(fn=cmd_reproduce)
     ra.set_defaults(fn=cmd_reproduce_all)
+    ld = sub.add_parser("ladder", help="the benchmark's scale ladder (its ladder-* profiles, smallest first)")
+    ld.add_argument("--executor", default="local", help="local (this process) | ray")
+    ld.add_argument("--workers", default="", help="ray: local workers (empty: one per core)")
+    ld.add_argument("--threads", default="", help="torch threads per cell (empty: the fair share of the cores)")
+    ld.set_defaults(fn=cmd_ladder)
     b = sub.add_parser("book", help="build the book from the executed notebooks in book/papers")
     b.add_argument("--no-strict", action="store_true")
     b.add_argument("--source", default="auto", help="auto (your finished runs, else the reference runs) | "

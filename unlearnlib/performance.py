@@ -369,21 +369,18 @@ def plan_section(bench: Path) -> str:
 
 def cpu_costs_section(bench: Path) -> str:
     """The SVC attack and the stop checks at paper size on the CPU (benchmarks/cpu_costs.py)."""
-    df = _read(bench / "cpu_costs.csv")
-    head = "## CPU work beside the GPU: the SVC attack and the stop checks\n"
-    if df is None:
-        return head + "\nNo measurement yet: `python benchmarks/cpu_costs.py` (minutes on 2 cores).\n"
-    md = [head, "Deep Unlearning's SVC MIA is fitted on the CPU twice per method cell (~400 fits in its `paper` "
-                "profile, uncapped as upstream; `metrics.mia_max_train` caps it). A stop check of lightweight or "
-                "versatile fits the loss-LR attack only when its rule is `mia` (before issue 22: at every check).\n"]
-    rows = []
-    for r in df.itertuples():
+    def row(r) -> list:
         per_run = getattr(r, "per_run_deep_unlearning_s", math.nan)
-        rows.append([r.what, r.case, int(r.n), _num(r.seconds, 3),
-                     "" if not isinstance(per_run, float) or math.isnan(per_run) else _num(per_run / 3600, 2)])
-    md.append(table(["what", "case", "n", "seconds", "DU paper run, h"], rows, "llrrr"))
-    md.append(measured_on(df))
-    return "\n".join(md)
+        return [r.what, r.case, int(r.n), _num(r.seconds, 3),
+                "" if not isinstance(per_run, float) or math.isnan(per_run) else _num(per_run / 3600, 2)]
+
+    return _csv_section(
+        bench, "cpu_costs.csv", "## CPU work beside the GPU: the SVC attack and the stop checks\n",
+        "python benchmarks/cpu_costs.py",
+        "Deep Unlearning's SVC MIA is fitted on the CPU twice per method cell (~400 fits in its `paper` profile, "
+        "uncapped as upstream; `metrics.mia_max_train` caps it). A stop check of lightweight or versatile fits the "
+        "loss-LR attack only when its rule is `mia` (before issue 22: at every check).\n",
+        ["what", "case", "n", "seconds", "DU paper run, h"], "llrrr", row)
 
 
 def gpu_check_section(bench: Path) -> str:

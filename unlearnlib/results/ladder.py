@@ -18,22 +18,28 @@ from .run import Run
 from .tuning import base_name, is_tuned
 
 LADDER = "ladder-"
-LADDER_COMMAND = "python -c 'import unlearnlib as ul; ul.run_ladder(\"benchmark\", executor=\"ray\", workers=2)'"
+LADDER_COMMAND = "make ladder EXECUTOR=ray WORKERS=2"
 
 
 def ladder_runs(paper: str = "benchmark", root: Path | None = None) -> list[tuple[int, Run]]:
-    """(training images, run) of every finished ladder rung of ``paper``, smallest first."""
-    base = (root or results_root()) / paper
-    out = []
-    for d in sorted(base.glob(f"{LADDER}*")) if base.exists() else []:
-        size = d.name[len(LADDER):]
-        if not size.isdigit() or not (d / "metrics.csv").exists():
-            continue
-        try:
-            out.append((int(size), Run.load(d)))
-        except Exception as e:  # noqa: BLE001 - a damaged rung is left out with a warning, never breaks the chapter
-            logging.getLogger(__name__).warning("%s: not loaded (%s: %s)", d.name, type(e).__name__, str(e)[:160])
-    return sorted(out, key=lambda x: x[0])
+    """(training images, run) of every finished ladder rung of ``paper``, smallest first: from ``root`` alone when
+    given, else your runs (``results/``) and, for a size you have not run, our committed reference run of it
+    (``reference/``), so the chapter shows the ladder from a clone without rerunning it."""
+    from ..paths import reference_root
+    from .reference import has_run
+
+    found: dict[int, Run] = {}
+    for base in ([root] if root else [results_root(), reference_root()]):
+        base = base / paper
+        for d in sorted(base.glob(f"{LADDER}*")) if base.exists() else []:
+            size = d.name[len(LADDER):]
+            if not size.isdigit() or int(size) in found or not has_run(d):
+                continue
+            try:
+                found[int(size)] = Run.load(d)
+            except Exception as e:  # noqa: BLE001 - a damaged rung is left out with a warning, never breaks the chapter
+                logging.getLogger(__name__).warning("%s: not loaded (%s: %s)", d.name, type(e).__name__, str(e)[:160])
+    return sorted(found.items(), key=lambda x: x[0])
 
 
 def ladder_frame(paper: str = "benchmark", kind: str = "class", root: Path | None = None) -> pd.DataFrame:
@@ -59,6 +65,11 @@ def ladder_frame(paper: str = "benchmark", kind: str = "class", root: Path | Non
                                        "utility_gap", "utility_lo", "utility_hi", "utility_floor", "profile"])
 
 
+def _size(profile: str) -> int:
+    tail = profile[len(LADDER):]
+    return int(tail) if profile.startswith(LADDER) and tail.isdigit() else 0
+
+
 def stopped_early(df: pd.DataFrame) -> dict[str, int]:
     """method -> the largest size it ran at, for the methods that stop before the ladder's top."""
     if df.empty:
@@ -69,46 +80,66 @@ def stopped_early(df: pd.DataFrame) -> dict[str, int]:
 
 
 def plot_ladder(paper: str = "benchmark", kind: str = "class", root: Path | None = None):
-    """Per scenario kind: forget-quality gap (left) and utility loss (right) against the training-set size (log
-    axis), one colour per method, defaults dashed with hollow markers, tuned solid with filled ones; the retrain
-    noise floor shaded. Without a ladder run: a note with the command that makes one."""
+    """Per scenario kind, one small panel per method (shared axes): its forget-quality gap and its utility loss to
+    retrain against the training-set size (log axis), defaults dashed with hollow markers, tuned solid with filled
+    ones, the utility's interval over seeds as a bar and the retrain noise floor shaded. Without a ladder run: a
+    note with the command that makes one."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
     from IPython.display import Markdown
 
     df = ladder_frame(paper, kind, root)
     if df.empty:
         return Markdown(f"*No scale-ladder run yet (forgetting {KIND_TITLES[kind]}): `{LADDER_COMMAND}` runs "
-                        f"the benchmark's `ladder-*` profiles (about 90 min on 2 cores), then this section shows "
+                        f"the benchmark's `ladder-*` profiles (about 50 min on 2 cores), then this section shows "
                         f"it.*")
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     methods = list(dict.fromkeys(df.base))
-    colours = dict(zip(methods, sns.color_palette("tab20", len(methods)), strict=True))
-    fig, axes = plt.subplots(1, 2, figsize=(13.5, 5.2))
-    fx, ux = metric_label(FORGET_AXIS[kind]), metric_label(UTILITY_AXIS[kind])
-    for ax, col, label in ((axes[0], "forget_gap", f"forget-quality gap |Δ {fx}|"),
-                           (axes[1], "utility_gap", f"utility loss: retrain − method, {ux}")):
-        fl = df.groupby("size")[col.replace("gap", "floor")].first()
-        ax.fill_between(fl.index, -fl.values if col == "utility_gap" else 0 * fl.values, fl.values,
-                        color="#2e7d32", alpha=0.12, label="retrain noise floor")
-        for (m, tuned), d in df.groupby(["base", "tuned"], sort=False):
-            d = d.sort_values("size")
-            ax.plot(d["size"], d[col], ls="-" if tuned else "--", lw=1.4 if tuned else 1.0, marker="o",
-                    markerfacecolor=colours[m] if tuned else "white", color=colours[m],
-                    label=m + (" (tuned)" if tuned else ""))
-        ax.set_xscale("log")
-        sizes = sorted(df["size"].unique())
-        ax.set_xticks(sizes, [str(s) for s in sizes])
-        ax.minorticks_off()
-        ax.axhline(0, color="black", lw=0.6)
-        ax.set(xlabel="training images (log scale)", ylabel=label)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False, ncol=1)
     early = stopped_early(df)
-    note = ("; stops early (too slow for the top size): " + ", ".join(f"{m} at {s}" for m, s in early.items())
-            if early else "")
-    fig.suptitle(f"Scale ladder, forgetting {KIND_TITLES[kind]}: gaps to retrain against the training-set size "
-                 f"(dashed/hollow: defaults; solid/filled: tuned){note}\n[{', '.join(sorted(set(df.profile)))}: "
-                 f"Fashion-MNIST, means over seeds; not any paper's setting]", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 0.8, 1))
+    ncol = min(5, len(methods))
+    nrow = math.ceil(len(methods) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.9 * ncol + 0.4, 2.3 * nrow + 1.3), sharex=True, sharey=True,
+                             squeeze=False)
+    colour = {"forget_gap": "#1565c0", "utility_gap": "#e65100"}
+    sizes = sorted(df["size"].unique())
+    floor = df.groupby("size")["forget_floor"].first()
+    for ax, m in zip(axes.flat, methods, strict=False):
+        ax.fill_between(floor.index, 0 * floor.values, floor.values, color="#2e7d32", alpha=0.12, lw=0)
+        for tuned in (False, True):
+            d = df[(df.base == m) & (df.tuned == tuned)].sort_values("size")
+            if d.empty:
+                continue
+            for col, c in colour.items():
+                ax.plot(d["size"], d[col], ls="-" if tuned else "--", lw=1.5 if tuned else 1.0, marker="o", ms=4,
+                        color=c, markerfacecolor=c if tuned else "white")
+            ax.vlines(d["size"], d["utility_lo"], d["utility_hi"], color=colour["utility_gap"], lw=0.8,
+                      alpha=0.6 if tuned else 0.35)
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_title(m + (f" (stops at {early[m]})" if m in early else ""), fontsize=9)
+        ax.set_xscale("log")
+        ax.set_xticks(sizes, [str(x) for x in sizes], fontsize=7)
+        ax.minorticks_off()
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in list(axes.flat)[len(methods):]:
+        ax.axis("off")
+    for i, ax in enumerate(list(axes.flat)[:len(methods)]):
+        if i + ncol >= len(methods):  # the lowest panel of its column: its size labels
+            ax.tick_params(labelbottom=True)
+            ax.set_xlabel("training images (log)", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("gap to retrain (points)", fontsize=8)
+    fx, ux = metric_label(FORGET_AXIS[kind]), metric_label(UTILITY_AXIS[kind])
+    handles = [Line2D([], [], color=colour["forget_gap"], lw=1.5, label=f"forget-quality gap |Δ {fx}|"),
+               Line2D([], [], color=colour["utility_gap"], lw=1.5, label=f"utility loss: retrain − method, {ux} "
+                                                                          f"(bar: 95 % interval over seeds)"),
+               Line2D([], [], color="grey", ls="--", marker="o", markerfacecolor="white", label="defaults"),
+               Line2D([], [], color="grey", ls="-", marker="o", label="tuned"),
+               Patch(color="#2e7d32", alpha=0.25, label="retrain noise floor (forget axis)")]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(f"Scale ladder, forgetting {KIND_TITLES[kind]}: each method's gaps to retrain against the "
+                 f"training-set size, defaults and tuned\n[{', '.join(sorted(set(df.profile), key=_size))}: "
+                 f"Fashion-MNIST, means over seeds; not any paper's setting]", fontsize=10)
+    fig.tight_layout(rect=(0, 0.09 if nrow < 3 else 0.06, 1, 1))
     plt.close(fig)  # shown once, as the cell's value
     return fig
