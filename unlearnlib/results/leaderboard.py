@@ -114,7 +114,10 @@ def leaderboard_frame(run: Run, kind: str) -> pd.DataFrame:
         ens = _ensemble_values(run, kind, ds)
         rt = per_seed(m, run.reference, "unlearn_time_s", model, ds, kind)
         retrain_time = float(np.median(rt)) if len(rt) else math.nan
+        tuned_here = set(m.method[(m.dataset == ds) & m.method.map(is_tuned)])
         for method in ["original", *with_tuned(run, list(s.methods))]:  # a tuned row right after its defaults
+            if is_tuned(method) and method not in tuned_here:
+                continue  # a dataset the tuning block leaves out (tuning.datasets) has no tuned rows
             row: dict = {"dataset": ds, "method": method, "supported": True, "note": "",
                          "reference": method == run.reference, "tuned": is_tuned(method)}
             if method != "original" and not run.runs_on(method, kind):
