@@ -267,6 +267,14 @@ def test_the_text_names_the_protocol_not_the_method_when_it_does_not_forget():
     assert "no-op" not in text
 
 
+def test_a_weight_edit_is_not_described_in_steps():
+    from unlearnlib.results.budget import at_this_size
+
+    said = at_this_size({"steps": 0.0, "paper_steps": 0.0}, "CIFAR-10 class forgetting")
+    assert "0 steps" not in said and "about 0" not in said and said.startswith("a weight edit")
+    assert at_this_size({"steps": 17.0, "paper_steps": 548.0}).startswith("17 steps; about 548")
+
+
 def test_the_results_table_of_a_chapter_shows_the_budget_and_its_no_ops():
     run = _run_from_calls({("ssd", "class0"): _fake_call(0, 2.0, 1.0, 0.0, diag=Diagnosis(0, 1000, "a reason"))})
     run.config.table_metrics = ["forget_acc"]

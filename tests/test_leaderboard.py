@@ -195,3 +195,19 @@ def test_deviation_texts_are_escaped_so_placeholders_show():
 
     html = deviations_table(load_paper("benchmark", "cpu")).to_html()
     assert "methods.&lt;name&gt;" in html and "methods.<name>" not in html
+
+
+def test_a_wide_leaderboard_is_split_into_tables_that_fit_the_page():
+    from unlearnlib.results.reference import has_run, load_reference, reference_dir
+
+    if not has_run(reference_dir("benchmark", "cpu")):
+        pytest.skip("no committed benchmark cpu reference run")
+    run = load_reference("benchmark", "cpu")
+    for kind in ("class", "random", "backdoor"):
+        t = lb.leaderboard_table(run, kind)
+        parts = [s.data for s in t.stylers]
+        assert len(parts) >= 2 and all(len(p.columns) <= 10 for p in parts)
+        assert all(list(p.columns[:2]) == ["dataset", "method"] and len(p) == len(parts[0]) for p in parts)
+        assert t.caption.startswith("Leaderboard") and t.stylers[1].caption.startswith("Continued")
+    cols = [list(s.data.columns) for s in lb.leaderboard_table(run, "class").stylers]
+    assert any({"F marginal", "U-LiRA acc", "KLOM forget"} <= set(c) for c in cols)  # kept together

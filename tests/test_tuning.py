@@ -391,3 +391,17 @@ def test_a_diverging_trial_is_stored_as_failed_and_a_diverging_reported_cell_sto
     reported = next(c for c in plan.cells if c.method == "finetune" and c.part == "fashion_mnist")
     with pytest.raises(FloatingPointError):
         runner.run(reported)
+
+
+def test_a_dataset_the_tuning_leaves_out_has_no_tuned_rows():
+    from unlearnlib.results.leaderboard import leaderboard_display, leaderboard_frame
+    from unlearnlib.results.reference import has_run, load_reference, reference_dir
+
+    if not has_run(reference_dir("benchmark", "cpu")):
+        pytest.skip("no committed benchmark cpu reference run")
+    run = load_reference("benchmark", "cpu")  # tuning.datasets: [fashion_mnist]
+    df = leaderboard_frame(run, "class")
+    tuned = df[df.tuned.astype(bool)]
+    assert len(tuned) and set(tuned.dataset) == {"fashion_mnist"}
+    shown = leaderboard_display(run, "class")
+    assert not shown[(shown.dataset == "digits") & shown.method.str.endswith("(tuned)")].size

@@ -95,6 +95,9 @@ def at_this_size(values: dict[str, float], setting: str = "") -> str:
     if math.isnan(steps):
         return "its steps were not recorded"
     here = f"{_num(steps)} step{'' if steps == 1 else 's'}"
+    if steps == 0 and (math.isnan(paper) or paper == 0):  # a weight edit (SSD, Fisher, Deep Unlearning): no steps
+        return ("a weight edit: no optimiser steps, its options are not counted in steps"
+                + (f"; its paper's setting: {setting}" if setting else ""))
     if math.isnan(paper):
         return here
     return f"{here}; about {_num(paper)} in its paper's setting" + (f": {setting}" if setting else "")

@@ -114,7 +114,10 @@ def leaderboard_frame(run: Run, kind: str) -> pd.DataFrame:
         ens = _ensemble_values(run, kind, ds)
         rt = per_seed(m, run.reference, "unlearn_time_s", model, ds, kind)
         retrain_time = float(np.median(rt)) if len(rt) else math.nan
+        tuned_here = set(m.method[(m.dataset == ds) & m.method.map(is_tuned)])
         for method in ["original", *with_tuned(run, list(s.methods))]:  # a tuned row right after its defaults
+            if is_tuned(method) and method not in tuned_here:
+                continue  # a dataset the tuning block leaves out (tuning.datasets) has no tuned rows
             row: dict = {"dataset": ds, "method": method, "supported": True, "note": "",
                          "reference": method == run.reference, "tuned": is_tuned(method)}
             if method != "original" and not run.runs_on(method, kind):
@@ -218,6 +221,9 @@ def leaderboard_display(run: Run, kind: str) -> pd.DataFrame:
     return res
 
 
+ENSEMBLE_COLUMNS = ("F marginal", "U-LiRA acc", "KLOM forget")
+
+
 def _columns(gaps: list[str], beside: list[str], has_f: bool) -> list[str]:
     cols = [f"Δ {metric_label(g)}" for g in gaps] + [f"{metric_label(g)} (retrain)" for g in beside]
     cols += ["F marginal", "U-LiRA acc", "KLOM forget"] if has_f else []
@@ -226,7 +232,7 @@ def _columns(gaps: list[str], beside: list[str], has_f: bool) -> list[str]:
 
 def leaderboard_table(run: Run, kind: str):
     """The leaderboard of one scenario kind (a Styler, every cell whole)."""
-    from .tables import left_out_note
+    from .tables import Tables, column_parts, left_out_note
 
     df = leaderboard_display(run, kind)
     s = run.config.settings
@@ -245,7 +251,7 @@ def leaderboard_table(run: Run, kind: str):
         test_note = (" Test acc counts the forgotten class's test images too (retrain gets them wrong); the plots' "
                      "utility axis for a class is the retain accuracy.")
     budget = f" Budget: {BUDGET_NOTE}." if "steps" in df.columns else ""
-    return df.style.hide(axis="index").set_caption(
+    caption = (
         f"Leaderboard: forgetting {KIND_TITLES[kind]} ({', '.join(scen)}) [{run.stamp}]. Δ: the signed gap to "
         f"retraining from scratch, method − retrain (same seed), mean and 95 % t-interval over {len(s.seeds)} "
         f"training seeds; the floor row: mean |retrain − retrain| between seeds, the gap two retrains already have. "
@@ -253,6 +259,15 @@ def leaderboard_table(run: Run, kind: str):
         f"50 = indistinguishable{lr_note}; SVC MIA: Kodge et al.'s class attack, %; probe: forget-class test accuracy "
         f"of a linear probe on frozen features).{test_note}{ens} Time: median call (evaluation excluded); speed-up: "
         f"retrain's median / the method's.{budget} {tuning_caption(run)}{left_out_note(run)}")
+    # a page is 1,400 px wide: a wider table is split, its rows repeated; the short ensemble, time and budget
+    # columns fit ten to a table
+    parts = column_parts(list(df.columns), 10, together=(ENSEMBLE_COLUMNS, ("time (s, median)", "speed-up vs retrain"),
+                                                         tuple(BUDGET_COLUMNS)))
+    if len(parts) == 1:
+        return df.style.hide(axis="index").set_caption(caption)
+    return Tables([df[cols].style.hide(axis="index").set_caption(
+        caption if i == 0 else f"Continued: forgetting {KIND_TITLES[kind]}, the same rows, more columns "
+                               f"[{run.stamp}]; the notes of the table above apply.") for i, cols in enumerate(parts)])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -208,15 +208,19 @@ def results_table(run: Run):
 MAX_COLUMNS = 9  # a results table wider than this scrolls sideways on a 1,400 px page: it is split
 
 
-def column_parts(columns: list[str], max_columns: int = MAX_COLUMNS) -> list[list[str]]:
+def column_parts(columns: list[str], max_columns: int = MAX_COLUMNS,
+                 together: tuple[tuple[str, ...], ...] = ()) -> list[list[str]]:
     """The results table's columns in tables of at most ``max_columns``: the row labels (scenarios, dataset, model,
-    method) repeated in each, a metric's own column kept beside its paper column."""
+    method) repeated in each, a metric's own column kept beside its paper column and the columns of each
+    ``together`` group (those present) in one table."""
     ids = [c for c in columns if c in ("scenarios", "dataset", "model", "method")]
     groups: list[list[str]] = []
     for c in columns:
         if c in ids:
             continue
         if c.startswith("paper: ") and groups and groups[-1][0] == c.removeprefix("paper: "):
+            groups[-1].append(c)
+        elif any(c in t and groups and groups[-1][-1] in t for t in together):
             groups[-1].append(c)
         else:
             groups.append([c])
