@@ -263,9 +263,13 @@ def test_check_reference_detects_a_changed_config_and_changed_code(roots, tmp_pa
     (pkg / method_file).write_text((pkg / method_file).read_text() + "\n# edited\n")
     changes = R.staleness(ref, PAPER)
     assert changes and all(c.startswith("code method lightweight") for c in changes), changes
-    # the paper YAML changes
+    # the paper YAML changes: another profile's block is not this run's config
     yml = pkg / "papers" / f"{PAPER}.yaml"
     raw = yaml.safe_load(yml.read_text())
+    raw["profiles"]["cpu"]["seeds"] = [7, 8, 9]
+    raw.setdefault("profile_labels", {})["cpu"] = "another label"
+    yml.write_text(yaml.safe_dump(raw))
+    assert not [c for c in R.staleness(ref, PAPER) if c.startswith("config")]
     raw["profiles"]["smoke"].setdefault("train", {})["epochs"] = 9
     yml.write_text(yaml.safe_dump(raw))
     changes = R.staleness(ref, PAPER)
