@@ -90,8 +90,8 @@ def plot_ladder(paper: str = "benchmark", kind: str = "class", root: Path | None
     df = ladder_frame(paper, kind, root)
     if df.empty:
         return Markdown(f"*No scale-ladder run yet (forgetting {KIND_TITLES[kind]}): `{LADDER_COMMAND}` runs "
-                        f"the benchmark's `ladder-*` profiles (about 50 min on 2 cores), then this section shows "
-                        f"it.*")
+                        f"the benchmark's `ladder-*` profiles (65 min on 2 cores with Ray, measured), then this "
+                        f"section shows it.*")
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
