@@ -163,5 +163,5 @@ def test_performance_page_from_csvs(tmp_path):
 def test_performance_page_without_benchmarks(tmp_path):
     path = write_page(tmp_path / "gen", tmp_path / "nothing")
     text = path.read_text()
-    assert text.startswith("# Performance") and text.count("Not measured yet") == 6  # + fit_overhead, grouped
+    assert text.startswith("# Performance") and text.count("Not measured yet") == 7  # + fit_overhead, grouped, costs
     assert "Not run on a GPU yet" in text
