@@ -249,11 +249,8 @@ def staleness(path: Path, paper: str | None = None) -> list[str]:
     path = Path(path)
     paper = paper or path.parent.name
     profile = path.name
-    # another profile's block or label is not this run's config (the resolved settings are compared whole)
-    other = tuple(f"{k}.{p}" for k in ("profiles", "profile_labels") for p in _profiles_named(path, paper)
-                  if p != profile)
     out = [f"config {c}" for c in config_changes(run_config(path), yaml_config(paper, profile))
-           if not c.split(":", 1)[0].startswith(other) or not other]
+           if not _other_profile(c.split(":", 1)[0], profile)]
     fp = path / FINGERPRINTS
     if not fp.exists():
         return [*out, f"{FINGERPRINTS} is missing: the code the reference ran with is unknown"]
@@ -264,11 +261,11 @@ def staleness(path: Path, paper: str | None = None) -> list[str]:
     return out
 
 
-def _profiles_named(path: Path, paper: str) -> set[str]:
-    """The profile names in the stored config and in the paper YAML now."""
-    stored = run_config(path).get("profiles") or {}
-    raw = read_yaml((PACKAGE / "papers" / f"{paper}.yaml").read_text(), f"{paper}.yaml")
-    return set(stored) | set(raw.get("profiles") or {})
+def _other_profile(key: str, profile: str) -> bool:
+    """Whether a changed key is another profile's block or label (``profiles.<p>...``, ``profile_labels.<p>``): not
+    this run's config, whose resolved settings are compared whole."""
+    parts = key.split(".")
+    return parts[0] in ("profiles", "profile_labels") and len(parts) > 1 and parts[1] != profile
 
 
 def stale_note(paper: str, profile: str) -> str:
