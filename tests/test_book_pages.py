@@ -38,6 +38,22 @@ def test_tables_show_every_part_and_the_caption_of_the_first():
         assert table.count("<th ") <= MAX_COLUMNS
 
 
+def test_the_chapter_banner_fits_the_page_for_every_paper_and_profile():
+    from unlearnlib.config import PROFILES, available_papers, load_paper
+    from unlearnlib.results.page import BANNER_WIDTH, banner, wrap_lines
+
+    for paper in available_papers():
+        for profile in PROFILES:
+            text = banner(load_paper(paper, profile), "cuda:0")
+            assert max(map(len, text.split("\n"))) <= BANNER_WIDTH, (paper, profile)
+            assert " ".join(text.split()).startswith(load_paper(paper, profile).title)  # folded, not cut
+    long = "numbers: reference run, 2026-12-05, commit abc1234, " + "AMD EPYC 7B13 64-Core Processor " * 4
+    folded = wrap_lines(long)
+    assert folded.startswith("numbers: reference run, ") and " ".join(folded.split()) == " ".join(long.split())
+    assert all(len(line) <= BANNER_WIDTH for line in folded.split("\n"))
+    assert wrap_lines("a\n\nb") == "a\n\nb"  # an empty line stays
+
+
 def test_the_data_summary_names_no_absolute_path(tmp_path):
     from unlearnlib.results import Run
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 from ..claims import (
     FAILS,
     HOLDS,
@@ -13,15 +15,24 @@ from ..paper import PaperConfig
 from .run import Run, _models, latest_runs
 from .tables import claims_frame
 
+BANNER_WIDTH = 110  # characters: the chapter's output box (1,400-px page) shows ~120 without scrolling sideways
+
+
+def wrap_lines(text: str, width: int = BANNER_WIDTH) -> str:
+    """Each line of ``text`` folded at word boundaries to ``width`` characters, continuations indented by two."""
+    return "\n".join(textwrap.fill(line, width, subsequent_indent="  ", break_long_words=False,
+                                   break_on_hyphens=False) or line for line in text.split("\n"))
+
 
 def banner(cfg: PaperConfig | Run, device: str = "auto") -> str:
     if isinstance(cfg, Run):
         cfg = cfg.config
     s = cfg.settings
-    return (f"{cfg.title} ({cfg.id}) — {cfg.profile_label}\n"
-            f"dataset{'s' if len(cfg.datasets) > 1 else ''} {', '.join(cfg.datasets)}; models {_models(cfg)}; "
-            f"{s.train.epochs} training epochs; {len(s.split.all_scenarios())} forget scenario(s); seeds {s.seeds}; "
-            f"device {device}")
+    return wrap_lines(
+        f"{cfg.title} ({cfg.id}) — {cfg.profile_label}\n"
+        f"dataset{'s' if len(cfg.datasets) > 1 else ''} {', '.join(cfg.datasets)}; models {_models(cfg)}; "
+        f"{s.train.epochs} training epochs; {len(s.split.all_scenarios())} forget scenario(s); seeds {s.seeds}; "
+        f"device {device}")
 
 
 def paper_status(cfg: PaperConfig, runs: list[Run] | None = None) -> dict:

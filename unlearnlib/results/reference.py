@@ -112,10 +112,10 @@ class Source:
         return f"numbers: your run ({where})"
 
     def banner(self, cfg: Any, device: str = "auto") -> str:
-        from .page import banner
+        from .page import banner, wrap_lines
 
         dev = self.load().env.get("device", device) if self.stored else device
-        return f"{banner(cfg, dev)}\n{self.provenance()}"
+        return f"{banner(cfg, dev)}\n{wrap_lines(self.provenance())}"
 
     def note(self) -> str:
         """Markdown for the chapter's head: the stale notice of a reference (empty when it is current)."""
