@@ -165,7 +165,7 @@ def test_source_selection(roots, tmp_path, monkeypatch):
     s = R.choose_source(PAPER, "smoke", "auto")
     assert s.kind == "reference"  # no local run: ours
     assert s.provenance().startswith("numbers: reference run, ") and "commit " in s.provenance()
-    assert "threads, profile smoke" in s.provenance()
+    assert "1 thread, profile smoke" in s.provenance()  # the run above: local, threads=1
     with pytest.raises(ConfigError, match=f"no run yet.*make reproduce PAPER={PAPER}"):
         R.choose_source(PAPER, "cpu", "auto")
     # make book: a local real profile first, then the reference, then a local smoke run
@@ -401,3 +401,17 @@ def test_the_make_targets_pass_their_parameters_as_text_to_the_cli(tmp_path):
     assert '-m unlearnlib.cli book --source="$SOURCE"' in dry("book", "SOURCE=reference")
     assert '-m unlearnlib.cli check-reference --paper="${PAPER:-all}"' in dry("check-reference")
     assert "-m unlearnlib.cli publish --source=reference" in dry("publish")
+
+
+def test_the_reference_line_counts_threads_per_worker_for_a_ray_run():
+    from types import SimpleNamespace
+
+    import unlearnlib.results.reference as R
+
+    run = SimpleNamespace(profile="cpu", env={"created": "2026-12-05T08:28:14+00:00", "git_commit": "5758454d0",
+                                                "git_dirty": False, "cpu_model": "AMD EPYC", "cpu_threads": [2],
+                                                "executor": "local executor"})
+    assert R.reference_line(run) == "reference run, 2026-12-05, commit 5758454, AMD EPYC, 2 threads, profile cpu"
+    run.env.update(cpu_threads=[1], executor="ray executor (local instance, 2 worker(s))", git_dirty=True)
+    assert R.reference_line(run) == ("reference run, 2026-12-05, commit 5758454 (dirty tree), AMD EPYC, 1 thread per "
+                                     "worker, ray executor (local instance, 2 worker(s)), profile cpu")

@@ -169,7 +169,11 @@ def reference_line(run: Run) -> str:
     if str(env.get("device", "cpu")).startswith("cuda"):
         where = f"{env.get('device_name')} (GPU), {env.get('cpu_model') or 'CPU unknown'}"
     commit = (env.get("git_commit") or "unknown")[:7] + (" (dirty tree)" if env.get("git_dirty") else "")
-    return (f"reference run, {str(env.get('created', ''))[:10]}, commit {commit}, {where}, {threads} threads, "
+    threads = f"{threads} thread{'' if threads == '1' else 's'}"
+    executor = str(env.get("executor", ""))
+    if executor.startswith("ray"):  # a Ray run's threads are per worker: say how many workers
+        threads = f"{threads} per worker, {executor}"
+    return (f"reference run, {str(env.get('created', ''))[:10]}, commit {commit}, {where}, {threads}, "
             f"profile {run.profile}")
 
 
