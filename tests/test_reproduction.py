@@ -58,6 +58,7 @@ def test_identical_when_every_non_timing_value_is_equal(tmp_path):
     assert env == {"torch threads": ("2", "1"), "CPU": ("CPU A", "CPU B")}
     assert set(rep.groups["metric group"]) == {"forget_acc", "retain_acc", "forget_prediction"}
     assert (rep.groups["largest difference"] == 0).all()
+    assert (rep.groups["where"] == "– (no difference)").all()  # no row is named as the place of a 0 difference
 
 
 def test_within_noise_when_values_move_inside_the_intervals(tmp_path):
@@ -69,6 +70,8 @@ def test_within_noise_when_values_move_inside_the_intervals(tmp_path):
     assert g.loc["forget_acc", "largest difference"] == pytest.approx(0.5)
     assert g.loc["forget_prediction", "largest difference"] == pytest.approx(0.25)
     assert g.loc["retain_acc", "largest difference"] == 0
+    assert g.loc["retain_acc", "where"] == "– (no difference)"
+    assert ", forget_acc, " in g.loc["forget_acc", "where"] and ", seed " in g.loc["forget_acc", "where"]
     assert rep.differing == []
 
 

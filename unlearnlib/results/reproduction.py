@@ -115,8 +115,8 @@ def _groups(ref: Run, yours: Run) -> tuple[pd.DataFrame, bool]:
         top = d.loc[d["diff"].idxmax()] if len(d) else None
         rows.append({"metric group": group, "values": len(g), "equal": int(equal[g.index].sum()),
                      "largest difference": float(top["diff"]) if top is not None else math.nan,
-                     "where": (f"{top.method}, {top.metric}, {top.scenario}, seed {top.seed}" if top is not None
-                               else "no matching values")})
+                     "where": ("no matching values" if top is None else "– (no difference)" if top["diff"] == 0
+                               else f"{top.method}, {top.metric}, {top.scenario}, seed {top.seed}")})
     return pd.DataFrame(rows), same_rows and bool(equal.all())
 
 
