@@ -222,17 +222,18 @@ def leaderboard_display(run: Run, kind: str) -> pd.DataFrame:
 
 
 ENSEMBLE_COLUMNS = ("F marginal", "U-LiRA acc", "KLOM forget")
+TIME_COLUMNS = ("time (s, median)", "speed-up vs retrain")
 
 
 def _columns(gaps: list[str], beside: list[str], has_f: bool) -> list[str]:
     cols = [f"Δ {metric_label(g)}" for g in gaps] + [f"{metric_label(g)} (retrain)" for g in beside]
-    cols += ["F marginal", "U-LiRA acc", "KLOM forget"] if has_f else []
-    return cols + ["time (s, median)", "speed-up vs retrain", *BUDGET_COLUMNS]
+    cols += list(ENSEMBLE_COLUMNS) if has_f else []
+    return cols + [*TIME_COLUMNS, *BUDGET_COLUMNS]
 
 
 def leaderboard_table(run: Run, kind: str):
     """The leaderboard of one scenario kind (a Styler, every cell whole)."""
-    from .tables import Tables, column_parts, left_out_note
+    from .tables import left_out_note, split_table
 
     df = leaderboard_display(run, kind)
     s = run.config.settings
@@ -261,13 +262,9 @@ def leaderboard_table(run: Run, kind: str):
         f"retrain's median / the method's.{budget} {tuning_caption(run)}{left_out_note(run)}")
     # a page is 1,400 px wide: a wider table is split, its rows repeated; the short ensemble, time and budget
     # columns fit ten to a table
-    parts = column_parts(list(df.columns), 10, together=(ENSEMBLE_COLUMNS, ("time (s, median)", "speed-up vs retrain"),
-                                                         tuple(BUDGET_COLUMNS)))
-    if len(parts) == 1:
-        return df.style.hide(axis="index").set_caption(caption)
-    return Tables([df[cols].style.hide(axis="index").set_caption(
-        caption if i == 0 else f"Continued: forgetting {KIND_TITLES[kind]}, the same rows, more columns "
-                               f"[{run.stamp}]; the notes of the table above apply.") for i, cols in enumerate(parts)])
+    return split_table(df, caption, f"Continued: forgetting {KIND_TITLES[kind]}, the same rows, more columns "
+                                    f"[{run.stamp}]; the notes of the table above apply.", 10,
+                       together=(ENSEMBLE_COLUMNS, TIME_COLUMNS, tuple(BUDGET_COLUMNS)))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -197,12 +197,19 @@ def results_table(run: Run):
     budget = f" Budget: {BUDGET_NOTE}." if any(c == "steps" for c in df.columns) else ""
     caption = (f"Ours [{run.stamp}]: mean ± half-width of the 95 % interval over seeds{gaps}. {src}.{budget}{only}"
                + (f" {noops}" if noops else ""))
-    parts = column_parts(list(df.columns))
+    return split_table(df, caption, f"Continued (the same rows, more metrics) [{run.stamp}]: the notes of the table "
+                                    f"above apply.")
+
+
+def split_table(df: pd.DataFrame, caption: str, continued: str, max_columns: int | None = None,
+                together: tuple[tuple[str, ...], ...] = ()):
+    """``df`` as one Styler with ``caption``, or, wider than ``max_columns``, as ``Tables`` of the ``column_parts``
+    (the row labels repeated), the first with ``caption`` and the others with ``continued``."""
+    parts = column_parts(list(df.columns), max_columns or MAX_COLUMNS, together)
     if len(parts) == 1:
         return df.style.hide(axis="index").set_caption(caption)
-    return Tables([df[cols].style.hide(axis="index").set_caption(
-        caption if i == 0 else f"Continued (the same rows, more metrics) [{run.stamp}]: the notes of the table "
-                               f"above apply.") for i, cols in enumerate(parts)])
+    return Tables([df[cols].style.hide(axis="index").set_caption(caption if i == 0 else continued)
+                   for i, cols in enumerate(parts)])
 
 
 MAX_COLUMNS = 9  # a results table wider than this scrolls sideways on a 1,400 px page: it is split
